@@ -1,0 +1,1 @@
+//! Execution (async): walks the plan with a tokio task per host and emits `RunEvent`s.

@@ -1,0 +1,1 @@
+//! `provisioner lab`: local test clusters of real systemd hosts (systemd-nspawn + debootstrap).

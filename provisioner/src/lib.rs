@@ -1,0 +1,21 @@
+//! `provisioner`: installs and converges an Apache Mesos stack over SSH.
+//!
+//! Pipeline (one direction, one type per stage), see ARCHITECTURE.md:
+//! CLI -> raw -> resolve -> model -> plan -> exec -> RunEvent -> report.
+
+pub mod cli;
+pub mod diag;
+pub mod error;
+pub mod exec;
+pub mod facts;
+pub mod lab;
+pub mod model;
+pub mod ops;
+pub mod plan;
+pub mod raw;
+pub mod report;
+pub mod resolve;
+pub mod secret;
+pub mod template;
+pub mod transport;
+pub mod yaml;

@@ -1,0 +1,1 @@
+//! The resolved model: inventory, plays, roles, tasks and variables, validated and ready to plan.

@@ -1,0 +1,1 @@
+//! The plan: a sealed petgraph DAG of (host, step) nodes.

@@ -1,0 +1,1 @@
+//! Resolution: raw input -> model. Collects *every* error, each with file:line:col.

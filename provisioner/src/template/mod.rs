@@ -1,0 +1,2 @@
+//! Templating with minijinja in strict-undefined mode, with the Ansible filters and tests that
+//! roles use, and `when:` expressions.

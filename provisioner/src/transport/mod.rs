@@ -1,0 +1,139 @@
+//! SSH transport (async). One session per host, one channel per command.
+//!
+//! The executor talks to hosts only through [`Connector`] and [`Connection`], so tests can use a
+//! fake transport and the real one is russh (see `ssh.rs`).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a host's SSH key is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// The key must already be in known_hosts. The default.
+    #[default]
+    Strict,
+    /// An unknown host's key is added to known_hosts; a changed key is still refused.
+    AcceptNew,
+    /// The key must have this fingerprint (`SHA256:...`, as `ssh-keygen -l` prints it).
+    Pinned(String),
+}
+
+/// Privilege escalation for one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Become {
+    /// The user to become (`root` by default in Ansible).
+    pub user: String,
+}
+
+/// Everything needed to open a session to one host. Built from inventory connection vars and
+/// `~/.ssh/config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// The inventory name, used in every message about this host.
+    pub name: String,
+    /// Address or DNS name to connect to (`ansible_host`, else the inventory name).
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    /// Explicit key files (`ansible_ssh_private_key_file`); ssh config and the agent add to these.
+    pub identity_files: Vec<PathBuf>,
+    /// The known_hosts file to check against; `None` means `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    /// The sudo password, if become needs one. Never logged.
+    pub become_password: Option<crate::secret::Secret>,
+}
+
+/// One command to run on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// A POSIX shell script, run with `/bin/sh -c`.
+    pub script: String,
+    /// Bytes fed to the command's standard input, then EOF.
+    pub stdin: Option<Vec<u8>>,
+    pub become_: Option<Become>,
+    /// The longest the command may run before it is abandoned with [`TransportError::Timeout`].
+    pub timeout: Duration,
+}
+
+/// What a command did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_status: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Why a transport operation failed. Host failures are data for the executor; these become a
+/// host's `Unreachable` or `Failed` status, never a panic.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("{host}: cannot connect to {address}: {reason}")]
+    Connect {
+        host: String,
+        address: String,
+        reason: String,
+    },
+    #[error("{host}: host key changed! known_hosts has {expected}, the host offered {actual}. Refusing to connect; if the host was rebuilt, remove its old key with `ssh-keygen -R`")]
+    HostKeyMismatch {
+        host: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{host}: host key {fingerprint} is not in {known_hosts} (strict host-key checking). Add it, or use --host-key-policy accept-new")]
+    UnknownHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+    #[error("{host}: authentication failed for user {user}: {reason}")]
+    Auth {
+        host: String,
+        user: String,
+        reason: String,
+    },
+    #[error("{host}: become (sudo) failed: {reason}")]
+    Become { host: String, reason: String },
+    #[error("{host}: timed out after {after:?} while {what}")]
+    Timeout {
+        host: String,
+        what: String,
+        after: Duration,
+    },
+    #[error("{host}: connection lost: {reason}")]
+    Disconnected { host: String, reason: String },
+}
+
+impl TransportError {
+    /// Errors where the host was never reached (as opposed to a command failing on it).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect { .. }
+                | TransportError::Auth { .. }
+                | TransportError::HostKeyMismatch { .. }
+                | TransportError::UnknownHostKey { .. }
+                | TransportError::Disconnected { .. }
+        )
+    }
+}
+
+/// An open session to one host.
+pub trait Connection: Send + Sync {
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>>;
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Opens sessions.
+pub trait Connector: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        target: &'a ConnectTarget,
+    ) -> BoxFuture<'a, Result<Arc<dyn Connection>, TransportError>>;
+}
