@@ -147,3 +147,14 @@ pub fn default_finish(planned: &Planned, outputs: &[ActionOutput]) -> ModuleResu
         }
     }
 }
+
+pub mod files;
+pub mod system;
+
+/// The module called `name` (short name or FQCN such as `ansible.builtin.copy`).
+pub fn lookup(name: &str) -> Option<&'static dyn Module> {
+    files::modules()
+        .into_iter()
+        .chain(system::modules())
+        .find(|m| m.names().contains(&name))
+}
