@@ -1,1 +1,3 @@
 //! The resolved model: inventory, plays, roles, tasks and variables, validated and ready to plan.
+
+pub mod play;

@@ -1,1 +1,3 @@
 //! Resolution: raw input -> model. Collects *every* error, each with file:line:col.
+
+pub mod playbook;

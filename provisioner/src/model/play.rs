@@ -1,0 +1,132 @@
+//! Resolved playbooks: plays, tasks and handlers with every keyword checked.
+//!
+//! Values that Ansible templates at run time (`when`, module args, `loop`) are kept as
+//! untemplated JSON here; `exec` renders them per host.
+
+use serde_json::{Map, Value};
+
+use crate::diag::Loc;
+
+/// A playbook: plays in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Playbook {
+    pub path: String,
+    pub plays: Vec<Play>,
+}
+
+/// How hosts move through a play's tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Every host finishes task N before any host starts task N+1 (Ansible's default).
+    #[default]
+    Linear,
+    /// Each host runs the play's tasks as fast as it can.
+    Free,
+}
+
+/// `serial:` batch sizes, one entry per batch, the last repeating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Batch {
+    Count(usize),
+    Percent(u8),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Play {
+    pub name: String,
+    pub loc: Loc,
+    /// The host pattern (may contain a template).
+    pub hosts: String,
+    pub gather_facts: bool,
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub vars: Map<String, Value>,
+    pub serial: Vec<Batch>,
+    pub strategy: Strategy,
+    pub any_errors_fatal: bool,
+    pub max_fail_percentage: Option<u8>,
+    pub tags: Vec<String>,
+    /// pre_tasks, role tasks (dependencies first), tasks, post_tasks: in Ansible's order.
+    pub tasks: Vec<Task>,
+    pub handlers: Vec<Task>,
+    /// Role defaults, lowest precedence, by role name in load order.
+    pub role_defaults: Vec<(String, Map<String, Value>)>,
+    /// Role vars, by role name in load order.
+    pub role_vars: Vec<(String, Map<String, Value>)>,
+}
+
+/// Where a task came from, for role-relative file lookups (`templates/`, `files/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleRef {
+    pub name: String,
+    pub dir: String,
+}
+
+/// One task, handler or block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub name: Option<String>,
+    pub loc: Loc,
+    pub kind: TaskKind,
+    pub when: Vec<Value>,
+    pub loop_: Option<Value>,
+    /// `with_items:` flattens one level of nesting; `loop:` does not.
+    pub loop_flatten: bool,
+    pub loop_var: String,
+    pub index_var: Option<String>,
+    pub loop_label: Option<Value>,
+    pub register: Option<String>,
+    pub notify: Vec<String>,
+    /// Handler names a handler also answers to (`listen:`).
+    pub listen: Vec<String>,
+    pub tags: Vec<String>,
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub ignore_errors: Option<Value>,
+    pub changed_when: Vec<Value>,
+    pub failed_when: Vec<Value>,
+    pub until: Vec<Value>,
+    pub retries: Option<Value>,
+    pub delay: Option<Value>,
+    pub run_once: bool,
+    pub delegate_to: Option<String>,
+    pub check_mode: Option<bool>,
+    pub no_log: bool,
+    pub vars: Map<String, Value>,
+    pub role: Option<RoleRef>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskKind {
+    /// A module call with its (untemplated) arguments.
+    Module {
+        module: String,
+        args: Map<String, Value>,
+    },
+    /// `block:` with optional `rescue:` and `always:`.
+    Block {
+        block: Vec<Task>,
+        rescue: Vec<Task>,
+        always: Vec<Task>,
+    },
+}
+
+impl Task {
+    /// The name shown in output: the task's name, else `module` as Ansible shows it.
+    pub fn display_name(&self) -> String {
+        match (&self.name, &self.kind, &self.role) {
+            (Some(n), _, Some(r)) => format!("{} : {}", r.name, n),
+            (Some(n), _, None) => n.clone(),
+            (None, TaskKind::Module { module, .. }, _) => module.clone(),
+            (None, TaskKind::Block { .. }, _) => "block".to_string(),
+        }
+    }
+
+    /// The module name, if this is a module call.
+    pub fn module(&self) -> Option<&str> {
+        match &self.kind {
+            TaskKind::Module { module, .. } => Some(module),
+            TaskKind::Block { .. } => None,
+        }
+    }
+}
