@@ -1,1 +1,3 @@
-//! Execution (async): walks the plan with a tokio task per host and emits `RunEvent`s.
+//! Execution (async): walks the plan with a tokio task per ready node and emits `RunEvent`s.
+
+pub mod walker;
