@@ -1,6 +1,15 @@
-//! Reporting: the only module that writes to the terminal (progress, recap, JSON lines).
+//! Reporting: the only module that writes to the terminal.
+//!
+//! - `human`: Ansible-style task lines, unified diffs, and the PLAY RECAP;
+//! - `json`: one JSON object per event per line (`--output json`);
+//! - `recap`: per-host counters, folded from events (so the recap always matches the log).
+
+pub mod human;
+pub mod recap;
 
 use std::io::Write;
+
+use crate::exec::events::RunEvent;
 
 /// Write one line to standard output. Errors writing to a closed pipe are ignored.
 pub fn print_line(s: &str) {
@@ -10,4 +19,10 @@ pub fn print_line(s: &str) {
 /// Write one line to standard error.
 pub fn eprint_line(s: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{s}");
+}
+
+/// One event as a JSON line.
+pub fn json_line(event: &RunEvent) -> String {
+    serde_json::to_string(event)
+        .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"message\":\"{e}\"}}"))
 }

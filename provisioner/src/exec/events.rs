@@ -1,0 +1,108 @@
+//! `RunEvent`: everything a run reports. Core code emits these; `report` renders them.
+//!
+//! Values from `no_log` tasks are censored before an event is built, so no sink can leak them.
+
+use serde::Serialize;
+
+/// How one task ended on one host (one loop item, or the whole task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Ok,
+    Changed,
+    Skipped,
+    Failed,
+    /// Failed, with `ignore_errors`.
+    Ignored,
+    /// Failed inside a block whose `rescue` ran.
+    Rescued,
+    Unreachable,
+}
+
+/// A before/after pair shown by `--diff`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiffText {
+    pub label: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// The result of one task on one host.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskReport {
+    pub host: String,
+    pub play: usize,
+    /// The task's display name (`role : name`).
+    pub task: String,
+    /// `file:line:col` of the task.
+    pub loc: String,
+    pub status: TaskStatus,
+    /// The loop item's label, for per-item results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diffs: Vec<DiffText>,
+    /// Set by handlers so the report can title them.
+    pub handler: bool,
+}
+
+/// Everything a run reports, in order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted {
+        check: bool,
+        hosts: Vec<String>,
+    },
+    PlayStarted {
+        play: usize,
+        name: String,
+        hosts: Vec<String>,
+    },
+    TaskStarted {
+        host: String,
+        play: usize,
+        task: String,
+    },
+    TaskFinished(TaskReport),
+    /// A remote command, shown with `-v`. Censored for `no_log` tasks.
+    Command {
+        host: String,
+        command: String,
+    },
+    /// The host runs no more steps.
+    HostStopped {
+        host: String,
+        reason: String,
+    },
+    /// A warning that does not fail anything (e.g. a pattern matched no host).
+    Warning {
+        message: String,
+    },
+    RunFinished {
+        elapsed_ms: u64,
+        cancelled: bool,
+    },
+}
+
+/// Where events go. Implemented by channels and, in tests, by collectors.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: RunEvent);
+}
+
+impl EventSink for tokio::sync::mpsc::UnboundedSender<RunEvent> {
+    fn emit(&self, event: RunEvent) {
+        // The receiver only goes away when the process is ending.
+        let _ = self.send(event);
+    }
+}
+
+impl EventSink for std::sync::Mutex<Vec<RunEvent>> {
+    fn emit(&self, event: RunEvent) {
+        if let Ok(mut v) = self.lock() {
+            v.push(event);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Ansible-style human output: PLAY/TASK headers, one line per host result, unified diffs,
+//! and the PLAY RECAP. Pure formatting: each function returns the lines to print.
+
+use crate::exec::events::{DiffText, RunEvent, TaskStatus};
+use crate::report::recap::Recap;
+
+/// Options for human output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HumanOptions {
+    pub diff: bool,
+    /// `-v`: show remote commands and ok results' messages.
+    pub verbose: bool,
+    pub color: bool,
+}
+
+/// Turns events into text, remembering the last header so tasks are titled once.
+#[derive(Default)]
+pub struct HumanFormatter {
+    opts: HumanOptions,
+    last_header: Option<String>,
+}
+
+fn banner(title: &str) -> String {
+    let pad = 79usize.saturating_sub(title.len() + 1);
+    format!("\n{title} {}", "*".repeat(pad))
+}
+
+fn paint(s: &str, code: &str, on: bool) -> String {
+    if on {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// A unified diff of one change, as `--diff` shows it.
+pub fn unified_diff(d: &DiffText) -> String {
+    let diff = similar::TextDiff::from_lines(&d.before, &d.after);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "--- before: {}\n+++ after: {}\n",
+        d.label, d.label
+    ));
+    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+        out.push_str(&hunk.to_string());
+    }
+    out
+}
+
+impl HumanFormatter {
+    pub fn new(opts: HumanOptions) -> Self {
+        HumanFormatter {
+            opts,
+            last_header: None,
+        }
+    }
+
+    /// The lines for one event (possibly none).
+    pub fn format(&mut self, e: &RunEvent) -> Vec<String> {
+        let c = self.opts.color;
+        let mut out = Vec::new();
+        match e {
+            RunEvent::PlayStarted { name, .. } => {
+                out.push(banner(&format!("PLAY [{name}]")));
+                self.last_header = None;
+            }
+            RunEvent::TaskFinished(r) => {
+                let kind = if r.handler { "RUNNING HANDLER" } else { "TASK" };
+                let header = format!("{kind} [{}]", r.task);
+                if self.last_header.as_deref() != Some(&header) {
+                    out.push(banner(&header));
+                    self.last_header = Some(header);
+                }
+                let item = r
+                    .item
+                    .as_ref()
+                    .map(|i| format!(" => (item={i})"))
+                    .unwrap_or_default();
+                let msg = r.msg.as_deref().unwrap_or("");
+                let line = match r.status {
+                    TaskStatus::Ok => paint(&format!("ok: [{}]{item}", r.host), "32", c),
+                    TaskStatus::Changed => paint(&format!("changed: [{}]{item}", r.host), "33", c),
+                    TaskStatus::Skipped => paint(&format!("skipping: [{}]{item}", r.host), "36", c),
+                    TaskStatus::Failed | TaskStatus::Rescued => paint(
+                        &format!("fatal: [{}]: FAILED!{item} => {msg}  ({})", r.host, r.loc),
+                        "31",
+                        c,
+                    ),
+                    TaskStatus::Ignored => paint(
+                        &format!("failed: [{}]{item} => {msg}  ...ignoring", r.host),
+                        "31",
+                        c,
+                    ),
+                    TaskStatus::Unreachable => paint(
+                        &format!("fatal: [{}]: UNREACHABLE! => {msg}", r.host),
+                        "31",
+                        c,
+                    ),
+                };
+                out.push(line);
+                if self.opts.verbose
+                    && matches!(r.status, TaskStatus::Ok | TaskStatus::Changed)
+                    && !msg.is_empty()
+                {
+                    out.push(format!("  {msg}"));
+                }
+                if self.opts.diff {
+                    for d in &r.diffs {
+                        out.push(unified_diff(d).trim_end().to_string());
+                    }
+                }
+            }
+            RunEvent::Command { host, command } if self.opts.verbose => {
+                out.push(format!("<{host}> EXEC {command}"));
+            }
+            RunEvent::Warning { message } => {
+                out.push(paint(&format!("[WARNING]: {message}"), "35", c));
+            }
+            RunEvent::HostStopped { host, reason } if self.opts.verbose => {
+                out.push(format!("<{host}> no more steps: {reason}"));
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The PLAY RECAP block.
+    pub fn recap(&self, recap: &Recap) -> Vec<String> {
+        let mut out = vec![banner("PLAY RECAP")];
+        let width = recap
+            .hosts
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(25);
+        for (h, r) in &recap.hosts {
+            out.push(format!(
+                "{h:<width$} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4} rescued={:<4} ignored={}",
+                r.ok, r.changed, r.unreachable, r.failed, r.skipped, r.rescued, r.ignored
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::events::TaskReport;
+
+    fn report(host: &str, status: TaskStatus, diffs: Vec<DiffText>) -> RunEvent {
+        RunEvent::TaskFinished(TaskReport {
+            host: host.into(),
+            play: 0,
+            task: "web : configure".into(),
+            loc: "roles/web/tasks/main.yml:1:3".into(),
+            status,
+            item: None,
+            msg: None,
+            diffs,
+            handler: false,
+        })
+    }
+
+    #[test]
+    fn task_header_is_printed_once_per_task() {
+        let mut f = HumanFormatter::new(HumanOptions::default());
+        let a = f.format(&report("m1", TaskStatus::Changed, vec![]));
+        let b = f.format(&report("m2", TaskStatus::Ok, vec![]));
+        assert_eq!(a.len(), 2);
+        assert!(a[0].contains("TASK [web : configure]"));
+        assert_eq!(a[1], "changed: [m1]");
+        assert_eq!(b, vec!["ok: [m2]"]);
+    }
+
+    #[test]
+    fn diff_shows_unified_hunks_only_with_diff_option() {
+        let d = DiffText {
+            label: "/etc/x".into(),
+            before: "a\nb\n".into(),
+            after: "a\nc\n".into(),
+        };
+        let mut plain = HumanFormatter::new(HumanOptions::default());
+        assert_eq!(
+            plain
+                .format(&report("m1", TaskStatus::Changed, vec![d.clone()]))
+                .len(),
+            2
+        );
+        let mut f = HumanFormatter::new(HumanOptions {
+            diff: true,
+            ..Default::default()
+        });
+        let lines = f.format(&report("m1", TaskStatus::Changed, vec![d]));
+        let text = lines.join("\n");
+        assert!(
+            text.contains("--- before: /etc/x\n+++ after: /etc/x\n@@ -1,2 +1,2 @@\n a\n-b\n+c"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn recap_lists_every_host_with_ansible_counters() {
+        let mut r = Recap::default();
+        r.observe(&report("m1", TaskStatus::Changed, vec![]));
+        let f = HumanFormatter::new(HumanOptions::default());
+        let lines = f.recap(&r);
+        assert!(lines[1].starts_with("m1 "));
+        assert!(lines[1].contains("ok=1    changed=1    unreachable=0"));
+    }
+}
