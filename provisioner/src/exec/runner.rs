@@ -1,0 +1,1180 @@
+//! The host runner: what one plan node does on one host.
+//!
+//! For a task: build the host's variables in Ansible's precedence order, evaluate `when`,
+//! expand the loop, then per item: template the arguments, ask the module which facts it needs,
+//! answer all its probes in one remote round trip, let the module plan, and only in apply mode
+//! send its actions. Then `changed_when`/`failed_when`/`until`, `register`, `notify`.
+//! Engine modules (`debug`, `set_fact`, `fail`, `assert`, `meta`) never touch the host.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::exec::events::{DiffText, EventSink, RunEvent, TaskReport, TaskStatus};
+use crate::exec::walker::{StepOutcome, StepRunner, StopReason};
+use crate::facts::{self, Facts};
+use crate::model::inventory::Inventory;
+use crate::model::play::{Play, Task, TaskKind};
+use crate::model::vars::{VarLevel, VarStack};
+use crate::ops::{self, Action, ActionOutput, Mode, ModuleResult, Planned};
+use crate::plan::{Node, Step};
+use crate::template::{self, HostVarsSource, Templar, Vars};
+use crate::transport::{
+    BoxFuture, Become, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest,
+    TransportError,
+};
+
+/// How a run behaves.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub mode: Mode,
+    pub diff: bool,
+    pub verbose: bool,
+    pub extra_vars: Vars,
+    /// The longest one remote command may take.
+    pub command_timeout: Duration,
+    /// The directory of the playbook (for `files/`, `templates/` and `playbook_dir`).
+    pub playbook_dir: PathBuf,
+}
+
+/// Per-host state that lives across steps.
+#[derive(Default)]
+struct HostState {
+    facts: Vars,
+    /// `set_fact` and registered results (precedence level 19).
+    set_facts: Vars,
+    /// Handler names (or `listen` topics) notified and not yet run, per play.
+    notified: HashMap<usize, Vec<String>>,
+}
+
+/// The outcome of one module call on one host.
+struct CallResult {
+    result: Map<String, Value>,
+    status: TaskStatus,
+    diffs: Vec<DiffText>,
+}
+
+/// Runs plan nodes. Shared by every host task of a run.
+pub struct Runner {
+    plays: Vec<Play>,
+    play_hosts: Vec<Vec<String>>,
+    inventory: Arc<Inventory>,
+    connector: Arc<dyn Connector>,
+    sink: Arc<dyn EventSink>,
+    cfg: RunConfig,
+    templar: Templar,
+    hosts: Arc<Mutex<HashMap<String, HostState>>>,
+    conns: tokio::sync::Mutex<HashMap<String, Arc<dyn Connection>>>,
+    run_once: Mutex<HashMap<(usize, usize), Arc<tokio::sync::OnceCell<(StepOutcome, Vars)>>>>,
+    redactor: Redactor,
+}
+
+/// Serves `hostvars`: each host's inventory vars, facts and registered results.
+struct HostVarsView {
+    inventory: Arc<Inventory>,
+    hosts: Arc<Mutex<HashMap<String, HostState>>>,
+}
+
+impl HostVarsSource for HostVarsView {
+    fn hosts(&self) -> Vec<String> {
+        self.inventory
+            .host_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn vars(&self, host: &str) -> Option<Arc<Vars>> {
+        self.inventory.host(host)?;
+        let mut stack = self.inventory.var_stack(host);
+        if let Ok(states) = self.hosts.lock() {
+            if let Some(s) = states.get(host) {
+                stack.set(VarLevel::Facts, s.facts.clone());
+                stack.set(VarLevel::SetFacts, s.set_facts.clone());
+            }
+        }
+        let mut vars = stack.resolve();
+        vars.extend(self.inventory.magic_vars(host));
+        Some(Arc::new(vars))
+    }
+}
+
+impl Runner {
+    pub fn new(
+        plays: Vec<Play>,
+        play_hosts: Vec<Vec<String>>,
+        inventory: Arc<Inventory>,
+        connector: Arc<dyn Connector>,
+        sink: Arc<dyn EventSink>,
+        cfg: RunConfig,
+    ) -> Self {
+        let hosts: Arc<Mutex<HashMap<String, HostState>>> = Arc::default();
+        let templar = Templar::new(cfg.playbook_dir.clone()).with_hostvars(Arc::new(HostVarsView {
+            inventory: inventory.clone(),
+            hosts: hosts.clone(),
+        }));
+        let redactor = Redactor::from_inventory(&inventory, &cfg.extra_vars);
+        Runner {
+            plays,
+            play_hosts,
+            inventory,
+            connector,
+            sink,
+            cfg,
+            templar,
+            hosts,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            run_once: Mutex::new(HashMap::new()),
+            redactor,
+        }
+    }
+
+    fn emit(&self, mut e: RunEvent) {
+        self.redactor.redact_event(&mut e);
+        self.sink.emit(e);
+    }
+
+    fn with_state<T>(&self, host: &str, f: impl FnOnce(&mut HostState) -> T) -> T {
+        let mut guard = match self.hosts.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(guard.entry(host.to_string()).or_default())
+    }
+
+    /// The variables a task sees on `host`, lowest precedence first.
+    fn task_vars(&self, host: &str, play_idx: usize, task: Option<&Task>) -> Vars {
+        let play = &self.plays[play_idx];
+        let mut stack: VarStack = self.inventory.var_stack(host);
+        let mut defaults = Vars::new();
+        for (_, d) in &play.role_defaults {
+            defaults.extend(d.clone());
+        }
+        stack.set(VarLevel::RoleDefaults, defaults);
+        let (facts, set_facts) = self.with_state(host, |s| (s.facts.clone(), s.set_facts.clone()));
+        stack.set(VarLevel::Facts, facts);
+        stack.set(VarLevel::PlayVars, play.vars.clone());
+        let mut role_vars = Vars::new();
+        for (_, v) in &play.role_vars {
+            role_vars.extend(v.clone());
+        }
+        stack.set(VarLevel::RoleVars, role_vars);
+        if let Some(t) = task {
+            stack.set(VarLevel::TaskVars, t.vars.clone());
+        }
+        stack.set(VarLevel::SetFacts, set_facts);
+        stack.set(VarLevel::ExtraVars, self.cfg.extra_vars.clone());
+        let mut vars = stack.resolve();
+        vars.extend(self.inventory.magic_vars(host));
+        let hosts = self.play_hosts.get(play_idx).cloned().unwrap_or_default();
+        vars.insert("ansible_play_hosts".into(), json!(hosts));
+        vars.insert("ansible_play_hosts_all".into(), json!(hosts));
+        vars.insert("play_hosts".into(), json!(hosts));
+        vars.insert("ansible_play_name".into(), json!(play.name));
+        vars.insert("ansible_check_mode".into(), json!(self.cfg.mode == Mode::Check));
+        vars.insert("ansible_diff_mode".into(), json!(self.cfg.diff));
+        vars.insert(
+            "playbook_dir".into(),
+            json!(self.cfg.playbook_dir.display().to_string()),
+        );
+        if let Some(r) = task.and_then(|t| t.role.as_ref()) {
+            vars.insert("role_name".into(), json!(r.name));
+            vars.insert("role_path".into(), json!(r.dir));
+        }
+        vars
+    }
+
+    fn become_for(&self, host: &str, play: &Play, task: Option<&Task>, vars: &Vars) -> Option<Become> {
+        let inv_become = vars.get("ansible_become").and_then(crate::model::inventory::ansible_bool);
+        let on = task
+            .and_then(|t| t.become_)
+            .or(play.become_)
+            .or(inv_become)
+            .unwrap_or(false);
+        if !on {
+            return None;
+        }
+        let user = task
+            .and_then(|t| t.become_user.clone())
+            .or_else(|| play.become_user.clone())
+            .or_else(|| {
+                vars.get("ansible_become_user")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "root".to_string());
+        let _ = host;
+        Some(Become { user })
+    }
+
+    /// The host's session, opened on first use.
+    async fn connection(&self, host: &str) -> Result<Arc<dyn Connection>, TransportError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(host) {
+            return Ok(c.clone());
+        }
+        let target = self.connect_target(host)?;
+        let conn = self.connector.connect(&target).await?;
+        conns.insert(host.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    fn connect_target(&self, host: &str) -> Result<ConnectTarget, TransportError> {
+        let bad = |reason: String| TransportError::Connect {
+            host: host.to_string(),
+            address: host.to_string(),
+            reason,
+        };
+        let conn = self
+            .inventory
+            .connection(host)
+            .map_err(|d| bad(d.to_string().trim().to_string()))?;
+        let conn = if conn.templated.is_empty() {
+            conn
+        } else {
+            let vars = self.task_vars(host, 0, None);
+            let rendered = self
+                .templar
+                .render_value(&Value::Object(self.inventory.host_vars(host)), &vars)
+                .map_err(|e| bad(e.to_string()))?;
+            let Value::Object(rendered) = rendered else {
+                return Err(bad("connection vars did not template to a mapping".into()));
+            };
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            crate::model::inventory::HostConnection::from_vars(host, None, &rendered, home.as_deref())
+                .map_err(|d| bad(d.to_string().trim().to_string()))?
+        };
+        let mut target = conn.target;
+        for args in &conn.ssh_args {
+            crate::transport::args::apply_ssh_args(&mut target, args).map_err(bad)?;
+        }
+        Ok(target)
+    }
+
+    async fn exec(
+        &self,
+        host: &str,
+        script: String,
+        stdin: Option<Vec<u8>>,
+        become_: Option<Become>,
+        no_log: bool,
+    ) -> Result<ExecOutput, TransportError> {
+        let conn = self.connection(host).await?;
+        if self.cfg.verbose {
+            let command = if no_log {
+                "(output hidden: no_log)".to_string()
+            } else {
+                script.clone()
+            };
+            self.emit(RunEvent::Command {
+                host: host.to_string(),
+                command,
+            });
+        }
+        conn.exec(ExecRequest {
+            script,
+            stdin,
+            become_,
+            timeout: self.cfg.command_timeout,
+        })
+        .await
+    }
+
+    fn report(&self, host: &str, play: usize, task: &Task, status: TaskStatus, item: Option<String>, result: &Map<String, Value>, diffs: Vec<DiffText>, handler: bool) {
+        let msg = if task.no_log {
+            (status != TaskStatus::Ok && status != TaskStatus::Skipped)
+                .then(|| "the output has been hidden due to the fact that 'no_log: true' was specified for this result".to_string())
+        } else {
+            result.get("msg").map(|m| match m {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        let diffs = if task.no_log { Vec::new() } else { diffs };
+        self.emit(RunEvent::TaskFinished(TaskReport {
+            host: host.to_string(),
+            play,
+            task: task.display_name(),
+            loc: task.loc.to_string(),
+            status,
+            item,
+            msg,
+            diffs,
+            handler,
+        }));
+    }
+
+    /// Gather `ansible_*` facts.
+    async fn gather_facts(&self, host: &str, play: usize) -> StepOutcome {
+        let out = self
+            .exec(host, facts::host::gather_script().to_string(), None, None, false)
+            .await;
+        let report = |status: TaskStatus, msg: Option<String>| {
+            self.emit(RunEvent::TaskFinished(TaskReport {
+                host: host.to_string(),
+                play,
+                task: "Gathering Facts".into(),
+                loc: self.plays[play].loc.to_string(),
+                status,
+                item: None,
+                msg,
+                diffs: vec![],
+                handler: false,
+            }))
+        };
+        match out {
+            Err(e) => {
+                report(TaskStatus::Unreachable, Some(e.to_string()));
+                StepOutcome::Unreachable
+            }
+            Ok(o) if o.exit_status != 0 => {
+                report(
+                    TaskStatus::Failed,
+                    Some(format!("fact gathering failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+                );
+                StepOutcome::Failed
+            }
+            Ok(o) => match facts::host::parse_host_facts(&String::from_utf8_lossy(&o.stdout)) {
+                Ok(f) => {
+                    self.with_state(host, |s| s.facts = f);
+                    report(TaskStatus::Ok, None);
+                    StepOutcome::Ok
+                }
+                Err(e) => {
+                    report(TaskStatus::Failed, Some(format!("cannot parse facts: {e}")));
+                    StepOutcome::Failed
+                }
+            },
+        }
+    }
+
+    /// Run a list of tasks in order; stops at the first unhandled failure.
+    fn run_tasks<'a>(&'a self, host: &'a str, play: usize, tasks: &'a [Task], handler: bool) -> BoxFuture<'a, StepOutcome> {
+        Box::pin(async move {
+            for t in tasks {
+                let o = self.run_task(host, play, t, handler).await;
+                if o != StepOutcome::Ok {
+                    return o;
+                }
+            }
+            StepOutcome::Ok
+        })
+    }
+
+    /// One task (or block) on one host.
+    fn run_task<'a>(&'a self, host: &'a str, play: usize, task: &'a Task, handler: bool) -> BoxFuture<'a, StepOutcome> {
+        Box::pin(async move {
+            if let TaskKind::Block { block, rescue, always } = &task.kind {
+                let vars = self.task_vars(host, play, Some(task));
+                match self.eval_conditions(&task.when, &vars) {
+                    Ok(true) => {}
+                    Ok(false) => return StepOutcome::Ok,
+                    Err(e) => {
+                        self.report(host, play, task, TaskStatus::Failed, None, &msg_map(e), vec![], handler);
+                        return StepOutcome::Failed;
+                    }
+                }
+                let mut outcome = self.run_tasks(host, play, block, handler).await;
+                if outcome == StepOutcome::Failed && !rescue.is_empty() {
+                    outcome = self.run_tasks(host, play, rescue, handler).await;
+                }
+                if outcome == StepOutcome::Unreachable {
+                    return outcome;
+                }
+                let after = self.run_tasks(host, play, always, handler).await;
+                return if outcome != StepOutcome::Ok { outcome } else { after };
+            }
+            if task.run_once {
+                let cell = {
+                    let mut map = match self.run_once.lock() {
+                        Ok(m) => m,
+                        Err(p) => p.into_inner(),
+                    };
+                    map.entry((play, task_key(task))).or_default().clone()
+                };
+                let (outcome, registered) = cell
+                    .get_or_init(|| async {
+                        let o = self.run_module_task(host, play, task, handler).await;
+                        let reg = task
+                            .register
+                            .as_ref()
+                            .and_then(|r| self.with_state(host, |s| s.set_facts.get(r).cloned()))
+                            .map(|v| {
+                                let mut m = Vars::new();
+                                if let Some(r) = &task.register {
+                                    m.insert(r.clone(), v);
+                                }
+                                m
+                            })
+                            .unwrap_or_default();
+                        (o, reg)
+                    })
+                    .await
+                    .clone();
+                self.with_state(host, |s| s.set_facts.extend(registered));
+                return outcome;
+            }
+            self.run_module_task(host, play, task, handler).await
+        })
+    }
+
+    fn eval_conditions(&self, conds: &[Value], vars: &Vars) -> Result<bool, String> {
+        if conds.is_empty() {
+            return Ok(true);
+        }
+        let mut exprs = Vec::with_capacity(conds.len());
+        for c in conds {
+            match c {
+                Value::Bool(b) => {
+                    if !b {
+                        return Ok(false);
+                    }
+                }
+                Value::String(s) => exprs.push(s.clone()),
+                other => exprs.push(other.to_string()),
+            }
+        }
+        self.templar.eval_when(&exprs, vars).map_err(|e| e.to_string())
+    }
+
+    async fn run_module_task(&self, host: &str, play_idx: usize, task: &Task, handler: bool) -> StepOutcome {
+        let TaskKind::Module { module, args } = &task.kind else {
+            return StepOutcome::Ok;
+        };
+        let play = &self.plays[play_idx];
+        let mut vars = self.task_vars(host, play_idx, Some(task));
+        if !handler {
+            self.emit(RunEvent::TaskStarted {
+                host: host.to_string(),
+                play: play_idx,
+                task: task.display_name(),
+            });
+        }
+        // Loop items (or one pass without a loop).
+        let items: Option<Vec<Value>> = match &task.loop_ {
+            None => None,
+            Some(l) => match self.templar.render_value(l, &vars) {
+                Ok(Value::Array(a)) => Some(if task.loop_flatten {
+                    a.into_iter()
+                        .flat_map(|v| match v {
+                            Value::Array(inner) => inner,
+                            other => vec![other],
+                        })
+                        .collect()
+                } else {
+                    a
+                }),
+                Ok(other) => {
+                    let m = msg_map(format!("Invalid data passed to 'loop', it requires a list, got this instead: {other}"));
+                    self.report(host, play_idx, task, TaskStatus::Failed, None, &m, vec![], handler);
+                    return StepOutcome::Failed;
+                }
+                Err(e) => {
+                    // `when` is checked per item; an undefined loop under a false `when` is skipped.
+                    if matches!(self.eval_conditions(&task.when, &vars), Ok(false)) {
+                        self.report(host, play_idx, task, TaskStatus::Skipped, None, &Map::new(), vec![], handler);
+                        return StepOutcome::Ok;
+                    }
+                    self.report(host, play_idx, task, TaskStatus::Failed, None, &msg_map(e.to_string()), vec![], handler);
+                    return StepOutcome::Failed;
+                }
+            },
+        };
+        let become_ = self.become_for(host, play, Some(task), &vars);
+        let check = task.check_mode.unwrap_or(self.cfg.mode == Mode::Check);
+
+        let mut results: Vec<Value> = Vec::new();
+        let mut any_changed = false;
+        let mut any_failed = false;
+        let mut all_skipped = true;
+        let mut last: Option<CallResult> = None;
+        let passes: Vec<Option<(usize, Value)>> = match &items {
+            None => vec![None],
+            Some(list) => list.iter().cloned().enumerate().map(Some).collect(),
+        };
+        for pass in passes {
+            if let Some((i, item)) = &pass {
+                vars.insert(task.loop_var.clone(), item.clone());
+                vars.insert("ansible_loop_var".into(), json!(task.loop_var));
+                if let Some(iv) = &task.index_var {
+                    vars.insert(iv.clone(), json!(i));
+                }
+            }
+            let label = pass.as_ref().map(|(_, item)| {
+                let l = task
+                    .loop_label
+                    .as_ref()
+                    .and_then(|l| self.templar.render_value(l, &vars).ok())
+                    .unwrap_or_else(|| item.clone());
+                match l {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                }
+            });
+            let call = match self.eval_conditions(&task.when, &vars) {
+                Ok(false) => CallResult {
+                    result: json_map(json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"})),
+                    status: TaskStatus::Skipped,
+                    diffs: vec![],
+                },
+                Err(e) => CallResult {
+                    result: msg_map(format!("The conditional check failed: {e}")),
+                    status: TaskStatus::Failed,
+                    diffs: vec![],
+                },
+                Ok(true) => {
+                    let c = self
+                        .call_with_retries(host, play_idx, task, module, args, &vars, become_.clone(), check)
+                        .await;
+                    if c.status == TaskStatus::Unreachable {
+                        self.report(host, play_idx, task, TaskStatus::Unreachable, label, &c.result, vec![], handler);
+                        return StepOutcome::Unreachable;
+                    }
+                    c
+                }
+            };
+            let mut result = call.result.clone();
+            if call.status == TaskStatus::Changed {
+                any_changed = true;
+            }
+            if call.status == TaskStatus::Failed {
+                any_failed = true;
+            }
+            if call.status != TaskStatus::Skipped {
+                all_skipped = false;
+            }
+            if let Some((_, item)) = &pass {
+                result.insert(task.loop_var.clone(), item.clone());
+                result.insert("ansible_loop_var".into(), json!(task.loop_var));
+                self.report(host, play_idx, task, call.status, label, &result, call.diffs.clone(), handler);
+            }
+            results.push(Value::Object(result));
+            last = Some(call);
+        }
+
+        // The registered value and the task's overall status.
+        let (registered, status, diffs) = match (items.is_some(), last) {
+            (false, Some(c)) => (Value::Object(c.result), c.status, c.diffs),
+            (_, _) => {
+                let status = if any_failed {
+                    TaskStatus::Failed
+                } else if all_skipped && !results.is_empty() {
+                    TaskStatus::Skipped
+                } else if any_changed {
+                    TaskStatus::Changed
+                } else if results.is_empty() {
+                    TaskStatus::Skipped
+                } else {
+                    TaskStatus::Ok
+                };
+                let mut m = Map::new();
+                m.insert("changed".into(), json!(any_changed));
+                m.insert("msg".into(), json!(if any_failed { "One or more items failed" } else { "All items completed" }));
+                if any_failed {
+                    m.insert("failed".into(), json!(true));
+                }
+                if results.is_empty() {
+                    m.insert("skipped".into(), json!(true));
+                    m.insert("skipped_reason".into(), json!("No items in the list"));
+                }
+                m.insert("results".into(), Value::Array(results));
+                (Value::Object(m), status, vec![])
+            }
+        };
+        if let Some(r) = &task.register {
+            let reg = registered.clone();
+            self.with_state(host, |s| {
+                s.set_facts.insert(r.clone(), reg);
+            });
+        }
+        let ignored = status == TaskStatus::Failed && self.ignore_errors(task, &vars);
+        let final_status = if ignored { TaskStatus::Ignored } else { status };
+        let registered_map = match registered {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.report(host, play_idx, task, final_status, None, &registered_map, if items.is_some() { vec![] } else { diffs }, handler);
+        if status == TaskStatus::Changed && !task.notify.is_empty() {
+            self.with_state(host, |s| {
+                let pending = s.notified.entry(play_idx).or_default();
+                for n in &task.notify {
+                    if !pending.contains(n) {
+                        pending.push(n.clone());
+                    }
+                }
+            });
+        }
+        match final_status {
+            TaskStatus::Failed => StepOutcome::Failed,
+            _ => StepOutcome::Ok,
+        }
+    }
+
+    fn ignore_errors(&self, task: &Task, vars: &Vars) -> bool {
+        match &task.ignore_errors {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => self
+                .templar
+                .render_value(v, vars)
+                .ok()
+                .and_then(|r| crate::model::inventory::ansible_bool(&r))
+                .unwrap_or(false),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_with_retries(
+        &self,
+        host: &str,
+        play: usize,
+        task: &Task,
+        module: &str,
+        args: &Map<String, Value>,
+        vars: &Vars,
+        become_: Option<Become>,
+        check: bool,
+    ) -> CallResult {
+        let retries = task
+            .retries
+            .as_ref()
+            .and_then(|r| self.templar.render_value(r, vars).ok())
+            .and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())))
+            .unwrap_or(3);
+        let delay = task
+            .delay
+            .as_ref()
+            .and_then(|r| self.templar.render_value(r, vars).ok())
+            .and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())))
+            .unwrap_or(5);
+        let attempts = if task.until.is_empty() { 1 } else { retries.max(1) };
+        let mut n = 0;
+        loop {
+            n += 1;
+            let mut call = self.call(host, play, task, module, args, vars, become_.clone(), check).await;
+            if call.status == TaskStatus::Unreachable {
+                return call;
+            }
+            // changed_when / failed_when see the result under the register name.
+            let mut v = vars.clone();
+            if let Some(r) = &task.register {
+                v.insert(r.clone(), Value::Object(call.result.clone()));
+            }
+            if call.status != TaskStatus::Skipped {
+                if !task.changed_when.is_empty() {
+                    match self.eval_conditions(&task.changed_when, &v) {
+                        Ok(changed) => {
+                            call.result.insert("changed".into(), json!(changed));
+                            if call.status != TaskStatus::Failed {
+                                call.status = if changed { TaskStatus::Changed } else { TaskStatus::Ok };
+                            }
+                        }
+                        Err(e) => {
+                            call.status = TaskStatus::Failed;
+                            call.result.insert("msg".into(), json!(format!("changed_when: {e}")));
+                        }
+                    }
+                }
+                if !task.failed_when.is_empty() {
+                    match self.eval_conditions(&task.failed_when, &v) {
+                        Ok(failed) => {
+                            call.result.insert("failed_when_result".into(), json!(failed));
+                            call.result.insert("failed".into(), json!(failed));
+                            if failed {
+                                call.status = TaskStatus::Failed;
+                            } else if call.status == TaskStatus::Failed {
+                                call.status = if call.result.get("changed") == Some(&json!(true)) { TaskStatus::Changed } else { TaskStatus::Ok };
+                            }
+                        }
+                        Err(e) => {
+                            call.status = TaskStatus::Failed;
+                            call.result.insert("msg".into(), json!(format!("failed_when: {e}")));
+                        }
+                    }
+                }
+            }
+            if task.until.is_empty() {
+                return call;
+            }
+            let done = matches!(self.eval_conditions(&task.until, &v), Ok(true));
+            call.result.insert("attempts".into(), json!(n));
+            if done || n >= attempts {
+                if !done {
+                    call.status = TaskStatus::Failed;
+                    call.result.insert("failed".into(), json!(true));
+                    call.result.insert("msg".into(), json!("Retries exceeded"));
+                }
+                return call;
+            }
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+        }
+    }
+
+    /// One module call with templated arguments.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        host: &str,
+        play: usize,
+        task: &Task,
+        module: &str,
+        raw_args: &Map<String, Value>,
+        vars: &Vars,
+        become_: Option<Become>,
+        check: bool,
+    ) -> CallResult {
+        let fail = |msg: String| CallResult {
+            result: msg_map_failed(msg),
+            status: TaskStatus::Failed,
+            diffs: vec![],
+        };
+        let mut args = match self.templar.render_value(&Value::Object(raw_args.clone()), vars) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return fail("module arguments did not template to a mapping".into()),
+            Err(e) => return fail(e.to_string()),
+        };
+        template::strip_omitted(&mut args);
+        match module {
+            "debug" => return self.debug(&args, vars),
+            "set_fact" => {
+                args.remove("cacheable");
+                let facts = args.clone();
+                self.with_state(host, |s| s.set_facts.extend(facts.clone()));
+                return CallResult {
+                    result: json_map(json!({"changed": false, "ansible_facts": facts})),
+                    status: TaskStatus::Ok,
+                    diffs: vec![],
+                };
+            }
+            "fail" => {
+                let msg = args.get("msg").and_then(Value::as_str).unwrap_or("Failed as requested from task");
+                return fail(msg.to_string());
+            }
+            "assert" => return self.assert(&args, raw_args, vars),
+            "meta" => {
+                let what = args.get("_raw_params").and_then(Value::as_str).unwrap_or("");
+                return match what {
+                    "flush_handlers" => {
+                        let o = self.flush_handlers(host, play).await;
+                        CallResult {
+                            result: Map::new(),
+                            status: if o == StepOutcome::Ok { TaskStatus::Ok } else { TaskStatus::Failed },
+                            diffs: vec![],
+                        }
+                    }
+                    "noop" => CallResult { result: Map::new(), status: TaskStatus::Ok, diffs: vec![] },
+                    other => fail(format!("meta: `{other}` is not supported (flush_handlers and noop are)")),
+                };
+            }
+            _ => {}
+        }
+        let Some(m) = ops::lookup(module) else {
+            return fail(format!("module `{module}` is not available"));
+        };
+        // Control-node files become content before the module sees them.
+        if let Err(e) = self.inline_local_files(module, task, &mut args, vars) {
+            return fail(e);
+        }
+        let probes = match m.probes(&args) {
+            Ok(p) => p,
+            Err(e) => return fail(e.to_string()),
+        };
+        let facts = if probes.is_empty() {
+            Facts::default()
+        } else {
+            let script = facts::probe::probe_script(&probes);
+            match self.exec(host, script, None, become_.clone(), task.no_log).await {
+                Err(e) if e.is_unreachable() => {
+                    return CallResult { result: msg_map(e.to_string()), status: TaskStatus::Unreachable, diffs: vec![] }
+                }
+                Err(e) => return fail(e.to_string()),
+                Ok(o) if o.exit_status != 0 => {
+                    return fail(format!("reading the host's state failed: {}", String::from_utf8_lossy(&o.stderr).trim()))
+                }
+                Ok(o) => match facts::probe::parse_probe_output(&probes, &o.stdout) {
+                    Ok(f) => f,
+                    Err(e) => return fail(format!("cannot parse the host's state: {e}")),
+                },
+            }
+        };
+        let mode = if check { Mode::Check } else { Mode::Apply };
+        let planned = match m.plan(&args, &facts, mode) {
+            Ok(p) => p,
+            Err(e) => return fail(e.to_string()),
+        };
+        let diffs: Vec<DiffText> = match &planned {
+            Planned::Change { diffs, .. } => diffs
+                .iter()
+                .map(|d| DiffText { label: d.label.clone(), before: d.before.clone(), after: d.after.clone() })
+                .collect(),
+            Planned::NoChange { .. } => vec![],
+        };
+        let outputs = match (&planned, check) {
+            (Planned::Change { actions, .. }, false) => {
+                match self.perform(host, actions, become_.clone(), task.no_log).await {
+                    Ok(o) => o,
+                    Err(e) if e.is_unreachable() => {
+                        return CallResult { result: msg_map(e.to_string()), status: TaskStatus::Unreachable, diffs }
+                    }
+                    Err(e) => return fail(e.to_string()),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let r: ModuleResult = if check {
+            m.check_result(&args, &planned)
+        } else {
+            m.finish(&args, &planned, &outputs)
+        };
+        let status = if r.failed {
+            TaskStatus::Failed
+        } else if r.skipped {
+            TaskStatus::Skipped
+        } else if r.changed {
+            TaskStatus::Changed
+        } else {
+            TaskStatus::Ok
+        };
+        let mut result = r.data;
+        result.insert("changed".into(), json!(r.changed));
+        if r.failed {
+            result.insert("failed".into(), json!(true));
+        }
+        if r.skipped {
+            result.insert("skipped".into(), json!(true));
+        }
+        if let Some(msg) = r.msg {
+            result.insert("msg".into(), json!(msg));
+        }
+        CallResult { result, status, diffs }
+    }
+
+    /// Send actions in order; stop at the first that fails.
+    async fn perform(&self, host: &str, actions: &[Action], become_: Option<Become>, no_log: bool) -> Result<Vec<ActionOutput>, TransportError> {
+        let mut outputs = Vec::with_capacity(actions.len());
+        for a in actions {
+            let (script, stdin) = match a {
+                Action::Exec { script, stdin } => (script.clone(), stdin.clone()),
+                Action::WriteFile { path, content, mode, owner, group } => (
+                    crate::transport::files::atomic_write_script(path, *mode, owner.as_deref(), group.as_deref()),
+                    Some(content.clone()),
+                ),
+            };
+            let o = self.exec(host, script, stdin, become_.clone(), no_log).await?;
+            let failed = o.exit_status != 0;
+            outputs.push(ActionOutput {
+                rc: o.exit_status as i32,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            });
+            if failed {
+                break;
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// `template` renders `src` here; `copy` reads `src` here (unless `remote_src`).
+    fn inline_local_files(&self, module: &str, task: &Task, args: &mut Map<String, Value>, vars: &Vars) -> Result<(), String> {
+        let remote = args.get("remote_src").and_then(crate::model::inventory::ansible_bool).unwrap_or(false);
+        let Some(src) = args.get("src").and_then(Value::as_str).map(str::to_string) else {
+            return Ok(());
+        };
+        match module {
+            "template" => {
+                let path = self.find_local(task, "templates", &src)?;
+                let flag = |k: &str| args.get(k).and_then(crate::model::inventory::ansible_bool);
+                let opts = template::FileOptions {
+                    search_path: self.search_dirs(task, "templates"),
+                    src_arg: Some(src.clone()),
+                    dest: args.get("dest").and_then(Value::as_str).map(str::to_string),
+                    lstrip_blocks: flag("lstrip_blocks").unwrap_or(false),
+                    no_trim_blocks: flag("trim_blocks") == Some(false),
+                };
+                args.remove("lstrip_blocks");
+                args.remove("trim_blocks");
+                let text = self.templar.render_file_with(&path, vars, &opts).map_err(|e| e.to_string())?;
+                args.remove("src");
+                args.insert("content".into(), json!(text));
+                Ok(())
+            }
+            "copy" | "unarchive" if !remote => {
+                let path = self.find_local(task, "files", &src)?;
+                let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                args.remove("src");
+                args.insert(
+                    "_content_b64".into(),
+                    json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)),
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn search_dirs(&self, task: &Task, sub: &str) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if let Some(r) = &task.role {
+            dirs.push(Path::new(&r.dir).join(sub));
+            dirs.push(PathBuf::from(&r.dir));
+        }
+        dirs.push(self.cfg.playbook_dir.join(sub));
+        dirs.push(self.cfg.playbook_dir.clone());
+        dirs
+    }
+
+    fn find_local(&self, task: &Task, sub: &str, src: &str) -> Result<PathBuf, String> {
+        let p = Path::new(src);
+        if p.is_absolute() {
+            return if p.is_file() { Ok(p.to_path_buf()) } else { Err(format!("could not find `{src}`")) };
+        }
+        let dirs = self.search_dirs(task, sub);
+        dirs.iter()
+            .map(|d| d.join(src))
+            .find(|c| c.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "could not find `{src}` in {}",
+                    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                )
+            })
+    }
+
+    fn debug(&self, args: &Map<String, Value>, vars: &Vars) -> CallResult {
+        let mut result = Map::new();
+        if let Some(var) = args.get("var").and_then(Value::as_str) {
+            let v = self
+                .templar
+                .render_str(&format!("{{{{ {var} }}}}"), vars)
+                .unwrap_or_else(|_| json!("VARIABLE IS NOT DEFINED!"));
+            result.insert(var.to_string(), v.clone());
+            result.insert("msg".into(), json!(format!("{var}: {}", display_value(&v))));
+        } else {
+            let msg = args.get("msg").cloned().unwrap_or_else(|| json!("Hello world!"));
+            result.insert("msg".into(), json!(display_value(&msg)));
+        }
+        result.insert("changed".into(), json!(false));
+        CallResult { result, status: TaskStatus::Ok, diffs: vec![] }
+    }
+
+    fn assert(&self, args: &Map<String, Value>, raw_args: &Map<String, Value>, vars: &Vars) -> CallResult {
+        // `that` holds expressions: evaluate them as written, not templated first.
+        let that: Vec<Value> = match raw_args.get("that") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(v) => vec![v.clone()],
+            None => {
+                return CallResult { result: msg_map_failed("assert needs `that`".into()), status: TaskStatus::Failed, diffs: vec![] }
+            }
+        };
+        for cond in &that {
+            match self.eval_conditions(std::slice::from_ref(cond), vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let msg = args
+                        .get("fail_msg")
+                        .or_else(|| args.get("msg"))
+                        .map(display_value)
+                        .unwrap_or_else(|| "Assertion failed".to_string());
+                    let mut r = msg_map_failed(msg);
+                    r.insert("assertion".into(), cond.clone());
+                    r.insert("evaluated_to".into(), json!(false));
+                    return CallResult { result: r, status: TaskStatus::Failed, diffs: vec![] };
+                }
+                Err(e) => return CallResult { result: msg_map_failed(e), status: TaskStatus::Failed, diffs: vec![] },
+            }
+        }
+        let msg = args.get("success_msg").map(display_value).unwrap_or_else(|| "All assertions passed".into());
+        CallResult { result: json_map(json!({"changed": false, "msg": msg})), status: TaskStatus::Ok, diffs: vec![] }
+    }
+
+    /// Run the host's notified handlers of `play`, in the order they are defined.
+    async fn flush_handlers(&self, host: &str, play: usize) -> StepOutcome {
+        let pending = self.with_state(host, |s| s.notified.remove(&play).unwrap_or_default());
+        if pending.is_empty() {
+            return StepOutcome::Ok;
+        }
+        let handlers = &self.plays[play].handlers;
+        let mut ran = BTreeSet::new();
+        for (i, h) in handlers.iter().enumerate() {
+            let called = h.name.as_ref().is_some_and(|n| pending.contains(n))
+                || h.listen.iter().any(|l| pending.contains(l));
+            if called && ran.insert(i) {
+                let o = self.run_task(host, play, h, true).await;
+                if o != StepOutcome::Ok {
+                    // Keep the rest pending so a later run still fires them.
+                    let rest: Vec<String> = handlers[i + 1..]
+                        .iter()
+                        .filter_map(|h| h.name.clone())
+                        .filter(|n| pending.contains(n))
+                        .collect();
+                    self.with_state(host, |s| s.notified.entry(play).or_default().extend(rest));
+                    return o;
+                }
+            }
+        }
+        StepOutcome::Ok
+    }
+
+    /// Handlers still pending on each host (for persistence after a failed run).
+    pub fn pending_handlers(&self) -> HashMap<String, Vec<String>> {
+        let states = match self.hosts.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        states
+            .iter()
+            .map(|(h, s)| (h.clone(), s.notified.values().flatten().cloned().collect::<Vec<_>>()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
+    }
+
+    /// Mark handlers as notified before the run starts (left pending by an earlier failed run).
+    pub fn restore_pending(&self, host: &str, play: usize, names: Vec<String>) {
+        self.with_state(host, |s| s.notified.entry(play).or_default().extend(names));
+    }
+
+    /// Close every session.
+    pub async fn close(&self) {
+        let conns: Vec<_> = self.conns.lock().await.drain().map(|(_, c)| c).collect();
+        for c in conns {
+            c.close().await;
+        }
+    }
+}
+
+impl StepRunner for Runner {
+    fn run(self: Arc<Self>, node: Node) -> BoxFuture<'static, StepOutcome> {
+        Box::pin(async move {
+            let Some(host) = node.host.clone() else {
+                return StepOutcome::Ok;
+            };
+            match node.step {
+                Step::Facts { play } => self.gather_facts(&host, play).await,
+                Step::Task { play, task } => {
+                    let t = &self.plays[play].tasks[task];
+                    self.run_task(&host, play, t, false).await
+                }
+                Step::Handlers { play } => self.flush_handlers(&host, play).await,
+                Step::Barrier { .. } => StepOutcome::Ok,
+            }
+        })
+    }
+
+    fn host_stopped(&self, host: &str, reason: StopReason) {
+        let reason = match reason {
+            StopReason::Failed => "a task failed",
+            StopReason::Unreachable => "unreachable",
+            StopReason::Aborted => "another host's failure ended the play",
+            StopReason::Cancelled => "the run was cancelled",
+        };
+        self.emit(RunEvent::HostStopped { host: host.to_string(), reason: reason.to_string() });
+    }
+}
+
+fn task_key(t: &Task) -> usize {
+    // Tasks are unique by source location within a play.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&t.loc, &mut h);
+    std::hash::Hasher::finish(&h) as usize
+}
+
+fn json_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn msg_map(msg: impl Into<String>) -> Map<String, Value> {
+    json_map(json!({"msg": msg.into()}))
+}
+
+fn msg_map_failed(msg: String) -> Map<String, Value> {
+    json_map(json!({"msg": msg, "failed": true, "changed": false}))
+}
+
+/// How `debug` shows a value: strings bare, the rest as JSON.
+fn display_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Replaces secret values with `********` in everything a run reports.
+///
+/// Secret values are those of variables whose names say so (`*password*`, `*secret*`,
+/// `*token*`, `*_key` but not `*_key_file`) and `ansible_become_pass(word)`.
+#[derive(Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+/// Whether a variable's name marks its value as secret.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    (n.contains("password") || n.contains("passwd") || n.contains("secret") || n.contains("token") || n.ends_with("_key") || n.contains("become_pass"))
+        && !n.ends_with("_file")
+        && !n.ends_with("_path")
+}
+
+impl Redactor {
+    pub fn from_inventory(inv: &Inventory, extra: &Vars) -> Self {
+        let mut r = Redactor::default();
+        for h in inv.host_names() {
+            r.collect(&Value::Object(inv.host_vars(h)), false);
+        }
+        r.collect(&Value::Object(extra.clone()), false);
+        r.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        r.secrets.dedup();
+        r
+    }
+
+    fn collect(&mut self, v: &Value, secret: bool) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    self.collect(v, secret || is_secret_name(k));
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| self.collect(v, secret)),
+            Value::String(s) if secret && s.len() >= 4 && !s.contains("{{") => self.secrets.push(s.clone()),
+            Value::Number(n) if secret && n.to_string().len() >= 4 => self.secrets.push(n.to_string()),
+            _ => {}
+        }
+    }
+
+    pub fn redact(&self, s: &mut String) {
+        for secret in &self.secrets {
+            if s.contains(secret.as_str()) {
+                *s = s.replace(secret.as_str(), "********");
+            }
+        }
+    }
+
+    pub fn redact_event(&self, e: &mut RunEvent) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match e {
+            RunEvent::TaskFinished(r) => {
+                if let Some(m) = &mut r.msg {
+                    self.redact(m);
+                }
+                if let Some(i) = &mut r.item {
+                    self.redact(i);
+                }
+                for d in &mut r.diffs {
+                    self.redact(&mut d.before);
+                    self.redact(&mut d.after);
+                }
+            }
+            RunEvent::Command { command, .. } => self.redact(command),
+            RunEvent::Warning { message } => self.redact(message),
+            _ => {}
+        }
+    }
+}
