@@ -2,3 +2,5 @@
 
 pub mod events;
 pub mod walker;
+pub mod runner;
+pub mod session;

@@ -5,6 +5,7 @@
 //! - `recap`: per-host counters, folded from events (so the recap always matches the log).
 
 pub mod human;
+pub mod terminal;
 pub mod recap;
 
 use std::io::Write;

@@ -1,0 +1,323 @@
+//! One run, end to end: load and validate everything, plan, walk, report through events.
+//!
+//! Nothing touches a host until the inventory, the playbook, its roles and every template
+//! have been checked; all problems are returned together.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::diag::{Diagnostic, Diagnostics, Loc};
+use crate::error::Error;
+use crate::exec::events::{EventSink, RunEvent};
+use crate::exec::runner::{RunConfig, Runner};
+use crate::exec::walker::{walk, FailPolicy, WalkSummary};
+use crate::model::inventory::Inventory;
+use crate::model::play::{Playbook, Task, TaskKind};
+use crate::ops::Mode;
+use crate::plan::{Plan, PlayTarget};
+use crate::resolve::playbook::{BuiltinCatalog, Loader};
+use crate::template::{self, Templar, Vars};
+use crate::transport::Connector;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub inventory: Vec<PathBuf>,
+    pub playbook: PathBuf,
+    pub limit: Option<String>,
+    pub mode: Mode,
+    pub diff: bool,
+    pub verbose: bool,
+    pub forks: usize,
+    pub extra_vars: Vars,
+    pub roles_path: Vec<PathBuf>,
+    pub command_timeout: Duration,
+}
+
+/// Everything validated and planned, ready to run.
+pub struct Prepared {
+    pub inventory: Arc<Inventory>,
+    pub playbook: Playbook,
+    pub play_hosts: Vec<Vec<String>>,
+    pub warnings: Vec<String>,
+}
+
+/// Load the inventory and playbook and check everything, returning all problems at once.
+pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
+    let mut diags = Diagnostics::new();
+    let inventory = match crate::resolve::inventory::load_sources(&req.inventory) {
+        Ok(mut inv) => {
+            let pb_dir = playbook_dir(&req.playbook);
+            if let Err(d) = crate::resolve::inventory::load_playbook_vars(&mut inv, &pb_dir) {
+                diags.extend(d);
+            }
+            Some(inv)
+        }
+        Err(d) => {
+            diags.extend(d);
+            None
+        }
+    };
+    let playbook = match Loader::new(&BuiltinCatalog, req.roles_path.clone()).load_playbook(&req.playbook) {
+        Ok(p) => Some(p),
+        Err(d) => {
+            diags.extend(d);
+            None
+        }
+    };
+    if let Some(pb) = &playbook {
+        check_templates(pb, &mut diags);
+    }
+    let (Some(inventory), Some(playbook)) = (inventory, playbook) else {
+        return Err(Error::Invalid(diags.sorted()));
+    };
+    let mut warnings = Vec::new();
+    let mut play_hosts = Vec::new();
+    let templar = Templar::new(playbook_dir(&req.playbook));
+    for play in &playbook.plays {
+        let pattern = if template::is_possibly_template(&play.hosts) {
+            match templar.render_string(&play.hosts, &req.extra_vars) {
+                Ok(p) => p,
+                Err(e) => {
+                    diags.error(&play.loc, format!("hosts: {e}"));
+                    String::new()
+                }
+            }
+        } else {
+            play.hosts.clone()
+        };
+        match inventory.select(&pattern, req.limit.as_deref()) {
+            Ok(sel) => {
+                for u in &sel.unmatched {
+                    warnings.push(format!("Could not match supplied host pattern, ignoring: {u}"));
+                }
+                if sel.is_empty() {
+                    warnings.push(format!("play `{}`: no hosts matched `{pattern}`", play.name));
+                }
+                for h in &sel.hosts {
+                    if let Err(d) = inventory.connection(h) {
+                        diags.extend(d);
+                    }
+                }
+                play_hosts.push(sel.hosts);
+            }
+            Err(d) => {
+                diags.push(d);
+                play_hosts.push(Vec::new());
+            }
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Error::Invalid(diags.sorted()));
+    }
+    Ok(Prepared {
+        inventory: Arc::new(inventory),
+        playbook,
+        play_hosts,
+        warnings,
+    })
+}
+
+fn playbook_dir(p: &Path) -> PathBuf {
+    let dir = p.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    }
+}
+
+/// Compile every template string and condition in the playbook (syntax only).
+fn check_templates(pb: &Playbook, diags: &mut Diagnostics) {
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if template::is_possibly_template(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    fn task(t: &Task, diags: &mut Diagnostics) {
+        let mut s = Vec::new();
+        if let TaskKind::Module { args, .. } = &t.kind {
+            strings(&Value::Object(args.clone()), &mut s);
+        }
+        if let Some(l) = &t.loop_ {
+            strings(l, &mut s);
+        }
+        strings(&Value::Object(t.vars.clone()), &mut s);
+        for src in s {
+            if let Err(d) = template::check_syntax(&src, &t.loc) {
+                diags.push(d);
+            }
+        }
+        for c in t.when.iter().chain(&t.changed_when).chain(&t.failed_when).chain(&t.until) {
+            if let Value::String(expr) = c {
+                if let Err(d) = template::check_expr_syntax(expr, &t.loc) {
+                    diags.push(d);
+                }
+            }
+        }
+        if let TaskKind::Block { block, rescue, always } = &t.kind {
+            for t in block.iter().chain(rescue).chain(always) {
+                task(t, diags);
+            }
+        }
+    }
+    for p in &pb.plays {
+        for t in p.tasks.iter().chain(&p.handlers) {
+            task(t, diags);
+        }
+    }
+}
+
+/// Where handlers left pending by a failed run are kept, next to the inventory.
+fn pending_file(req: &RunRequest) -> Option<PathBuf> {
+    let inv = req.inventory.first()?;
+    let dir = inv.parent().unwrap_or(Path::new("."));
+    let stem = inv.file_stem()?.to_string_lossy().to_string();
+    Some(dir.join(format!(".{stem}.state")).join("pending-handlers.json"))
+}
+
+/// Run a prepared playbook. Host failures are in the summary and the events, not in `Err`.
+pub async fn run(
+    req: &RunRequest,
+    prepared: Prepared,
+    connector: Arc<dyn Connector>,
+    sink: Arc<dyn EventSink>,
+    cancel: watch::Receiver<bool>,
+) -> Result<WalkSummary, Error> {
+    let started = Instant::now();
+    let Prepared {
+        inventory,
+        playbook,
+        play_hosts,
+        warnings,
+    } = prepared;
+    let mut all_hosts: Vec<String> = Vec::new();
+    for hs in &play_hosts {
+        for h in hs {
+            if !all_hosts.contains(h) {
+                all_hosts.push(h.clone());
+            }
+        }
+    }
+    sink.emit(RunEvent::RunStarted {
+        check: req.mode == Mode::Check,
+        hosts: all_hosts.clone(),
+    });
+    for w in warnings {
+        sink.emit(RunEvent::Warning { message: w });
+    }
+    let targets: Vec<PlayTarget<'_>> = playbook
+        .plays
+        .iter()
+        .zip(&play_hosts)
+        .map(|(play, hosts)| PlayTarget {
+            play,
+            hosts: hosts.clone(),
+        })
+        .collect();
+    let plan = Plan::build(&targets);
+    if let Err(cycle) = plan.check_acyclic() {
+        return Err(Error::Invalid(
+            Diagnostic::new(
+                Some(Loc::file(playbook.path.clone())),
+                format!("the plan has a cycle: {}", cycle.join(" -> ")),
+            )
+            .into(),
+        ));
+    }
+    let policies: Vec<FailPolicy> = playbook
+        .plays
+        .iter()
+        .map(|p| FailPolicy {
+            any_errors_fatal: p.any_errors_fatal,
+            max_fail_percentage: p.max_fail_percentage,
+        })
+        .collect();
+    let cfg = RunConfig {
+        mode: req.mode,
+        diff: req.diff,
+        verbose: req.verbose,
+        extra_vars: req.extra_vars.clone(),
+        command_timeout: req.command_timeout,
+        playbook_dir: playbook_dir(&req.playbook),
+    };
+    let runner = Arc::new(Runner::new(
+        playbook.plays.clone(),
+        play_hosts.clone(),
+        inventory,
+        connector,
+        sink.clone(),
+        cfg,
+    ));
+    // Handlers an earlier failed run left pending fire in this run (Ansible forgets them).
+    let pending_path = pending_file(req);
+    let mut previous: HashMap<String, Vec<String>> = pending_path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for (pi, play) in playbook.plays.iter().enumerate() {
+        for h in &play_hosts[pi] {
+            if let Some(names) = previous.get_mut(h) {
+                let mine: Vec<String> = names
+                    .iter()
+                    .filter(|n| play.handlers.iter().any(|hd| hd.name.as_deref() == Some(n.as_str()) || hd.listen.contains(n)))
+                    .cloned()
+                    .collect();
+                names.retain(|n| !mine.contains(n));
+                if !mine.is_empty() {
+                    runner.restore_pending(h, pi, mine);
+                }
+            }
+        }
+    }
+    for (pi, play) in playbook.plays.iter().enumerate() {
+        sink.emit(RunEvent::PlayStarted {
+            play: pi,
+            name: play.name.clone(),
+            hosts: play_hosts[pi].clone(),
+        });
+    }
+    let summary = walk(&plan, runner.clone(), req.forks, &policies, cancel).await;
+    runner.close().await;
+    if req.mode == Mode::Apply {
+        if let Some(p) = &pending_path {
+            let mut pending = runner.pending_handlers();
+            for (h, names) in previous {
+                if !names.is_empty() {
+                    pending.entry(h).or_default().extend(names);
+                }
+            }
+            let _ = save_pending(p, &pending);
+        }
+    }
+    sink.emit(RunEvent::RunFinished {
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        cancelled: summary.cancelled,
+    });
+    Ok(summary)
+}
+
+fn save_pending(path: &Path, pending: &HashMap<String, Vec<String>>) -> std::io::Result<()> {
+    if pending.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &serde_json::to_vec_pretty(pending).unwrap_or_default())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
