@@ -1,1 +1,2 @@
 //! Resolution: raw input -> model. Collects *every* error, each with file:line:col.
+pub mod inventory;
