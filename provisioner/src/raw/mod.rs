@@ -3,4 +3,5 @@
 //! Playbooks and roles are read as spanned YAML trees (`crate::yaml::Node`); `kv` parses
 //! Ansible's `k=v` argument strings.
 
+pub mod inventory;
 pub mod kv;

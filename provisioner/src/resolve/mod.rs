@@ -1,3 +1,4 @@
 //! Resolution: raw input -> model. Collects *every* error, each with file:line:col.
 
+pub mod inventory;
 pub mod playbook;
