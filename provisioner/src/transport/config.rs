@@ -62,6 +62,7 @@ pub fn resolve(target: &ConnectTarget, cfg: &SshConfig) -> Resolved {
         }
     }
     let proxy_jump = match &target.proxy_jump {
+        Some(j) if j.eq_ignore_ascii_case("none") => Vec::new(),
         Some(j) => vec![j.clone()],
         None => params
             .proxy_jump
