@@ -817,3 +817,26 @@ async fn not_in_sudoers_is_a_become_error() {
     }
     // A failing command after sudo succeeded is not a become error.
 }
+
+#[tokio::test]
+async fn a_silent_peer_times_out_during_the_handshake() {
+    // Accepts TCP and never speaks SSH.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let f = Fixture::new();
+    let mut t = f.target(port);
+    t.connect_timeout = Duration::from_millis(300);
+    match connector().connect(&t).await.err() {
+        Some(TransportError::Timeout { what, after, .. }) => {
+            assert!(what.contains("handshake"), "{what}");
+            assert_eq!(after, Duration::from_millis(300));
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+}
