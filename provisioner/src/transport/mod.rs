@@ -9,6 +9,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod args;
+pub mod config;
+pub mod files;
+pub mod known_hosts;
+pub mod ssh;
+
+pub use args::apply_ssh_args;
+pub use files::atomic_write_script;
+pub use ssh::{SshConnector, SshOptions};
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a host's SSH key is checked.
@@ -48,6 +58,27 @@ pub struct ConnectTarget {
     pub connect_timeout: Duration,
     /// The sudo password, if become needs one. Never logged.
     pub become_password: Option<crate::secret::Secret>,
+    /// One jump host, `[user@]host[:port]` (`ProxyJump`, `-J`); `None` means ssh config decides.
+    pub proxy_jump: Option<String>,
+}
+
+impl ConnectTarget {
+    /// A target with defaults: port, user and keys come from ssh config, strict host-key
+    /// checking against `~/.ssh/known_hosts`, a 10 s connect timeout.
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        ConnectTarget {
+            name: name.into(),
+            address: address.into(),
+            port: None,
+            user: None,
+            identity_files: Vec::new(),
+            known_hosts: None,
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            become_password: None,
+            proxy_jump: None,
+        }
+    }
 }
 
 /// One command to run on a host.
@@ -125,6 +156,12 @@ impl TransportError {
 }
 
 /// An open session to one host.
+///
+/// Reconnects: when the session has dropped, the next [`Connection::exec`] opens a new session
+/// once before failing. A command that was already sent when the session dropped is never
+/// re-sent here: it fails with [`TransportError::Disconnected`] (it may or may not have run), and
+/// only the executor decides to re-send it, for requests that are safe to retry (probes,
+/// idempotent checks).
 pub trait Connection: Send + Sync {
     fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>>;
     fn close(&self) -> BoxFuture<'_, ()>;

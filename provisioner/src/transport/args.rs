@@ -1,0 +1,265 @@
+//! Ansible's `ansible_ssh_common_args` / `ansible_ssh_extra_args`: the ssh command-line options we
+//! understand, applied to a [`ConnectTarget`].
+
+use std::path::PathBuf;
+
+use super::{ConnectTarget, HostKeyPolicy};
+
+/// Apply OpenSSH command-line options (as in `ansible_ssh_common_args`) to `target`.
+///
+/// Understood: `-o UserKnownHostsFile=PATH`, `-o StrictHostKeyChecking=yes|accept-new`,
+/// `-o Port=N`, `-o User=NAME`, `-o IdentityFile=PATH`, `-o ProxyJump=SPEC`, `-i PATH`,
+/// `-p PORT`, `-l USER`, `-J SPEC` (also written `-oKey=Value`, `-o "Key Value"`, `-pPORT`).
+/// Returns the options that were ignored (not understood), in order, so the caller can warn.
+///
+/// Errors are for values we refuse: `StrictHostKeyChecking=no` and `UserKnownHostsFile=/dev/null`
+/// (we never disable host-key checking), bad ports, unbalanced quotes, a missing argument.
+pub fn apply_ssh_args(target: &mut ConnectTarget, args: &str) -> Result<Vec<String>, String> {
+    let words = split(args)?;
+    let mut ignored = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        i += 1;
+        let Some(flag) = w.strip_prefix('-').and_then(|f| f.chars().next()) else {
+            ignored.push(w.clone());
+            continue;
+        };
+        // Options that take an argument: attached (`-p22`) or the next word.
+        const WITH_ARG: &str = "bcDEeFIiJLlmOopQRSWw";
+        if !WITH_ARG.contains(flag) {
+            ignored.push(w.clone());
+            continue;
+        }
+        let attached = &w[1 + flag.len_utf8()..];
+        let arg = if attached.is_empty() {
+            let Some(next) = words.get(i) else {
+                return Err(format!("ssh option -{flag} needs an argument"));
+            };
+            i += 1;
+            next.clone()
+        } else {
+            attached.to_string()
+        };
+        match flag {
+            'o' => {
+                if let Some(unknown) = apply_option(target, &arg)? {
+                    ignored.push(format!("-o {unknown}"));
+                }
+            }
+            'i' => target.identity_files.push(expand_tilde(&arg)),
+            'p' => target.port = Some(parse_port(&arg)?),
+            'l' => target.user = Some(arg),
+            'J' => target.proxy_jump = jump(&arg),
+            _ => ignored.push(format!("-{flag} {arg}")),
+        }
+    }
+    Ok(ignored)
+}
+
+/// One `-o` option. Returns it back when it is not one we understand.
+fn apply_option(target: &mut ConnectTarget, opt: &str) -> Result<Option<String>, String> {
+    let (key, value) = match opt.find(['=', ' ', '\t']) {
+        Some(pos) => (
+            &opt[..pos],
+            opt[pos + 1..].trim_start_matches(['=', ' ', '\t']).trim(),
+        ),
+        None => return Err(format!("ssh option -o {opt} has no value")),
+    };
+    match key.to_ascii_lowercase().as_str() {
+        "stricthostkeychecking" => {
+            target.host_key_policy = match value.to_ascii_lowercase().as_str() {
+                "yes" | "ask" => HostKeyPolicy::Strict,
+                "accept-new" => HostKeyPolicy::AcceptNew,
+                "no" | "off" => {
+                    return Err(format!(
+                        "StrictHostKeyChecking={value} would disable host-key checking, which \
+                         provisioner never does. Use StrictHostKeyChecking=accept-new: it records \
+                         the keys of new hosts and still refuses a changed key"
+                    ))
+                }
+                other => {
+                    return Err(format!(
+                        "StrictHostKeyChecking={other} is not a valid value (yes, accept-new)"
+                    ))
+                }
+            }
+        }
+        "userknownhostsfile" => {
+            // OpenSSH allows several files; the first one is where keys are recorded.
+            let first = value.split_whitespace().next().unwrap_or("");
+            if first.is_empty() || first == "/dev/null" || first.eq_ignore_ascii_case("none") {
+                return Err(format!(
+                    "UserKnownHostsFile={value} would disable host-key checking, which provisioner \
+                     never does. Point it at a real file and use StrictHostKeyChecking=accept-new"
+                ));
+            }
+            target.known_hosts = Some(expand_tilde(first));
+        }
+        "port" => target.port = Some(parse_port(value)?),
+        "user" => target.user = Some(value.to_string()),
+        "identityfile" => target.identity_files.push(expand_tilde(value)),
+        "proxyjump" => target.proxy_jump = jump(value),
+        _ => return Ok(Some(opt.to_string())),
+    }
+    Ok(None)
+}
+
+fn jump(spec: &str) -> Option<String> {
+    if spec.eq_ignore_ascii_case("none") {
+        None
+    } else {
+        Some(spec.to_string())
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("ssh port {s:?} is not a port number (1-65535)")),
+    }
+}
+
+/// `~` and `~/...` against `$HOME`; other paths as given.
+pub(crate) fn expand_tilde(p: &str) -> PathBuf {
+    if p == "~" || p.starts_with("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(p.trim_start_matches('~').trim_start_matches('/'));
+        }
+    }
+    PathBuf::from(p)
+}
+
+/// Split like a POSIX shell (and Python's `shlex.split`, which Ansible uses): whitespace
+/// separates words, single quotes are literal, double quotes allow `\"` `\\` `\$` `` \` ``.
+fn split(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(format!("unbalanced ' in ssh args: {s}")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err(format!("unbalanced \" in ssh args: {s}")),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err(format!("unbalanced \" in ssh args: {s}")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') | None => {}
+                    Some(c) => cur.push(c),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> ConnectTarget {
+        ConnectTarget::new("web1", "10.0.0.5")
+    }
+
+    #[test]
+    fn understood_options_are_applied_and_the_rest_reported() {
+        let mut t = target();
+        let ignored = apply_ssh_args(
+            &mut t,
+            "-o UserKnownHostsFile=/etc/prov/known_hosts -o StrictHostKeyChecking=accept-new \
+             -o ControlMaster=auto -C -p 2222 -i /keys/a -oIdentityFile=/keys/b \
+             -o 'User deploy' -J bastion@jump:2200 -4",
+        )
+        .unwrap();
+        assert_eq!(t.known_hosts, Some(PathBuf::from("/etc/prov/known_hosts")));
+        assert_eq!(t.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(t.port, Some(2222));
+        assert_eq!(
+            t.identity_files,
+            vec![PathBuf::from("/keys/a"), PathBuf::from("/keys/b")]
+        );
+        assert_eq!(t.user.as_deref(), Some("deploy"));
+        assert_eq!(t.proxy_jump.as_deref(), Some("bastion@jump:2200"));
+        assert_eq!(ignored, vec!["-o ControlMaster=auto", "-C", "-4"]);
+    }
+
+    #[test]
+    fn attached_and_equals_forms_work() {
+        let mut t = target();
+        apply_ssh_args(
+            &mut t,
+            "-p2200 -oPort=2201 -o ProxyJump=j1 -lroot -o StrictHostKeyChecking=yes",
+        )
+        .unwrap();
+        assert_eq!(t.port, Some(2201));
+        assert_eq!(t.proxy_jump.as_deref(), Some("j1"));
+        assert_eq!(t.user.as_deref(), Some("root"));
+        assert_eq!(t.host_key_policy, HostKeyPolicy::Strict);
+    }
+
+    #[test]
+    fn disabling_host_key_checking_is_refused_with_a_pointer_to_accept_new() {
+        let mut t = target();
+        let err = apply_ssh_args(&mut t, "-o StrictHostKeyChecking=no").unwrap_err();
+        assert!(err.contains("accept-new"), "{err}");
+        let err = apply_ssh_args(&mut t, "-o UserKnownHostsFile=/dev/null").unwrap_err();
+        assert!(err.contains("disable host-key checking"), "{err}");
+        assert_eq!(t.host_key_policy, HostKeyPolicy::Strict);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let mut t = target();
+        assert!(apply_ssh_args(&mut t, "-p").is_err());
+        assert!(apply_ssh_args(&mut t, "-p 99999").is_err());
+        assert!(apply_ssh_args(&mut t, "-o 'User=x").is_err());
+    }
+
+    #[test]
+    fn shell_like_splitting() {
+        assert_eq!(
+            split(r#"a 'b c' "d \"e\"" f\ g"#).unwrap(),
+            vec!["a", "b c", "d \"e\"", "f g"]
+        );
+    }
+}

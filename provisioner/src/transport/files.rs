@@ -1,0 +1,235 @@
+//! Atomic file writes on a remote host, as POSIX sh scripts (pure: this module runs nothing).
+//!
+//! The content arrives on the script's standard input. It goes to a temp file in the target's
+//! own directory (so the final `mv` is a rename on one filesystem), is synced, gets its owner
+//! and mode, and only then replaces the target. Readers see the old file or the complete new one,
+//! never a half-written file or one with the wrong mode.
+
+use std::path::Path;
+
+use crate::shell::quote;
+
+/// A script that atomically replaces `path` with the bytes on its standard input.
+///
+/// - `mode`: the file's permission bits (e.g. `0o644`). `None` keeps an existing file's mode, and
+///   a new file gets the default of the remote umask (like `cat > file` would).
+/// - `owner` / `group`: names or numeric ids. `None` keeps an existing file's owner/group, and a
+///   new file belongs to the remote user (after become, to that user).
+///
+/// On any failure the temp file is removed and the script exits 1 with a message on stderr
+/// starting with `provisioner:`. Symlinks are not followed: a link at `path` is replaced by the
+/// file. Needs `mktemp`, `stat -c` (GNU coreutils or busybox) and `sync`.
+pub fn atomic_write_script(
+    path: &Path,
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> String {
+    let target = path.to_string_lossy().into_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_string_lossy().into_owned(),
+        _ => ".".to_string(),
+    };
+    let base = path
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_string());
+    let template = format!("{dir}/.{base}.provisioner.XXXXXXXX");
+
+    let mut s = String::new();
+    s.push_str("set -u\n");
+    s.push_str(&format!("target={}\n", quote(&target)));
+    s.push_str(&format!("dir={}\n", quote(&dir)));
+    s.push_str("tmp=\n");
+    s.push_str("fail() { [ -n \"$tmp\" ] && rm -f -- \"$tmp\"; printf 'provisioner: %s\\n' \"$*\" >&2; exit 1; }\n");
+    s.push_str("trap 'fail \"interrupted while writing $target\"' HUP INT TERM\n");
+    s.push_str("if [ -d \"$target\" ]; then fail \"$target is a directory\"; fi\n");
+    s.push_str(&format!(
+        "tmp=$(mktemp {}) || {{ tmp=; fail \"cannot create a temp file in $dir (does the directory exist, is it writable?)\"; }}\n",
+        quote(&template)
+    ));
+    s.push_str("cat > \"$tmp\" || fail \"cannot write the new content of $target (disk full?)\"\n");
+    s.push_str(
+        "sync -- \"$tmp\" 2>/dev/null || sync || fail \"cannot sync the new content of $target\"\n",
+    );
+
+    // Owner and group: explicit, else those of the existing file.
+    let spec = match (owner, group) {
+        (Some(o), Some(g)) => Some(quote(&format!("{o}:{g}"))),
+        (Some(o), None) => Some(quote(o)),
+        (None, Some(g)) => Some(quote(&format!(":{g}"))),
+        (None, None) => None,
+    };
+    if owner.is_none() || group.is_none() {
+        // Keep what the existing file has for whatever was not given.
+        let keep = match (owner, group) {
+            (None, None) => "$(stat -c %u:%g -- \"$target\")",
+            (Some(_), None) => ":$(stat -c %g -- \"$target\")",
+            (None, Some(_)) => "$(stat -c %u -- \"$target\")",
+            (Some(_), Some(_)) => "",
+        };
+        s.push_str(&format!(
+            "if [ -e \"$target\" ]; then chown -- \"{keep}\" \"$tmp\" || fail \"cannot keep the owner of $target\"; fi\n"
+        ));
+    }
+    if let Some(spec) = spec {
+        s.push_str(&format!(
+            "chown -- {spec} \"$tmp\" || fail \"cannot set the owner of $target to \"{spec}\n"
+        ));
+    }
+
+    // Mode: explicit, else the existing file's, else the umask default.
+    match mode {
+        Some(m) => s.push_str(&format!(
+            "chmod -- {:o} \"$tmp\" || fail \"cannot set the mode of $target to {:04o}\"\n",
+            m & 0o7777,
+            m & 0o7777
+        )),
+        None => s.push_str(
+            "if [ -e \"$target\" ]; then m=$(stat -c %a -- \"$target\"); \
+             else m=$(printf '%o' $(( 0666 & ~0$(umask) ))); fi\n\
+             chmod -- \"$m\" \"$tmp\" || fail \"cannot set the mode of $target to $m\"\n",
+        ),
+    }
+    s.push_str(
+        "mv -f -- \"$tmp\" \"$target\" || fail \"cannot move the new content over $target\"\n",
+    );
+    s.push_str("sync -- \"$dir\" 2>/dev/null || true\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    fn run(script: &str, input: &[u8]) -> std::process::Output {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".provisioner."))
+            .collect()
+    }
+
+    #[test]
+    fn new_file_gets_content_and_mode_and_no_temp_file_remains() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("it's a file.conf");
+        let out = run(
+            &atomic_write_script(&p, Some(0o640), None, None),
+            b"a\nb\0c",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"a\nb\0c");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert!(leftovers(d.path()).is_empty());
+    }
+
+    #[test]
+    fn existing_file_is_replaced_and_keeps_its_mode_when_none_is_given() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let out = run(&atomic_write_script(&p, None, None, None), b"new");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o604);
+    }
+
+    #[test]
+    fn new_file_without_mode_follows_the_umask() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("y");
+        let script = format!("umask 027\n{}", atomic_write_script(&p, None, None, None));
+        let out = run(&script, b"z");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn owner_and_group_are_applied_before_the_rename() {
+        // Our own uid/gid: chown to them works without privileges.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("owned");
+        let id = |flag: &str| {
+            let o = Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        };
+        let (u, g) = (id("-u"), id("-g"));
+        let out = run(
+            &atomic_write_script(&p, Some(0o600), Some(&u), Some(&g)),
+            b"k",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"k");
+    }
+
+    #[test]
+    fn failure_removes_the_temp_file_and_leaves_the_target_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kept");
+        std::fs::write(&p, "old").unwrap();
+        let out = run(
+            &atomic_write_script(&p, Some(0o644), Some("no-such-user-xyz"), None),
+            b"new",
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("provisioner: cannot set the owner"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert!(leftovers(d.path()).is_empty());
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("nope/file");
+        let out = run(&atomic_write_script(&p, None, None, None), b"x");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot create a temp file in"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_at_the_target_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let out = run(&atomic_write_script(d.path(), None, None, None), b"x");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    }
+}
