@@ -1,8 +1,18 @@
 //! File modules: file, copy, template, lineinfile, blockinfile, ini_file, stat, get_url, unarchive.
+//!
+//! Shared pieces: `args` (Ansible's argument checking and type coercion), `common` (modes,
+//! owners, the write-a-file plan), `sha1` (Ansible's default checksum).
 
 use super::Module;
 
+pub mod args;
+pub mod common;
+pub mod copy;
+pub mod file;
+pub mod sha1;
+pub mod stat;
+
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
-    Vec::new()
+    vec![&file::File, &copy::Copy, &copy::Template, &stat::Stat]
 }

@@ -1,0 +1,451 @@
+//! The probe script: every [`Probe`] of one task answered by ONE POSIX `sh` script, in one round
+//! trip, and the parser of its output.
+//!
+//! Framing. The script writes one header line per probe, `@@ <index> <tag>`, followed by
+//! `<key> <value>` lines where every value that comes from the host (names, paths, contents,
+//! command output) is base64 without line wrapping (`base64 -w0`), so it can never contain a
+//! newline, a space or a fake header. Numbers are written as decimal digits. The last line is
+//! `@@ end`. The parser checks that every probe was answered, in order.
+//!
+//! Needs only coreutils (`stat`, `head`, `sha1sum`, `base64`, `readlink`), and `dpkg-query` /
+//! `systemctl` for the package and unit probes. No python.
+
+use super::{CommandOutput, Facts, FileStat, PackageState, Probe, ProbeResult, UnitState};
+use crate::shell::quote;
+use base64::Engine as _;
+
+const B64: &str = "base64 -w0";
+
+/// Build the script that answers `probes`, in order.
+pub fn probe_script(probes: &[Probe]) -> String {
+    let mut s = String::new();
+    s.push_str("LC_ALL=C; export LC_ALL\n");
+    s.push_str("__t=$(mktemp -d 2>/dev/null || echo /tmp/.provisioner-probe.$$)\n");
+    s.push_str("mkdir -p \"$__t\" 2>/dev/null; trap 'rm -rf \"$__t\"' EXIT\n");
+    for (i, p) in probes.iter().enumerate() {
+        match p {
+            Probe::Stat { path, follow } => stat_snippet(&mut s, i, path, *follow),
+            Probe::Read { path, max_bytes } => {
+                let q = quote(path);
+                s.push_str(&format!("echo '@@ {i} read'\n"));
+                s.push_str(&format!(
+                    "if [ -f {q} ] && [ -r {q} ]; then printf 'content '; head -c {max_bytes} -- {q} | {B64}; echo; else echo missing; fi\n"
+                ));
+            }
+            Probe::Dpkg { packages } => {
+                s.push_str(&format!("echo '@@ {i} dpkg'\n"));
+                if !packages.is_empty() {
+                    let names = packages
+                        .iter()
+                        .map(|n| quote(n))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    s.push_str(&format!(
+                        "printf 'out '; dpkg-query -W -f='${{Package}}\\t${{binary:Package}}\\t${{db:Status-Status}}\\t${{Version}}\\n' -- {names} 2>/dev/null | {B64}; echo\n"
+                    ));
+                }
+            }
+            Probe::Unit { name } => {
+                s.push_str(&format!("echo '@@ {i} unit'\n"));
+                s.push_str(&format!(
+                    "printf 'out '; systemctl show -p LoadState,ActiveState,SubState,UnitFileState -- {} 2>/dev/null | {B64}; echo\n",
+                    quote(name)
+                ));
+            }
+            Probe::Command { script } => {
+                s.push_str(&format!("echo '@@ {i} command'\n"));
+                s.push_str(&format!(
+                    "/bin/sh -c {} </dev/null >\"$__t/o\" 2>\"$__t/e\"; echo \"rc $?\"\n",
+                    quote(script)
+                ));
+                s.push_str(&format!(
+                    "printf 'stdout '; {B64} <\"$__t/o\"; echo; printf 'stderr '; {B64} <\"$__t/e\"; echo\n"
+                ));
+            }
+        }
+    }
+    s.push_str("echo '@@ end'\n");
+    s
+}
+
+fn stat_snippet(s: &mut String, i: usize, path: &str, follow: bool) {
+    let q = quote(path);
+    let l = if follow { "-L " } else { "" };
+    s.push_str(&format!("echo '@@ {i} stat'\n"));
+    // With follow, a dangling symlink does not exist (like os.stat); without, it does (lstat).
+    let exists = if follow {
+        format!("[ -e {q} ]")
+    } else {
+        format!("{{ [ -e {q} ] || [ -L {q} ]; }}")
+    };
+    s.push_str(&format!("if {exists}; then\n"));
+    s.push_str(&format!(
+        "  printf 'meta '; stat {l}-c '%f %u %g %s %Y %U %G' -- {q} | {B64}; echo\n"
+    ));
+    if !follow {
+        s.push_str(&format!(
+            "  if [ -L {q} ]; then printf 'target '; readlink -- {q} | {B64}; echo; fi\n"
+        ));
+    }
+    s.push_str(&format!(
+        "  if [ -f {q} ] && [ -r {q} ] && {{ [ ! -L {q} ] || [ {} = 1 ]; }}; then printf 'sha1 '; sha1sum < {q} | cut -d' ' -f1; fi\n",
+        u8::from(follow)
+    ));
+    s.push_str("else echo absent; fi\n");
+}
+
+fn b64(v: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|e| format!("probe output: bad base64: {e}"))
+}
+
+fn b64_text(v: &str) -> Result<String, String> {
+    Ok(String::from_utf8_lossy(&b64(v)?).into_owned())
+}
+
+/// One probe's answer: index, tag, `key value` fields.
+type Section = (usize, String, Vec<(String, String)>);
+
+/// Parse the output of [`probe_script`] for the same `probes`.
+pub fn parse_probe_output(probes: &[Probe], stdout: &[u8]) -> Result<Facts, String> {
+    let text = String::from_utf8_lossy(stdout);
+    // Split into sections per header.
+    let mut sections: Vec<Section> = Vec::new();
+    let mut ended = false;
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix("@@ ") {
+            if h == "end" {
+                ended = true;
+                break;
+            }
+            let (idx, tag) = h
+                .split_once(' ')
+                .ok_or_else(|| format!("probe output: bad header {line:?}"))?;
+            let idx: usize = idx
+                .parse()
+                .map_err(|_| format!("probe output: bad header {line:?}"))?;
+            sections.push((idx, tag.to_string(), Vec::new()));
+        } else if let Some((_, _, fields)) = sections.last_mut() {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            fields.push((k.to_string(), v.to_string()));
+        }
+    }
+    if !ended {
+        return Err("probe output: truncated (no end marker)".to_string());
+    }
+    if sections.len() != probes.len() {
+        return Err(format!(
+            "probe output: {} answers for {} probes",
+            sections.len(),
+            probes.len()
+        ));
+    }
+    let mut answers = Vec::with_capacity(probes.len());
+    for (i, (probe, (idx, tag, fields))) in probes.iter().zip(sections).enumerate() {
+        if idx != i {
+            return Err(format!("probe output: answer {idx} where {i} was expected"));
+        }
+        let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        let result = match (probe, tag.as_str()) {
+            (Probe::Stat { .. }, "stat") => ProbeResult::Stat(parse_stat(&field)?),
+            (Probe::Read { .. }, "read") => ProbeResult::Read(match field("content") {
+                Some(v) => Some(b64(v)?),
+                None => None,
+            }),
+            (Probe::Dpkg { packages }, "dpkg") => {
+                ProbeResult::Dpkg(parse_dpkg(packages, &b64_text(field("out").unwrap_or(""))?))
+            }
+            (Probe::Unit { name }, "unit") => {
+                ProbeResult::Unit(parse_unit(name, &b64_text(field("out").unwrap_or(""))?))
+            }
+            (Probe::Command { .. }, "command") => ProbeResult::Command(CommandOutput {
+                rc: field("rc")
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| format!("probe output: command {i} has no exit code"))?,
+                stdout: b64_text(field("stdout").unwrap_or(""))?,
+                stderr: b64_text(field("stderr").unwrap_or(""))?,
+            }),
+            (_, t) => {
+                return Err(format!(
+                    "probe output: answer {i} is a {t}, not for {probe:?}"
+                ))
+            }
+        };
+        answers.push((probe.clone(), result));
+    }
+    Ok(Facts { answers })
+}
+
+fn parse_stat<'a>(field: &dyn Fn(&str) -> Option<&'a str>) -> Result<FileStat, String> {
+    let Some(meta) = field("meta") else {
+        return Ok(FileStat::default());
+    };
+    let meta = b64_text(meta)?;
+    let w: Vec<&str> = meta.split_whitespace().collect();
+    if w.len() < 7 {
+        return Err(format!("probe output: bad stat line {meta:?}"));
+    }
+    let bad = |what: &str| format!("probe output: bad {what} in stat line {meta:?}");
+    let raw = u32::from_str_radix(w[0], 16).map_err(|_| bad("mode"))?;
+    let kind = match raw & 0o170000 {
+        0o100000 => "file",
+        0o040000 => "directory",
+        0o120000 => "link",
+        _ => "other",
+    };
+    Ok(FileStat {
+        exists: true,
+        kind: kind.to_string(),
+        mode: raw & 0o7777,
+        uid: w[1].parse().map_err(|_| bad("uid"))?,
+        gid: w[2].parse().map_err(|_| bad("gid"))?,
+        size: w[3].parse().map_err(|_| bad("size"))?,
+        mtime: w[4].parse().map_err(|_| bad("mtime"))?,
+        owner: w[5].to_string(),
+        group: w[6].to_string(),
+        link_target: field("target")
+            .map(b64_text)
+            .transpose()?
+            .map(|t| t.strip_suffix('\n').map(str::to_string).unwrap_or(t)),
+        checksum_sha1: field("sha1")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+    })
+}
+
+fn parse_dpkg(packages: &[String], out: &str) -> Vec<PackageState> {
+    packages
+        .iter()
+        .map(|want| {
+            let version = out.lines().find_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                if f.len() < 4 {
+                    return None;
+                }
+                let name_matches = f[0] == want || f[1] == want;
+                (name_matches && f[2] == "installed").then(|| f[3].to_string())
+            });
+            PackageState {
+                name: want.clone(),
+                version,
+            }
+        })
+        .collect()
+}
+
+fn parse_unit(name: &str, out: &str) -> UnitState {
+    let mut u = UnitState {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    for l in out.lines() {
+        if let Some((k, v)) = l.split_once('=') {
+            let v = v.to_string();
+            match k {
+                "LoadState" => u.load_state = v,
+                "ActiveState" => u.active_state = v,
+                "SubState" => u.sub_state = v,
+                "UnitFileState" => u.unit_file_state = v,
+                _ => {}
+            }
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn run(probes: &[Probe]) -> Facts {
+        let script = probe_script(probes);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        parse_probe_output(probes, &out.stdout).unwrap()
+    }
+
+    #[test]
+    fn stat_reports_files_dirs_links_and_absence() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("we ird'name\n$x");
+        std::fs::write(&f, b"hello\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink("/nonexistent/x", &dangling).unwrap();
+        let p = |x: &std::path::Path, follow| Probe::Stat {
+            path: x.to_str().unwrap().to_string(),
+            follow,
+        };
+        let probes = vec![
+            p(&f, false),
+            p(&l, false),
+            p(&l, true),
+            p(d.path(), false),
+            p(&d.path().join("missing"), false),
+            p(&dangling, true),
+            p(&dangling, false),
+        ];
+        let facts = run(&probes);
+        let get = |i: usize| match &facts.answers[i].1 {
+            ProbeResult::Stat(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        let file = get(0);
+        assert!(file.exists);
+        assert_eq!(file.kind, "file");
+        assert_eq!(file.mode, 0o640);
+        assert_eq!(file.size, 6);
+        assert_eq!(
+            file.checksum_sha1.as_deref(),
+            Some("f572d396fae9206628714fb2ce00f72e94f2258f")
+        );
+        assert!(file.mtime > 0);
+        let link = get(1);
+        assert_eq!(link.kind, "link");
+        assert_eq!(link.link_target.as_deref(), f.to_str());
+        assert_eq!(link.checksum_sha1, None);
+        let followed = get(2);
+        assert_eq!(followed.kind, "file");
+        assert_eq!(followed.checksum_sha1, file.checksum_sha1);
+        assert_eq!(get(3).kind, "directory");
+        assert!(!get(4).exists);
+        assert!(
+            !get(5).exists,
+            "a dangling link does not exist when followed"
+        );
+        assert_eq!(get(6).kind, "link");
+    }
+
+    #[test]
+    fn read_returns_bytes_up_to_the_limit_and_none_when_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"\x00\x01binary\nno newline").unwrap();
+        let empty = d.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let r = |x: &std::path::Path, max_bytes| Probe::Read {
+            path: x.to_str().unwrap().to_string(),
+            max_bytes,
+        };
+        let probes = vec![
+            r(&f, 1 << 20),
+            r(&f, 3),
+            r(&empty, 10),
+            r(&d.path().join("nope"), 10),
+            r(d.path(), 10),
+        ];
+        let facts = run(&probes);
+        let got: Vec<_> = facts.answers.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(
+            got,
+            vec![
+                ProbeResult::Read(Some(b"\x00\x01binary\nno newline".to_vec())),
+                ProbeResult::Read(Some(b"\x00\x01b".to_vec())),
+                ProbeResult::Read(Some(Vec::new())),
+                ProbeResult::Read(None),
+                ProbeResult::Read(None),
+            ]
+        );
+        assert_eq!(
+            facts.read(f.to_str().unwrap()),
+            Some(Some(&b"\x00\x01binary\nno newline"[..]))
+        );
+    }
+
+    #[test]
+    fn command_output_cannot_break_the_framing() {
+        let probes = vec![
+            Probe::Command {
+                script: "echo '@@ 5 stat'; echo '@@ end'; echo err >&2; exit 3".into(),
+            },
+            Probe::Command {
+                script: "printf 'no newline'; read x; echo \"[$x]\"".into(),
+            },
+        ];
+        let facts = run(&probes);
+        assert_eq!(
+            facts.answers[0].1,
+            ProbeResult::Command(CommandOutput {
+                rc: 3,
+                stdout: "@@ 5 stat\n@@ end\n".into(),
+                stderr: "err\n".into(),
+            })
+        );
+        assert_eq!(
+            facts.answers[1].1,
+            ProbeResult::Command(CommandOutput {
+                rc: 0,
+                stdout: "no newline[]\n".into(),
+                stderr: String::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn dpkg_reports_installed_versions_and_absent_packages() {
+        let probes = vec![Probe::Dpkg {
+            packages: vec!["dpkg".into(), "no-such-package-xyz".into()],
+        }];
+        let facts = run(&probes);
+        let ProbeResult::Dpkg(states) = &facts.answers[0].1 else {
+            panic!()
+        };
+        assert_eq!(states[0].name, "dpkg");
+        assert!(states[0].version.as_deref().unwrap().starts_with("1."));
+        assert_eq!(states[1].version, None);
+    }
+
+    #[test]
+    fn unit_probe_parses_systemctl_show() {
+        // This machine may not run systemd: the probe must still answer.
+        let probes = vec![Probe::Unit {
+            name: "ssh.service".into(),
+        }];
+        let facts = run(&probes);
+        assert!(matches!(facts.answers[0].1, ProbeResult::Unit(ref u) if u.name == "ssh.service"));
+        let u = parse_unit(
+            "x.service",
+            "LoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\n",
+        );
+        assert_eq!(
+            (
+                u.load_state.as_str(),
+                u.active_state.as_str(),
+                u.sub_state.as_str(),
+                u.unit_file_state.as_str()
+            ),
+            ("loaded", "active", "running", "enabled")
+        );
+    }
+
+    #[test]
+    fn dpkg_output_parser_handles_multiarch_and_config_files() {
+        let out = "libc6\tlibc6:amd64\tinstalled\t2.36\nfoo\tfoo\tconfig-files\t1.0\n";
+        let s = parse_dpkg(&["libc6:amd64".into(), "foo".into(), "libc6".into()], out);
+        assert_eq!(s[0].version.as_deref(), Some("2.36"));
+        assert_eq!(s[1].version, None);
+        assert_eq!(s[2].version.as_deref(), Some("2.36"));
+    }
+
+    #[test]
+    fn truncated_or_mismatched_output_is_an_error() {
+        let probes = vec![Probe::Read {
+            path: "/x".into(),
+            max_bytes: 1,
+        }];
+        assert!(parse_probe_output(&probes, b"@@ 0 read\nmissing\n").is_err());
+        assert!(parse_probe_output(&probes, b"@@ 0 stat\nabsent\n@@ end\n").is_err());
+        assert!(parse_probe_output(&probes, b"@@ end\n").is_err());
+        assert!(parse_probe_output(&[], b"@@ end\n")
+            .unwrap()
+            .answers
+            .is_empty());
+    }
+}
