@@ -19,6 +19,8 @@
 //! Action JSON: `{"exec": script, "stdin": text?}` or `{"write": {"path", "content", "mode"?,
 //! "owner"?, "group"?}}` (mode as an octal string).
 
+#![allow(clippy::unwrap_used)] // test helpers: a malformed fixture should panic loudly
+
 use provisioner::facts::{
     CommandOutput, Facts, FileStat, PackageState, Probe, ProbeResult, UnitState,
 };
