@@ -7,10 +7,17 @@
 
 use super::Module;
 
+pub mod apt;
 pub mod args;
 pub mod command;
 
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
-    vec![&command::COMMAND, &command::SHELL]
+    vec![
+        &command::COMMAND,
+        &command::SHELL,
+        &apt::APT,
+        &apt::PACKAGE,
+        &apt::PACKAGE_FACTS,
+    ]
 }
