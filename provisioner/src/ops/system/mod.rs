@@ -1,9 +1,23 @@
 //! System modules: apt, package, apt_repository, apt_key, service, systemd, sysctl, user, group,
 //! cron, command, shell, wait_for, uri, package_facts.
+//!
+//! Every module here is pure (see `ops/mod.rs`). Shared argument coercion lives in `args.rs`.
+//! Fixtures (facts in → plan out, outputs in → result out) are under
+//! `tests/fixtures/ops/system/`, run by `tests/ops_system_fixtures.rs`.
 
 use super::Module;
 
+pub mod apt;
+pub mod args;
+pub mod command;
+
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
-    Vec::new()
+    vec![
+        &command::COMMAND,
+        &command::SHELL,
+        &apt::APT,
+        &apt::PACKAGE,
+        &apt::PACKAGE_FACTS,
+    ]
 }
