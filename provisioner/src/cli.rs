@@ -154,7 +154,7 @@ fn run_playbook(args: &RunArgs, mode: Mode, drift_exit: bool) -> std::process::E
             }
         });
         let render = tokio::spawn(terminal::render(rx, output, opts));
-        let connector: Arc<dyn crate::transport::Connector> = Arc::new(crate::transport::ssh::SshConnector::new());
+        let connector: Arc<dyn crate::transport::Connector> = Arc::new(crate::transport::SshConnector::new(crate::transport::SshOptions::default()));
         let sink: Arc<dyn crate::exec::events::EventSink> = Arc::new(tx);
         let result = session::run(&req, prepared, connector, sink.clone(), cancel_rx).await;
         drop(sink);

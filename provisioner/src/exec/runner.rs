@@ -217,7 +217,15 @@ impl Runner {
             return Ok(c.clone());
         }
         let target = self.connect_target(host)?;
-        let conn = self.connector.connect(&target).await?;
+        // Any failure to open the session (including a handshake timeout) means unreachable.
+        let conn = self.connector.connect(&target).await.map_err(|e| match e {
+            TransportError::Timeout { host, what, after } => TransportError::Connect {
+                host,
+                address: target.address.clone(),
+                reason: format!("timed out after {after:?} while {what}"),
+            },
+            other => other,
+        })?;
         conns.insert(host.to_string(), conn.clone());
         Ok(conn)
     }
@@ -249,6 +257,7 @@ impl Runner {
         };
         let mut target = conn.target;
         for args in &conn.ssh_args {
+            // Options we do not act on (e.g. ControlMaster) are ignored, as Ansible's ssh would.
             crate::transport::args::apply_ssh_args(&mut target, args).map_err(bad)?;
         }
         Ok(target)
@@ -859,7 +868,12 @@ impl Runner {
             let (script, stdin) = match a {
                 Action::Exec { script, stdin } => (script.clone(), stdin.clone()),
                 Action::WriteFile { path, content, mode, owner, group } => (
-                    crate::transport::files::atomic_write_script(path, *mode, owner.as_deref(), group.as_deref()),
+                    crate::transport::files::atomic_write_script(
+                        Path::new(path),
+                        *mode,
+                        owner.as_deref(),
+                        group.as_deref(),
+                    ),
                     Some(content.clone()),
                 ),
             };
