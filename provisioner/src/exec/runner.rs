@@ -911,14 +911,12 @@ impl Runner {
                 args.remove("lstrip_blocks");
                 args.remove("trim_blocks");
                 let text = self.templar.render_file_with(&path, vars, &opts).map_err(|e| e.to_string())?;
-                args.remove("src");
-                args.insert("content".into(), json!(text));
+                args.insert("_content".into(), json!(text));
                 Ok(())
             }
             "copy" | "unarchive" if !remote => {
                 let path = self.find_local(task, "files", &src)?;
                 let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                args.remove("src");
                 args.insert(
                     "_content_b64".into(),
                     json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)),

@@ -126,20 +126,10 @@ pub trait Module: Send + Sync {
     fn finish(&self, _args: &Args, planned: &Planned, outputs: &[ActionOutput]) -> ModuleResult {
         default_finish(planned, outputs)
     }
-    /// The result in check mode, where no action runs. The default: changed when a change is
-    /// planned. `command`/`shell` override this to report skipped, as Ansible does.
-    fn check_result(&self, _args: &Args, planned: &Planned) -> ModuleResult {
-        match planned {
-            Planned::NoChange { result } => ModuleResult {
-                data: result.clone(),
-                ..Default::default()
-            },
-            Planned::Change { result, .. } => ModuleResult {
-                changed: true,
-                data: result.clone(),
-                ..Default::default()
-            },
-        }
+    /// The result in check mode, where no action runs: `finish` with no outputs. Modules whose
+    /// result depends on running (`command`, `shell`) read an empty `outputs` as "did not run".
+    fn check_result(&self, args: &Args, planned: &Planned) -> ModuleResult {
+        self.finish(args, planned, &[])
     }
 }
 
