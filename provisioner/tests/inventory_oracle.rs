@@ -4,6 +4,8 @@
 //! made of it (`regen.sh` there regenerates those files). We load the same inventory and compare:
 //! per-host vars, the group tree, `group_names`, `groups`, and host pattern selections.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 use std::path::{Path, PathBuf};
 
 use provisioner::model::inventory::Inventory;
@@ -148,4 +150,264 @@ fn ini_groups_named_before_they_are_defined_match_ansible() {
 #[test]
 fn directory_inventory_source_matches_ansible() {
     check("dir_source");
+}
+
+// ---- errors: every problem at once, with file:line (Ansible stops at the first one;
+// its message for each fixture is in ansible-error.txt).
+
+fn errors(case: &str) -> Vec<String> {
+    let d = load(&source(case)).expect_err("errors expected");
+    let root = format!("{}/", fixtures().display());
+    d.0.iter()
+        .map(|x| x.to_string().replace(&root, ""))
+        .collect()
+}
+
+#[test]
+fn ini_with_three_problems_reports_all_three_with_lines() {
+    let e = errors("errors_ini");
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e[0].starts_with("errors_ini/hosts.ini:3:1: host range must specify equal-length"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("errors_ini/hosts.ini:5:1: Section [web:bogus] has unknown type"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with(
+            "errors_ini/hosts.ini:10:1: Section [parent:children] includes undefined group: nosuch"
+        ),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn yaml_structure_errors_cycles_and_bad_vars_files_are_all_reported() {
+    let e = errors("errors_yaml");
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(
+        e.iter().any(|m| m
+            .starts_with("errors_yaml/group_vars/all.yml:1:1: a vars file must hold a mapping")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|m| m
+            .starts_with("errors_yaml/hosts.yml:5:9: Invalid \"hosts\" entry for \"web\" group")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("errors_yaml/hosts.yml:8:9: Host pattern 1.5 must be a string")),
+        "{e:#?}"
+    );
+    assert!(e.iter().any(|m| m.starts_with("errors_yaml/hosts.yml:11:9: Adding group 'b' as child to 'a' creates a recursive dependency loop")), "{e:#?}");
+}
+
+#[test]
+fn ini_cycle_and_vars_for_undefined_group_are_both_reported() {
+    let e = errors("errors_cycle");
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with("errors_cycle/hosts.ini:4:1: Adding group 'a' as child to 'b' creates a recursive dependency loop"), "{e:#?}");
+    assert!(
+        e[1].starts_with(
+            "errors_cycle/hosts.ini:5:1: Section [c:vars] not valid for undefined group: c"
+        ),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn invalid_yaml_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("inv.yml");
+    std::fs::write(&p, "all:\n  hosts: [a, b\n  vars: {}\n").unwrap();
+    let d = load(&p).unwrap_err();
+    assert_eq!(d.len(), 1, "{d}");
+    let s = d.to_string();
+    assert!(s.contains("inv.yml:") && s.contains("invalid YAML"), "{s}");
+}
+
+#[test]
+fn missing_source_is_an_error() {
+    let d = load(Path::new("/nonexistent/inventory.yml")).unwrap_err();
+    assert!(d.to_string().contains("does not exist"), "{d}");
+}
+
+// ---- precedence (levels named in docs/variables.md)
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn playbook_group_and_host_vars_sit_between_inventory_levels() {
+    use provisioner::model::vars::VarLevel;
+    use provisioner::resolve::inventory::load_playbook_vars;
+    let inv_dir = tempfile::tempdir().unwrap();
+    let pb_dir = tempfile::tempdir().unwrap();
+    let i = inv_dir.path();
+    write(i, "hosts.yml", "all:\n  vars: {a: inv_all, b: inv_all, c: inv_all}\n  children:\n    web:\n      hosts:\n        h1: {e: inv_host}\n      vars: {d: inv_web}\n");
+    write(i, "group_vars/all.yml", "a: inv_dir_all\n");
+    write(i, "group_vars/web.yml", "c: inv_dir_web\n");
+    write(
+        pb_dir.path(),
+        "group_vars/all.yml",
+        "a: pb_all\nb: pb_all\n",
+    );
+    write(
+        pb_dir.path(),
+        "group_vars/web.yml",
+        "c: pb_web\nd: pb_web\n",
+    );
+    write(pb_dir.path(), "host_vars/h1.yml", "e: pb_host\n");
+    let mut inv = load(&i.join("hosts.yml")).unwrap();
+    load_playbook_vars(&mut inv, pb_dir.path()).unwrap();
+    let v = inv.host_vars("h1");
+    // playbook group_vars/all (5) beats inventory group_vars/all (4)
+    assert_eq!(v["a"], json!("pb_all"));
+    assert_eq!(v["b"], json!("pb_all"));
+    // playbook group_vars/web (7) beats inventory group_vars/web (6)
+    assert_eq!(v["c"], json!("pb_web"));
+    // any group_vars dir (5..7) beats inventory file group vars (3)
+    assert_eq!(v["d"], json!("pb_web"));
+    // playbook host_vars (10) beats inventory file host vars (8)
+    assert_eq!(v["e"], json!("pb_host"));
+    let stack = inv.var_stack("h1");
+    assert_eq!(stack.source_of("a"), Some(VarLevel::PlaybookGroupVarsAll));
+    assert_eq!(stack.source_of("e"), Some(VarLevel::PlaybookHostVarsDir));
+}
+
+#[test]
+fn inventory_group_vars_all_dir_loses_to_a_specific_groups_inline_vars_only_if_lower_level() {
+    // group_vars/all (level 4) beats inline vars of any group (level 3), even a child group.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "hosts.ini", "[web]\nh1\n[web:vars]\nx=web_inline\n");
+    write(d, "group_vars/all.yml", "x: all_dir\n");
+    let inv = load(&d.join("hosts.ini")).unwrap();
+    assert_eq!(inv.host_vars("h1")["x"], json!("all_dir"));
+}
+
+#[test]
+fn engine_levels_stack_on_top_of_the_inventory() {
+    use provisioner::model::vars::VarLevel;
+    let inv = load_case("priority");
+    let mut stack = inv.var_stack("h1");
+    let m = |v: Value| v.as_object().unwrap().clone();
+    stack.set(
+        VarLevel::RoleDefaults,
+        m(json!({"who": "default", "only_default": 1})),
+    );
+    assert_eq!(stack.resolve()["who"], json!("zeta_dir"));
+    stack.set(VarLevel::PlayVars, m(json!({"who": "play"})));
+    stack.set(VarLevel::ExtraVars, m(json!({"d": "extra"})));
+    let r = stack.resolve();
+    assert_eq!(r["who"], json!("play"));
+    assert_eq!(r["d"], json!("extra"));
+    assert_eq!(r["only_default"], json!(1));
+}
+
+// ---- host patterns: one test per operator, and the evaluation order
+
+fn sel(inv: &Inventory, p: &str) -> Vec<String> {
+    inv.select(p, None).unwrap().hosts
+}
+
+#[test]
+fn pattern_union_keeps_first_seen_inventory_order() {
+    let inv = load_case("ini_basic");
+    assert_eq!(
+        sel(&inv, "dbs:web"),
+        ["db1", "db-a", "db-b", "db-c", "web01", "web02", "web03", "loose1"]
+    );
+}
+
+#[test]
+fn pattern_intersection_keeps_hosts_in_both() {
+    let inv = load_case("ini_basic");
+    assert_eq!(sel(&inv, "web:&dbs"), ["db1"]);
+}
+
+#[test]
+fn pattern_exclusion_removes_hosts() {
+    let inv = load_case("ini_basic");
+    assert_eq!(sel(&inv, "all:!parent"), ["10.0.0.9"]);
+}
+
+#[test]
+fn pattern_operators_apply_unions_then_intersections_then_exclusions_regardless_of_position() {
+    let inv = load_case("ini_basic");
+    assert_eq!(
+        sel(&inv, "!db1:&dbs:web:dbs"),
+        sel(&inv, "web:dbs:&dbs:!db1")
+    );
+    assert_eq!(sel(&inv, "!db1:&dbs:web:dbs"), ["db-a", "db-b", "db-c"]);
+    // Only modifiers: the union is `all`.
+    assert_eq!(sel(&inv, "!parent"), ["10.0.0.9"]);
+}
+
+#[test]
+fn pattern_globs_regexes_and_subscripts() {
+    let inv = load_case("ini_basic");
+    assert_eq!(sel(&inv, "db-?"), ["db-a", "db-b", "db-c"]);
+    assert_eq!(sel(&inv, "~^db-[bc]$"), ["db-b", "db-c"]);
+    assert_eq!(sel(&inv, "dbs[1:2]"), ["db-a", "db-b"]);
+    assert_eq!(sel(&inv, "dbs[-1]"), ["db-c"]);
+    assert!(inv.select("dbs[9]", None).is_err());
+    assert!(inv.select("~(", None).is_err());
+}
+
+#[test]
+fn pattern_matching_nothing_is_empty_and_flagged() {
+    let inv = load_case("ini_basic");
+    let s = inv.select("web:nosuch", None).unwrap();
+    assert_eq!(s.unmatched, ["nosuch"]);
+    assert_eq!(s.hosts.len(), 5);
+    let s = inv.select("nosuch", None).unwrap();
+    assert!(s.is_empty());
+}
+
+#[test]
+fn limit_restricts_a_selection() {
+    let inv = load_case("ini_basic");
+    assert_eq!(
+        inv.select("all", Some("web:!loose1")).unwrap().hosts,
+        ["web01", "web02", "web03", "db1"]
+    );
+}
+
+// ---- connection vars through the inventory
+
+#[test]
+fn connect_target_comes_from_resolved_inventory_vars() {
+    let inv = load_case("ini_basic");
+    let t = inv.connect_target("db1").unwrap();
+    assert_eq!(t.address, "db1");
+    assert_eq!(t.port, Some(2200));
+    // [dbs:vars] (depth 2) beats [all:vars]
+    assert_eq!(t.user.as_deref(), Some("postgres"));
+    let c = inv.connection("web01").unwrap();
+    assert_eq!(c.target.port, Some(2222));
+    assert_eq!(c.target.user.as_deref(), Some("admin"));
+    // group_vars/all.yml: ansible_become: yes
+    assert_eq!(c.become_.as_deref(), Some("root"));
+    assert!(inv.connection("nosuch").is_err());
+}
+
+#[test]
+fn magic_vars_short_name_keeps_ip_addresses_whole() {
+    let inv = load_case("ini_basic");
+    assert_eq!(
+        inv.magic_vars("10.0.0.9")["inventory_hostname_short"],
+        json!("10.0.0.9")
+    );
+    let f = inv.magic_vars("web01")["inventory_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(f.ends_with("ini_basic/hosts.ini"), "{f}");
 }
