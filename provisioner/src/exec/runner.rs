@@ -910,7 +910,7 @@ impl Runner {
                 };
                 args.remove("lstrip_blocks");
                 args.remove("trim_blocks");
-                let text = self.templar.render_file_with(&path, vars, &opts).map_err(|e| e.to_string())?;
+                let text = self.templar.render_file_with(&path, &opts, vars).map_err(|e| e.to_string())?;
                 args.insert("_content".into(), json!(text));
                 Ok(())
             }

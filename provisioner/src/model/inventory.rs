@@ -425,6 +425,7 @@ impl HostConnection {
             host_key_policy: HostKeyPolicy::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             become_password: password.map(Secret::new),
+            proxy_jump: None,
         };
         let conn = HostConnection {
             target,
