@@ -1,0 +1,323 @@
+//! End-to-end tests of the engine on `provisioner lab` hosts.
+//!
+//! Run by `.ci/test` after it brings a lab up: `PROVISIONER_LAB_INVENTORY` names the lab's
+//! inventory. Without it these tests fail (they are never skipped).
+//!
+//! The differential test runs the same role through `ansible-playbook` on one agent and through
+//! us on the other, and compares the resulting files and the per-task `changed` flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn lab_inventory() -> PathBuf {
+    let p = std::env::var_os("PROVISIONER_LAB_INVENTORY").expect(
+        "PROVISIONER_LAB_INVENTORY is not set: these tests need a lab (bash .ci/test brings one up)",
+    );
+    PathBuf::from(p)
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn provisioner(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(args)
+        .output()
+        .expect("run provisioner");
+    eprintln!(
+        "$ provisioner {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
+struct Host {
+    address: String,
+    user: String,
+    key: String,
+    known_hosts: String,
+}
+
+fn host(inv: &Path, name: &str) -> Host {
+    let inventory = provisioner::resolve::inventory::load(inv).expect("lab inventory loads");
+    let vars = inventory.host_vars(name);
+    let s = |k: &str| vars.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let common = s("ansible_ssh_common_args");
+    let known_hosts = common
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("UserKnownHostsFile="))
+        .expect("lab inventory names its known_hosts")
+        .to_string();
+    Host {
+        address: s("ansible_host"),
+        user: s("ansible_user"),
+        key: s("ansible_ssh_private_key_file"),
+        known_hosts,
+    }
+}
+
+/// Run a command on a lab host with the system ssh client (strict host keys), as root.
+fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
+    let h = host(inv, name);
+    Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", h.known_hosts),
+            "-i",
+            &h.key,
+            &format!("{}@{}", h.user, h.address),
+            &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
+        ])
+        .output()
+        .expect("run ssh")
+}
+
+fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
+    let o = ssh(inv, name, cmd);
+    assert!(
+        o.status.success(),
+        "{name}: `{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn groups(inv: &Path) -> BTreeMap<String, Vec<String>> {
+    let inventory = provisioner::resolve::inventory::load(inv).expect("lab inventory loads");
+    inventory.groups_map().into_iter().collect()
+}
+
+/// JSON events of a run, one per line.
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// (task name, changed) per finished task of `host`, in order (loop items excluded).
+fn changed_flags(events: &[Value], host: &str) -> Vec<(String, bool)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "task_finished" && e["host"] == host && e.get("item").is_none())
+        .filter(|e| e["task"] != "Gathering Facts")
+        .map(|e| (e["task"].as_str().unwrap_or("").to_string(), e["status"] == "changed"))
+        .collect()
+}
+
+const MANAGED: &str = "/etc/provisioner-e2e";
+
+fn snapshot(inv: &Path, name: &str) -> String {
+    // Mode, owner, group and content hash of every managed file (the host's own name replaced,
+    // since content that names the host differs by design), minus the handler's timestamp.
+    ssh_ok(
+        inv,
+        name,
+        &format!(
+            "cd {MANAGED} && for f in $(ls -A | grep -v handler-ran | sort); do \
+             printf '%s %s %s\\n' \"$f\" \"$(stat -c '%a %U %G %F' \"$f\")\" \
+             \"$(sed 's/{name}/HOST/g' \"$f\" 2>/dev/null | sha1sum | cut -c1-40)\"; done"
+        ),
+    )
+}
+
+/// A task name without its `role : ` prefix.
+fn bare(name: &str) -> String {
+    name.rsplit(" : ").next().unwrap_or(name).to_string()
+}
+
+#[test]
+fn apply_converges_then_plan_is_empty_and_plan_changes_nothing() {
+    let inv = lab_inventory();
+    let pb = fixtures().join("e2e/site.yml");
+    let (inv_s, pb_s) = (inv.to_str().unwrap(), pb.to_str().unwrap());
+    let masters = groups(&inv)["masters"].clone();
+    let limit = masters.join(",");
+    ssh_ok(&inv, &masters[0], &format!("rm -rf {MANAGED}"));
+
+    let first = provisioner(&["apply", "-i", inv_s, pb_s, "--limit", &limit]);
+    assert_eq!(first.status.code(), Some(0), "first apply succeeds");
+
+    let again = provisioner(&["plan", "-i", inv_s, pb_s, "--limit", &limit, "--exit-code", "--output", "json"]);
+    assert_eq!(again.status.code(), Some(0), "a converged cluster has nothing to change");
+    let changed: Vec<_> = events(&again)
+        .into_iter()
+        .filter(|e| e["event"] == "task_finished" && e["status"] == "changed")
+        .collect();
+    assert!(changed.is_empty(), "changes after apply: {changed:?}");
+
+    // Drift on one host: plan reports it, exits 4, and leaves the host as it is.
+    ssh_ok(&inv, &masters[0], &format!("rm {MANAGED}/motd && echo drift > {MANAGED}/app.conf"));
+    let drift = provisioner(&["plan", "-i", inv_s, pb_s, "--limit", &limit, "--exit-code", "--diff"]);
+    assert_eq!(drift.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&drift.stdout);
+    assert!(text.contains("-drift"), "the diff shows the drifted line:\n{text}");
+    assert_eq!(ssh(&inv, &masters[0], &format!("test -e {MANAGED}/motd")).status.code(), Some(1), "plan did not restore motd");
+    assert_eq!(ssh_ok(&inv, &masters[0], &format!("cat {MANAGED}/app.conf")), "drift\n", "plan did not touch app.conf");
+
+    // Apply repairs it, and the handler fires because config changed.
+    ssh_ok(&inv, &masters[0], &format!("rm -f {MANAGED}/handler-ran"));
+    let repair = provisioner(&["apply", "-i", inv_s, pb_s, "--limit", &masters[0]]);
+    assert_eq!(repair.status.code(), Some(0));
+    ssh_ok(&inv, &masters[0], &format!("test -e {MANAGED}/motd && test -e {MANAGED}/handler-ran"));
+}
+
+#[test]
+fn invalid_playbook_changes_nothing_on_any_host() {
+    let inv = lab_inventory();
+    let pb = fixtures().join("e2e-invalid/site.yml");
+    for h in groups(&inv)["all"].iter() {
+        ssh_ok(&inv, h, "rm -f /tmp/provisioner-e2e-invalid");
+    }
+    let out = provisioner(&["apply", "-i", inv.to_str().unwrap(), pb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("site.yml:") && err.contains("`file` has no parameter `stat`"), "{err}");
+    for h in groups(&inv)["all"].iter() {
+        assert_eq!(ssh(&inv, h, "test -e /tmp/provisioner-e2e-invalid").status.code(), Some(1), "{h} was touched");
+    }
+}
+
+/// A copy of the lab inventory with its own known_hosts, for tests that tamper with keys or hosts.
+fn private_inventory(inv: &Path, dir: &Path, extra_hosts: &str, edit_known_hosts: impl Fn(String) -> String) -> PathBuf {
+    let h = host(inv, &groups(inv)["all"][0]);
+    let kh = std::fs::read_to_string(&h.known_hosts).unwrap();
+    let new_kh = dir.join("known_hosts");
+    std::fs::write(&new_kh, edit_known_hosts(kh)).unwrap();
+    let text = std::fs::read_to_string(inv).unwrap().replace(&h.known_hosts, new_kh.to_str().unwrap());
+    let out = dir.join("inventory.yml");
+    std::fs::write(&out, format!("{text}{extra_hosts}")).unwrap();
+    out
+}
+
+#[test]
+fn changed_host_key_is_refused_and_other_hosts_continue() {
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = groups(&inv);
+    let (victim, other) = (g["masters"][0].clone(), g["masters"][1].clone());
+    let (va, oa) = (host(&inv, &victim).address, host(&inv, &other).address);
+    // Give the victim's address the other host's keys.
+    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| {
+        let mut out = String::new();
+        for line in kh.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.split(',').any(|n| n == va || n == victim) {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+            if first.split(',').any(|n| n == oa) {
+                out.push_str(&line.replacen(first, &va, 1));
+                out.push('\n');
+            }
+        }
+        out
+    });
+    let pb = fixtures().join("e2e/site.yml");
+    let out = provisioner(&["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &format!("{victim},{other}")]);
+    assert_eq!(out.status.code(), Some(3), "a refused host is unreachable (exit 3)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("fatal: [{victim}]: UNREACHABLE!")), "{text}");
+    assert!(text.contains("host key changed") && text.matches("SHA256:").count() >= 2, "names both fingerprints:\n{text}");
+    assert!(text.contains(&format!("{other} ")) && !text.contains(&format!("fatal: [{other}]")), "{text}");
+}
+
+#[test]
+fn unreachable_host_does_not_stop_the_others() {
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = groups(&inv);
+    let ok = g["masters"][0].clone();
+    let addr = host(&inv, &ok).address;
+    // An address on the lab's subnet where nothing answers.
+    let ghost_addr = format!("{}.250", addr.rsplit_once('.').unwrap().0);
+    let extra = format!("    ghost:\n      hosts:\n        ghost1:\n          ansible_host: {ghost_addr}\n");
+    let text = std::fs::read_to_string(&inv).unwrap();
+    assert!(text.contains("  children:\n"), "lab inventory has groups under all.children");
+    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
+    let patched = std::fs::read_to_string(&inv2).unwrap().replacen("  children:\n", &format!("  children:\n{extra}"), 1);
+    std::fs::write(&inv2, patched).unwrap();
+    let pb = fixtures().join("e2e/site.yml");
+    let out = provisioner(&["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &format!("{ok},ghost1"), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let ev = events(&out);
+    assert!(ev.iter().any(|e| e["host"] == "ghost1" && e["status"] == "unreachable"));
+    let flags = changed_flags(&ev, &ok);
+    assert!(flags.len() >= 10, "{ok} ran every task: {flags:?}");
+}
+
+#[test]
+fn sudo_failure_is_a_clear_error() {
+    let inv = lab_inventory();
+    let pb = fixtures().join("e2e/site.yml");
+    let m = groups(&inv)["masters"][0].clone();
+    let out = provisioner(&["apply", "-i", inv.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &m, "-e", "ansible_become_user=nosuchuser"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("become (sudo) failed") && text.contains("nosuchuser"), "{text}");
+}
+
+#[test]
+fn differential_against_ansible_playbook() {
+    let inv = lab_inventory();
+    let g = groups(&inv);
+    let (theirs, ours) = (g["agents"][0].clone(), g["agents"][1].clone());
+    for h in [&theirs, &ours] {
+        ssh_ok(&inv, h, &format!("rm -rf {MANAGED}"));
+    }
+    let pb = fixtures().join("e2e/site.yml");
+    let run_ansible = || {
+        let out = Command::new("ansible-playbook")
+            .args(["-i", inv.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &theirs])
+            .env("ANSIBLE_STDOUT_CALLBACK", "json")
+            .env("ANSIBLE_HOST_KEY_CHECKING", "True")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
+            .output()
+            .expect("ansible-playbook runs");
+        assert!(out.status.success(), "ansible-playbook failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json callback output");
+        let mut flags = Vec::new();
+        for play in v["plays"].as_array().unwrap() {
+            for t in play["tasks"].as_array().unwrap() {
+                let name = t["task"]["name"].as_str().unwrap_or("").to_string();
+                if name == "Gathering Facts" {
+                    continue;
+                }
+                let r = &t["hosts"][&theirs];
+                if r.get("skipped") == Some(&Value::Bool(true)) {
+                    continue;
+                }
+                flags.push((bare(&name), r["changed"] == Value::Bool(true)));
+            }
+        }
+        flags
+    };
+    let run_ours = || {
+        let out = provisioner(&["apply", "-i", inv.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &ours, "--output", "json"]);
+        assert_eq!(out.status.code(), Some(0));
+        events(&out)
+            .iter()
+            .filter(|e| e["event"] == "task_finished" && e["host"] == ours.as_str() && e.get("item").is_none() && e["status"] != "skipped")
+            .map(|e| (bare(e["task"].as_str().unwrap_or("")), e["status"] == "changed"))
+            .collect::<Vec<_>>()
+    };
+    let (a1, o1) = (run_ansible(), run_ours());
+    assert_eq!(o1, a1, "changed flags on the first run");
+    let (a2, o2) = (run_ansible(), run_ours());
+    assert_eq!(o2, a2, "changed flags on the second run");
+    assert!(a2.iter().all(|(_, c)| !c), "ansible's second run changes nothing: {a2:?}");
+    let (sa, so) = (snapshot(&inv, &theirs), snapshot(&inv, &ours));
+    assert_eq!(so, sa, "files, modes, owners and contents match");
+}
