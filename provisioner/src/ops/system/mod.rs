@@ -10,6 +10,7 @@ use super::Module;
 pub mod apt;
 pub mod args;
 pub mod command;
+pub mod systemd;
 
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
@@ -19,5 +20,7 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &apt::APT,
         &apt::PACKAGE,
         &apt::PACKAGE_FACTS,
+        &systemd::SYSTEMD,
+        &systemd::SERVICE,
     ]
 }
