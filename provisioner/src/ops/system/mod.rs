@@ -10,6 +10,7 @@ use super::Module;
 pub mod apt;
 pub mod args;
 pub mod command;
+pub mod sysctl;
 pub mod systemd;
 
 /// Every module of this family.
@@ -22,5 +23,6 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &apt::PACKAGE_FACTS,
         &systemd::SYSTEMD,
         &systemd::SERVICE,
+        &sysctl::SYSCTL,
     ]
 }
