@@ -12,6 +12,7 @@ pub mod args;
 pub mod command;
 pub mod sysctl;
 pub mod systemd;
+pub mod wait_for;
 
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
@@ -24,5 +25,6 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &systemd::SYSTEMD,
         &systemd::SERVICE,
         &sysctl::SYSCTL,
+        &wait_for::WAIT_FOR,
     ]
 }
