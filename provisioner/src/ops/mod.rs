@@ -115,6 +115,12 @@ pub trait Module: Send + Sync {
     fn free_form(&self) -> bool {
         false
     }
+    /// Whether this task's actions only read host state (wait_for; uri with GET/HEAD), so the
+    /// executor also runs them in `Mode::Check` (Ansible runs such modules in check mode).
+    /// Check mode still never receives an action from a module that answers `false`.
+    fn read_only(&self, _args: &Args) -> bool {
+        false
+    }
     /// Facts needed to decide. Default: none.
     fn probes(&self, _args: &Args) -> Result<Vec<Probe>, OpError> {
         Ok(Vec::new())

@@ -92,6 +92,22 @@ pub fn to_str(v: &Value) -> Option<String> {
 impl<'a> A<'a> {
     pub fn new(args: &'a Args, spec: &'static [ParamSpec]) -> Result<Self, OpError> {
         let a = A { args, spec };
+        let mut unknown: Vec<&str> = args
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.starts_with("_ansible"))
+            .filter(|k| !spec.iter().any(|s| s.name == *k || s.aliases.contains(k)))
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            let mut names: Vec<&str> = spec.iter().map(|s| s.name).collect();
+            names.sort_unstable();
+            return Err(OpError::new(format!(
+                "Unsupported parameters for module: {}. Supported parameters include: {}.",
+                unknown.join(", "),
+                names.join(", ")
+            )));
+        }
         for ps in spec {
             if ps.required && a.raw(ps.name).is_none() {
                 return Err(OpError::new(format!(

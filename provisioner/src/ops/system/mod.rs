@@ -10,6 +10,9 @@ use super::Module;
 pub mod apt;
 pub mod args;
 pub mod command;
+pub mod sysctl;
+pub mod systemd;
+pub mod wait_for;
 
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
@@ -19,5 +22,9 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &apt::APT,
         &apt::PACKAGE,
         &apt::PACKAGE_FACTS,
+        &systemd::SYSTEMD,
+        &systemd::SERVICE,
+        &sysctl::SYSCTL,
+        &wait_for::WAIT_FOR,
     ]
 }
