@@ -821,8 +821,10 @@ impl Runner {
                 .collect(),
             Planned::NoChange { .. } => vec![],
         };
-        let outputs = match (&planned, check) {
-            (Planned::Change { actions, .. }, false) => {
+        // Read-only modules (wait_for, uri GET) also run in check mode, as in Ansible.
+        let run_actions = !check || m.read_only(&args);
+        let outputs = match (&planned, run_actions) {
+            (Planned::Change { actions, .. }, true) => {
                 match self.perform(host, actions, become_.clone(), task.no_log).await {
                     Ok(o) => o,
                     Err(e) if e.is_unreachable() => {
@@ -833,10 +835,10 @@ impl Runner {
             }
             _ => Vec::new(),
         };
-        let r: ModuleResult = if check {
-            m.check_result(&args, &planned)
-        } else {
+        let r: ModuleResult = if run_actions {
             m.finish(&args, &planned, &outputs)
+        } else {
+            m.check_result(&args, &planned)
         };
         let status = if r.failed {
             TaskStatus::Failed
