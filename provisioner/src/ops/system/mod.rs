@@ -8,6 +8,7 @@
 use super::Module;
 
 pub mod apt;
+pub mod apt_repository;
 pub mod args;
 pub mod command;
 pub mod sysctl;
@@ -22,6 +23,7 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &apt::APT,
         &apt::PACKAGE,
         &apt::PACKAGE_FACTS,
+        &apt_repository::APT_REPOSITORY,
         &systemd::SYSTEMD,
         &systemd::SERVICE,
         &sysctl::SYSCTL,
