@@ -7,6 +7,8 @@
 //!   stat and content, a package's installed version, a unit's state. Every probe of one task
 //!   is answered by a single script.
 
+pub mod host;
+
 /// One question about a host's current state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Probe {
