@@ -7,6 +7,7 @@
 //!   stat and content, a package's installed version, a unit's state. Every probe of one task
 //!   is answered by a single script.
 
+pub mod host;
 pub mod probe;
 
 /// One question about a host's current state.

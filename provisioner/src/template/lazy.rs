@@ -266,14 +266,23 @@ pub(crate) fn template_str(
         )
     };
 
-    let value = match single_expression(&data).and_then(|e| env.compile_expression(e).ok()) {
+    let single = match single_expression(&data).and_then(|e| env.compile_expression(e).ok()) {
         Some(expr) => {
-            let v = expr.eval(root).map_err(|e| shared.convert(&e))?;
+            let v = expr.eval(root.clone()).map_err(|e| shared.convert(&e))?;
             if let Some(e) = shared.error.lock().ok().and_then(|mut s| s.take()) {
                 return Err(e);
             }
-            finish_single(v, convert)?
+            // an undefined result: render as a template, which reports the undefined name
+            if v.is_undefined() {
+                None
+            } else {
+                Some(finish_single(v, convert)?)
+            }
         }
+        None => None,
+    };
+    let value = match single {
+        Some(v) => v,
         None => {
             let tmpl = env.template_from_str(&data).map_err(|e| {
                 if e.kind() == ErrorKind::SyntaxError {
