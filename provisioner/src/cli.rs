@@ -15,7 +15,11 @@ use crate::report::terminal::{self, Output};
 use crate::report::{eprint_line, print_line};
 
 #[derive(Debug, Parser)]
-#[command(name = "provisioner", version, about = "Install and converge an Apache Mesos stack over SSH")]
+#[command(
+    name = "provisioner",
+    version,
+    about = "Install and converge an Apache Mesos stack over SSH"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -85,7 +89,11 @@ fn parse_extra_vars(items: &[String]) -> Result<serde_json::Map<String, serde_js
         if t.starts_with('{') {
             match serde_json::from_str::<serde_json::Value>(t) {
                 Ok(serde_json::Value::Object(m)) => vars.extend(m),
-                _ => return Err(Error::Usage(format!("--extra-vars: `{item}` is not a JSON object"))),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--extra-vars: `{item}` is not a JSON object"
+                    )))
+                }
             }
         } else {
             let parsed = crate::raw::kv::parse_kv(t, false)
@@ -99,7 +107,8 @@ fn parse_extra_vars(items: &[String]) -> Result<serde_json::Map<String, serde_js
 fn request(args: &RunArgs, mode: Mode) -> Result<RunRequest, Error> {
     let playbook = args.playbook.clone().ok_or_else(|| {
         Error::Usage(
-            "give a playbook to run (the bundled Mesos stack is not available in this build yet)".into(),
+            "give a playbook to run (the bundled Mesos stack is not available in this build yet)"
+                .into(),
         )
     })?;
     Ok(RunRequest {
@@ -135,9 +144,16 @@ fn run_playbook(args: &RunArgs, mode: Mode, drift_exit: bool) -> std::process::E
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return fail(&Error::Environment(format!("cannot start the runtime: {e}"))),
+        Err(e) => {
+            return fail(&Error::Environment(format!(
+                "cannot start the runtime: {e}"
+            )))
+        }
     };
     let output = args.output;
     let opts = HumanOptions {
@@ -154,7 +170,9 @@ fn run_playbook(args: &RunArgs, mode: Mode, drift_exit: bool) -> std::process::E
             }
         });
         let render = tokio::spawn(terminal::render(rx, output, opts));
-        let connector: Arc<dyn crate::transport::Connector> = Arc::new(crate::transport::SshConnector::new(crate::transport::SshOptions::default()));
+        let connector: Arc<dyn crate::transport::Connector> = Arc::new(
+            crate::transport::SshConnector::new(crate::transport::SshOptions::default()),
+        );
         let sink: Arc<dyn crate::exec::events::EventSink> = Arc::new(tx);
         let result = session::run(&req, prepared, connector, sink.clone(), cancel_rx).await;
         drop(sink);
@@ -162,7 +180,9 @@ fn run_playbook(args: &RunArgs, mode: Mode, drift_exit: bool) -> std::process::E
         match result {
             Err(e) => fail(&e),
             Ok(summary) if summary.cancelled => {
-                eprint_line("cancelled: running steps were allowed to finish; nothing new was started");
+                eprint_line(
+                    "cancelled: running steps were allowed to finish; nothing new was started",
+                );
                 exit(ExitCode::HostsFailed)
             }
             Ok(_) => exit(recap.exit_code(drift_exit)),
@@ -187,7 +207,8 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
                         eprint_line(&format!("[WARNING]: {w}"));
                     }
                     let tasks: usize = p.playbook.plays.iter().map(|pl| pl.tasks.len()).sum();
-                    let hosts: std::collections::BTreeSet<&String> = p.play_hosts.iter().flatten().collect();
+                    let hosts: std::collections::BTreeSet<&String> =
+                        p.play_hosts.iter().flatten().collect();
                     print_line(&format!(
                         "ok: {} play(s), {tasks} task(s), {} host(s); nothing was run",
                         p.playbook.plays.len(),

@@ -6,6 +6,8 @@
 //! The differential test runs the same role through `ansible-playbook` on one agent and through
 //! us on the other, and compares the resulting files and the per-task `changed` flags.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,7 +50,12 @@ struct Host {
 fn host(inv: &Path, name: &str) -> Host {
     let inventory = provisioner::resolve::inventory::load(inv).expect("lab inventory loads");
     let vars = inventory.host_vars(name);
-    let s = |k: &str| vars.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        vars.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let common = s("ansible_ssh_common_args");
     let known_hosts = common
         .split_whitespace()
@@ -112,7 +119,12 @@ fn changed_flags(events: &[Value], host: &str) -> Vec<(String, bool)> {
         .iter()
         .filter(|e| e["event"] == "task_finished" && e["host"] == host && e.get("item").is_none())
         .filter(|e| e["task"] != "Gathering Facts")
-        .map(|e| (e["task"].as_str().unwrap_or("").to_string(), e["status"] == "changed"))
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap_or("").to_string(),
+                e["status"] == "changed",
+            )
+        })
         .collect()
 }
 
@@ -149,8 +161,22 @@ fn apply_converges_then_plan_is_empty_and_plan_changes_nothing() {
     let first = provisioner(&["apply", "-i", inv_s, pb_s, "--limit", &limit]);
     assert_eq!(first.status.code(), Some(0), "first apply succeeds");
 
-    let again = provisioner(&["plan", "-i", inv_s, pb_s, "--limit", &limit, "--exit-code", "--output", "json"]);
-    assert_eq!(again.status.code(), Some(0), "a converged cluster has nothing to change");
+    let again = provisioner(&[
+        "plan",
+        "-i",
+        inv_s,
+        pb_s,
+        "--limit",
+        &limit,
+        "--exit-code",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "a converged cluster has nothing to change"
+    );
     let changed: Vec<_> = events(&again)
         .into_iter()
         .filter(|e| e["event"] == "task_finished" && e["status"] == "changed")
@@ -158,19 +184,49 @@ fn apply_converges_then_plan_is_empty_and_plan_changes_nothing() {
     assert!(changed.is_empty(), "changes after apply: {changed:?}");
 
     // Drift on one host: plan reports it, exits 4, and leaves the host as it is.
-    ssh_ok(&inv, &masters[0], &format!("rm {MANAGED}/motd && echo drift > {MANAGED}/app.conf"));
-    let drift = provisioner(&["plan", "-i", inv_s, pb_s, "--limit", &limit, "--exit-code", "--diff"]);
+    ssh_ok(
+        &inv,
+        &masters[0],
+        &format!("rm {MANAGED}/motd && echo drift > {MANAGED}/app.conf"),
+    );
+    let drift = provisioner(&[
+        "plan",
+        "-i",
+        inv_s,
+        pb_s,
+        "--limit",
+        &limit,
+        "--exit-code",
+        "--diff",
+    ]);
     assert_eq!(drift.status.code(), Some(4));
     let text = String::from_utf8_lossy(&drift.stdout);
-    assert!(text.contains("-drift"), "the diff shows the drifted line:\n{text}");
-    assert_eq!(ssh(&inv, &masters[0], &format!("test -e {MANAGED}/motd")).status.code(), Some(1), "plan did not restore motd");
-    assert_eq!(ssh_ok(&inv, &masters[0], &format!("cat {MANAGED}/app.conf")), "drift\n", "plan did not touch app.conf");
+    assert!(
+        text.contains("-drift"),
+        "the diff shows the drifted line:\n{text}"
+    );
+    assert_eq!(
+        ssh(&inv, &masters[0], &format!("test -e {MANAGED}/motd"))
+            .status
+            .code(),
+        Some(1),
+        "plan did not restore motd"
+    );
+    assert_eq!(
+        ssh_ok(&inv, &masters[0], &format!("cat {MANAGED}/app.conf")),
+        "drift\n",
+        "plan did not touch app.conf"
+    );
 
     // Apply repairs it, and the handler fires because config changed.
     ssh_ok(&inv, &masters[0], &format!("rm -f {MANAGED}/handler-ran"));
     let repair = provisioner(&["apply", "-i", inv_s, pb_s, "--limit", &masters[0]]);
     assert_eq!(repair.status.code(), Some(0));
-    ssh_ok(&inv, &masters[0], &format!("test -e {MANAGED}/motd && test -e {MANAGED}/handler-ran"));
+    ssh_ok(
+        &inv,
+        &masters[0],
+        &format!("test -e {MANAGED}/motd && test -e {MANAGED}/handler-ran"),
+    );
 }
 
 #[test]
@@ -183,19 +239,35 @@ fn invalid_playbook_changes_nothing_on_any_host() {
     let out = provisioner(&["apply", "-i", inv.to_str().unwrap(), pb.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "bad input exits 2");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("site.yml:") && err.contains("`file` has no parameter `stat`"), "{err}");
+    assert!(
+        err.contains("site.yml:") && err.contains("`file` has no parameter `stat`"),
+        "{err}"
+    );
     for h in groups(&inv)["all"].iter() {
-        assert_eq!(ssh(&inv, h, "test -e /tmp/provisioner-e2e-invalid").status.code(), Some(1), "{h} was touched");
+        assert_eq!(
+            ssh(&inv, h, "test -e /tmp/provisioner-e2e-invalid")
+                .status
+                .code(),
+            Some(1),
+            "{h} was touched"
+        );
     }
 }
 
 /// A copy of the lab inventory with its own known_hosts, for tests that tamper with keys or hosts.
-fn private_inventory(inv: &Path, dir: &Path, extra_hosts: &str, edit_known_hosts: impl Fn(String) -> String) -> PathBuf {
+fn private_inventory(
+    inv: &Path,
+    dir: &Path,
+    extra_hosts: &str,
+    edit_known_hosts: impl Fn(String) -> String,
+) -> PathBuf {
     let h = host(inv, &groups(inv)["all"][0]);
     let kh = std::fs::read_to_string(&h.known_hosts).unwrap();
     let new_kh = dir.join("known_hosts");
     std::fs::write(&new_kh, edit_known_hosts(kh)).unwrap();
-    let text = std::fs::read_to_string(inv).unwrap().replace(&h.known_hosts, new_kh.to_str().unwrap());
+    let text = std::fs::read_to_string(inv)
+        .unwrap()
+        .replace(&h.known_hosts, new_kh.to_str().unwrap());
     let out = dir.join("inventory.yml");
     std::fs::write(&out, format!("{text}{extra_hosts}")).unwrap();
     out
@@ -226,12 +298,32 @@ fn changed_host_key_is_refused_and_other_hosts_continue() {
         out
     });
     let pb = fixtures().join("e2e/site.yml");
-    let out = provisioner(&["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &format!("{victim},{other}")]);
-    assert_eq!(out.status.code(), Some(3), "a refused host is unreachable (exit 3)");
+    let out = provisioner(&[
+        "apply",
+        "-i",
+        inv2.to_str().unwrap(),
+        pb.to_str().unwrap(),
+        "--limit",
+        &format!("{victim},{other}"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a refused host is unreachable (exit 3)"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("fatal: [{victim}]: UNREACHABLE!")), "{text}");
-    assert!(text.contains("host key changed") && text.matches("SHA256:").count() >= 2, "names both fingerprints:\n{text}");
-    assert!(text.contains(&format!("{other} ")) && !text.contains(&format!("fatal: [{other}]")), "{text}");
+    assert!(
+        text.contains(&format!("fatal: [{victim}]: UNREACHABLE!")),
+        "{text}"
+    );
+    assert!(
+        text.contains("host key changed") && text.matches("SHA256:").count() >= 2,
+        "names both fingerprints:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{other} ")) && !text.contains(&format!("fatal: [{other}]")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -243,17 +335,37 @@ fn unreachable_host_does_not_stop_the_others() {
     let addr = host(&inv, &ok).address;
     // An address on the lab's subnet where nothing answers.
     let ghost_addr = format!("{}.250", addr.rsplit_once('.').unwrap().0);
-    let extra = format!("    ghost:\n      hosts:\n        ghost1:\n          ansible_host: {ghost_addr}\n");
+    let extra = format!(
+        "    ghost:\n      hosts:\n        ghost1:\n          ansible_host: {ghost_addr}\n"
+    );
     let text = std::fs::read_to_string(&inv).unwrap();
-    assert!(text.contains("  children:\n"), "lab inventory has groups under all.children");
+    assert!(
+        text.contains("  children:\n"),
+        "lab inventory has groups under all.children"
+    );
     let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
-    let patched = std::fs::read_to_string(&inv2).unwrap().replacen("  children:\n", &format!("  children:\n{extra}"), 1);
+    let patched = std::fs::read_to_string(&inv2).unwrap().replacen(
+        "  children:\n",
+        &format!("  children:\n{extra}"),
+        1,
+    );
     std::fs::write(&inv2, patched).unwrap();
     let pb = fixtures().join("e2e/site.yml");
-    let out = provisioner(&["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &format!("{ok},ghost1"), "--output", "json"]);
+    let out = provisioner(&[
+        "apply",
+        "-i",
+        inv2.to_str().unwrap(),
+        pb.to_str().unwrap(),
+        "--limit",
+        &format!("{ok},ghost1"),
+        "--output",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let ev = events(&out);
-    assert!(ev.iter().any(|e| e["host"] == "ghost1" && e["status"] == "unreachable"));
+    assert!(ev
+        .iter()
+        .any(|e| e["host"] == "ghost1" && e["status"] == "unreachable"));
     let flags = changed_flags(&ev, &ok);
     assert!(flags.len() >= 10, "{ok} ran every task: {flags:?}");
 }
@@ -263,10 +375,22 @@ fn sudo_failure_is_a_clear_error() {
     let inv = lab_inventory();
     let pb = fixtures().join("e2e/site.yml");
     let m = groups(&inv)["masters"][0].clone();
-    let out = provisioner(&["apply", "-i", inv.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &m, "-e", "ansible_become_user=nosuchuser"]);
+    let out = provisioner(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        pb.to_str().unwrap(),
+        "--limit",
+        &m,
+        "-e",
+        "ansible_become_user=nosuchuser",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("become (sudo) failed") && text.contains("nosuchuser"), "{text}");
+    assert!(
+        text.contains("become (sudo) failed") && text.contains("nosuchuser"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -280,13 +404,24 @@ fn differential_against_ansible_playbook() {
     let pb = fixtures().join("e2e/site.yml");
     let run_ansible = || {
         let out = Command::new("ansible-playbook")
-            .args(["-i", inv.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &theirs])
+            .args([
+                "-i",
+                inv.to_str().unwrap(),
+                pb.to_str().unwrap(),
+                "--limit",
+                &theirs,
+            ])
             .env("ANSIBLE_STDOUT_CALLBACK", "json")
             .env("ANSIBLE_HOST_KEY_CHECKING", "True")
             .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
             .output()
             .expect("ansible-playbook runs");
-        assert!(out.status.success(), "ansible-playbook failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ansible-playbook failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).expect("json callback output");
         let mut flags = Vec::new();
         for play in v["plays"].as_array().unwrap() {
@@ -305,19 +440,41 @@ fn differential_against_ansible_playbook() {
         flags
     };
     let run_ours = || {
-        let out = provisioner(&["apply", "-i", inv.to_str().unwrap(), pb.to_str().unwrap(), "--limit", &ours, "--output", "json"]);
+        let out = provisioner(&[
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            pb.to_str().unwrap(),
+            "--limit",
+            &ours,
+            "--output",
+            "json",
+        ]);
         assert_eq!(out.status.code(), Some(0));
         events(&out)
             .iter()
-            .filter(|e| e["event"] == "task_finished" && e["host"] == ours.as_str() && e.get("item").is_none() && e["status"] != "skipped")
-            .map(|e| (bare(e["task"].as_str().unwrap_or("")), e["status"] == "changed"))
+            .filter(|e| {
+                e["event"] == "task_finished"
+                    && e["host"] == ours.as_str()
+                    && e.get("item").is_none()
+                    && e["status"] != "skipped"
+            })
+            .map(|e| {
+                (
+                    bare(e["task"].as_str().unwrap_or("")),
+                    e["status"] == "changed",
+                )
+            })
             .collect::<Vec<_>>()
     };
     let (a1, o1) = (run_ansible(), run_ours());
     assert_eq!(o1, a1, "changed flags on the first run");
     let (a2, o2) = (run_ansible(), run_ours());
     assert_eq!(o2, a2, "changed flags on the second run");
-    assert!(a2.iter().all(|(_, c)| !c), "ansible's second run changes nothing: {a2:?}");
+    assert!(
+        a2.iter().all(|(_, c)| !c),
+        "ansible's second run changes nothing: {a2:?}"
+    );
     let (sa, so) = (snapshot(&inv, &theirs), snapshot(&inv, &ours));
     assert_eq!(so, sa, "files, modes, owners and contents match");
 }

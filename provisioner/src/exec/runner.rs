@@ -23,7 +23,7 @@ use crate::ops::{self, Action, ActionOutput, Mode, ModuleResult, Planned};
 use crate::plan::{Node, Step};
 use crate::template::{self, HostVarsSource, Templar, Vars};
 use crate::transport::{
-    BoxFuture, Become, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest,
+    Become, BoxFuture, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest,
     TransportError,
 };
 
@@ -57,6 +57,17 @@ struct CallResult {
     diffs: Vec<DiffText>,
 }
 
+/// The shared outcome of a `run_once` task: the first host runs it, the others take its result.
+type RunOnceCell = Arc<tokio::sync::OnceCell<(StepOutcome, Vars)>>;
+
+/// Where a result is reported: which host, play and task, and whether it is a handler.
+struct At<'a> {
+    host: &'a str,
+    play: usize,
+    task: &'a Task,
+    handler: bool,
+}
+
 /// Runs plan nodes. Shared by every host task of a run.
 pub struct Runner {
     plays: Vec<Play>,
@@ -68,7 +79,7 @@ pub struct Runner {
     templar: Templar,
     hosts: Arc<Mutex<HashMap<String, HostState>>>,
     conns: tokio::sync::Mutex<HashMap<String, Arc<dyn Connection>>>,
-    run_once: Mutex<HashMap<(usize, usize), Arc<tokio::sync::OnceCell<(StepOutcome, Vars)>>>>,
+    run_once: Mutex<HashMap<(usize, usize), RunOnceCell>>,
     redactor: Redactor,
 }
 
@@ -112,10 +123,11 @@ impl Runner {
         cfg: RunConfig,
     ) -> Self {
         let hosts: Arc<Mutex<HashMap<String, HostState>>> = Arc::default();
-        let templar = Templar::new(cfg.playbook_dir.clone()).with_hostvars(Arc::new(HostVarsView {
-            inventory: inventory.clone(),
-            hosts: hosts.clone(),
-        }));
+        let templar =
+            Templar::new(cfg.playbook_dir.clone()).with_hostvars(Arc::new(HostVarsView {
+                inventory: inventory.clone(),
+                hosts: hosts.clone(),
+            }));
         let redactor = Redactor::from_inventory(&inventory, &cfg.extra_vars);
         Runner {
             plays,
@@ -174,7 +186,10 @@ impl Runner {
         vars.insert("ansible_play_hosts_all".into(), json!(hosts));
         vars.insert("play_hosts".into(), json!(hosts));
         vars.insert("ansible_play_name".into(), json!(play.name));
-        vars.insert("ansible_check_mode".into(), json!(self.cfg.mode == Mode::Check));
+        vars.insert(
+            "ansible_check_mode".into(),
+            json!(self.cfg.mode == Mode::Check),
+        );
         vars.insert("ansible_diff_mode".into(), json!(self.cfg.diff));
         vars.insert(
             "playbook_dir".into(),
@@ -187,8 +202,16 @@ impl Runner {
         vars
     }
 
-    fn become_for(&self, host: &str, play: &Play, task: Option<&Task>, vars: &Vars) -> Option<Become> {
-        let inv_become = vars.get("ansible_become").and_then(crate::model::inventory::ansible_bool);
+    fn become_for(
+        &self,
+        host: &str,
+        play: &Play,
+        task: Option<&Task>,
+        vars: &Vars,
+    ) -> Option<Become> {
+        let inv_become = vars
+            .get("ansible_become")
+            .and_then(crate::model::inventory::ansible_bool);
         let on = task
             .and_then(|t| t.become_)
             .or(play.become_)
@@ -252,8 +275,13 @@ impl Runner {
                 return Err(bad("connection vars did not template to a mapping".into()));
             };
             let home = std::env::var_os("HOME").map(PathBuf::from);
-            crate::model::inventory::HostConnection::from_vars(host, None, &rendered, home.as_deref())
-                .map_err(|d| bad(d.to_string().trim().to_string()))?
+            crate::model::inventory::HostConnection::from_vars(
+                host,
+                None,
+                &rendered,
+                home.as_deref(),
+            )
+            .map_err(|d| bad(d.to_string().trim().to_string()))?
         };
         let mut target = conn.target;
         for args in &conn.ssh_args {
@@ -292,7 +320,20 @@ impl Runner {
         .await
     }
 
-    fn report(&self, host: &str, play: usize, task: &Task, status: TaskStatus, item: Option<String>, result: &Map<String, Value>, diffs: Vec<DiffText>, handler: bool) {
+    fn report(
+        &self,
+        at: &At<'_>,
+        status: TaskStatus,
+        item: Option<String>,
+        result: &Map<String, Value>,
+        diffs: Vec<DiffText>,
+    ) {
+        let At {
+            host,
+            play,
+            task,
+            handler,
+        } = *at;
         let msg = if task.no_log {
             (status != TaskStatus::Ok && status != TaskStatus::Skipped)
                 .then(|| "the output has been hidden due to the fact that 'no_log: true' was specified for this result".to_string())
@@ -319,7 +360,13 @@ impl Runner {
     /// Gather `ansible_*` facts.
     async fn gather_facts(&self, host: &str, play: usize) -> StepOutcome {
         let out = self
-            .exec(host, facts::host::gather_script().to_string(), None, None, false)
+            .exec(
+                host,
+                facts::host::gather_script().to_string(),
+                None,
+                None,
+                false,
+            )
             .await;
         let report = |status: TaskStatus, msg: Option<String>| {
             self.emit(RunEvent::TaskFinished(TaskReport {
@@ -342,7 +389,10 @@ impl Runner {
             Ok(o) if o.exit_status != 0 => {
                 report(
                     TaskStatus::Failed,
-                    Some(format!("fact gathering failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+                    Some(format!(
+                        "fact gathering failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
                 );
                 StepOutcome::Failed
             }
@@ -361,7 +411,13 @@ impl Runner {
     }
 
     /// Run a list of tasks in order; stops at the first unhandled failure.
-    fn run_tasks<'a>(&'a self, host: &'a str, play: usize, tasks: &'a [Task], handler: bool) -> BoxFuture<'a, StepOutcome> {
+    fn run_tasks<'a>(
+        &'a self,
+        host: &'a str,
+        play: usize,
+        tasks: &'a [Task],
+        handler: bool,
+    ) -> BoxFuture<'a, StepOutcome> {
         Box::pin(async move {
             for t in tasks {
                 let o = self.run_task(host, play, t, handler).await;
@@ -374,15 +430,37 @@ impl Runner {
     }
 
     /// One task (or block) on one host.
-    fn run_task<'a>(&'a self, host: &'a str, play: usize, task: &'a Task, handler: bool) -> BoxFuture<'a, StepOutcome> {
+    fn run_task<'a>(
+        &'a self,
+        host: &'a str,
+        play: usize,
+        task: &'a Task,
+        handler: bool,
+    ) -> BoxFuture<'a, StepOutcome> {
         Box::pin(async move {
-            if let TaskKind::Block { block, rescue, always } = &task.kind {
+            if let TaskKind::Block {
+                block,
+                rescue,
+                always,
+            } = &task.kind
+            {
                 let vars = self.task_vars(host, play, Some(task));
                 match self.eval_conditions(&task.when, &vars) {
                     Ok(true) => {}
                     Ok(false) => return StepOutcome::Ok,
                     Err(e) => {
-                        self.report(host, play, task, TaskStatus::Failed, None, &msg_map(e), vec![], handler);
+                        self.report(
+                            &At {
+                                host,
+                                play,
+                                task,
+                                handler,
+                            },
+                            TaskStatus::Failed,
+                            None,
+                            &msg_map(e),
+                            vec![],
+                        );
                         return StepOutcome::Failed;
                     }
                 }
@@ -394,7 +472,11 @@ impl Runner {
                     return outcome;
                 }
                 let after = self.run_tasks(host, play, always, handler).await;
-                return if outcome != StepOutcome::Ok { outcome } else { after };
+                return if outcome != StepOutcome::Ok {
+                    outcome
+                } else {
+                    after
+                };
             }
             if task.run_once {
                 let cell = {
@@ -446,10 +528,18 @@ impl Runner {
                 other => exprs.push(other.to_string()),
             }
         }
-        self.templar.eval_when(&exprs, vars).map_err(|e| e.to_string())
+        self.templar
+            .eval_when(&exprs, vars)
+            .map_err(|e| e.to_string())
     }
 
-    async fn run_module_task(&self, host: &str, play_idx: usize, task: &Task, handler: bool) -> StepOutcome {
+    async fn run_module_task(
+        &self,
+        host: &str,
+        play_idx: usize,
+        task: &Task,
+        handler: bool,
+    ) -> StepOutcome {
         let TaskKind::Module { module, args } = &task.kind else {
             return StepOutcome::Ok;
         };
@@ -478,16 +568,49 @@ impl Runner {
                 }),
                 Ok(other) => {
                     let m = msg_map(format!("Invalid data passed to 'loop', it requires a list, got this instead: {other}"));
-                    self.report(host, play_idx, task, TaskStatus::Failed, None, &m, vec![], handler);
+                    self.report(
+                        &At {
+                            host,
+                            play: play_idx,
+                            task,
+                            handler,
+                        },
+                        TaskStatus::Failed,
+                        None,
+                        &m,
+                        vec![],
+                    );
                     return StepOutcome::Failed;
                 }
                 Err(e) => {
                     // `when` is checked per item; an undefined loop under a false `when` is skipped.
                     if matches!(self.eval_conditions(&task.when, &vars), Ok(false)) {
-                        self.report(host, play_idx, task, TaskStatus::Skipped, None, &Map::new(), vec![], handler);
+                        self.report(
+                            &At {
+                                host,
+                                play: play_idx,
+                                task,
+                                handler,
+                            },
+                            TaskStatus::Skipped,
+                            None,
+                            &Map::new(),
+                            vec![],
+                        );
                         return StepOutcome::Ok;
                     }
-                    self.report(host, play_idx, task, TaskStatus::Failed, None, &msg_map(e.to_string()), vec![], handler);
+                    self.report(
+                        &At {
+                            host,
+                            play: play_idx,
+                            task,
+                            handler,
+                        },
+                        TaskStatus::Failed,
+                        None,
+                        &msg_map(e.to_string()),
+                        vec![],
+                    );
                     return StepOutcome::Failed;
                 }
             },
@@ -525,7 +648,9 @@ impl Runner {
             });
             let call = match self.eval_conditions(&task.when, &vars) {
                 Ok(false) => CallResult {
-                    result: json_map(json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"})),
+                    result: json_map(
+                        json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"}),
+                    ),
                     status: TaskStatus::Skipped,
                     diffs: vec![],
                 },
@@ -536,10 +661,30 @@ impl Runner {
                 },
                 Ok(true) => {
                     let c = self
-                        .call_with_retries(host, play_idx, task, module, args, &vars, become_.clone(), check)
+                        .call_with_retries(
+                            host,
+                            play_idx,
+                            task,
+                            module,
+                            args,
+                            &vars,
+                            become_.clone(),
+                            check,
+                        )
                         .await;
                     if c.status == TaskStatus::Unreachable {
-                        self.report(host, play_idx, task, TaskStatus::Unreachable, label, &c.result, vec![], handler);
+                        self.report(
+                            &At {
+                                host,
+                                play: play_idx,
+                                task,
+                                handler,
+                            },
+                            TaskStatus::Unreachable,
+                            label,
+                            &c.result,
+                            vec![],
+                        );
                         return StepOutcome::Unreachable;
                     }
                     c
@@ -558,7 +703,18 @@ impl Runner {
             if let Some((_, item)) = &pass {
                 result.insert(task.loop_var.clone(), item.clone());
                 result.insert("ansible_loop_var".into(), json!(task.loop_var));
-                self.report(host, play_idx, task, call.status, label, &result, call.diffs.clone(), handler);
+                self.report(
+                    &At {
+                        host,
+                        play: play_idx,
+                        task,
+                        handler,
+                    },
+                    call.status,
+                    label,
+                    &result,
+                    call.diffs.clone(),
+                );
             }
             results.push(Value::Object(result));
             last = Some(call);
@@ -581,7 +737,14 @@ impl Runner {
                 };
                 let mut m = Map::new();
                 m.insert("changed".into(), json!(any_changed));
-                m.insert("msg".into(), json!(if any_failed { "One or more items failed" } else { "All items completed" }));
+                m.insert(
+                    "msg".into(),
+                    json!(if any_failed {
+                        "One or more items failed"
+                    } else {
+                        "All items completed"
+                    }),
+                );
                 if any_failed {
                     m.insert("failed".into(), json!(true));
                 }
@@ -605,7 +768,18 @@ impl Runner {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        self.report(host, play_idx, task, final_status, None, &registered_map, if items.is_some() { vec![] } else { diffs }, handler);
+        self.report(
+            &At {
+                host,
+                play: play_idx,
+                task,
+                handler,
+            },
+            final_status,
+            None,
+            &registered_map,
+            if items.is_some() { vec![] } else { diffs },
+        );
         if status == TaskStatus::Changed && !task.notify.is_empty() {
             self.with_state(host, |s| {
                 let pending = s.notified.entry(play_idx).or_default();
@@ -651,19 +825,31 @@ impl Runner {
             .retries
             .as_ref()
             .and_then(|r| self.templar.render_value(r, vars).ok())
-            .and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|r| {
+                r.as_u64()
+                    .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(3);
         let delay = task
             .delay
             .as_ref()
             .and_then(|r| self.templar.render_value(r, vars).ok())
-            .and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|r| {
+                r.as_u64()
+                    .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(5);
-        let attempts = if task.until.is_empty() { 1 } else { retries.max(1) };
+        let attempts = if task.until.is_empty() {
+            1
+        } else {
+            retries.max(1)
+        };
         let mut n = 0;
         loop {
             n += 1;
-            let mut call = self.call(host, play, task, module, args, vars, become_.clone(), check).await;
+            let mut call = self
+                .call(host, play, task, module, args, vars, become_.clone(), check)
+                .await;
             if call.status == TaskStatus::Unreachable {
                 return call;
             }
@@ -678,29 +864,40 @@ impl Runner {
                         Ok(changed) => {
                             call.result.insert("changed".into(), json!(changed));
                             if call.status != TaskStatus::Failed {
-                                call.status = if changed { TaskStatus::Changed } else { TaskStatus::Ok };
+                                call.status = if changed {
+                                    TaskStatus::Changed
+                                } else {
+                                    TaskStatus::Ok
+                                };
                             }
                         }
                         Err(e) => {
                             call.status = TaskStatus::Failed;
-                            call.result.insert("msg".into(), json!(format!("changed_when: {e}")));
+                            call.result
+                                .insert("msg".into(), json!(format!("changed_when: {e}")));
                         }
                     }
                 }
                 if !task.failed_when.is_empty() {
                     match self.eval_conditions(&task.failed_when, &v) {
                         Ok(failed) => {
-                            call.result.insert("failed_when_result".into(), json!(failed));
+                            call.result
+                                .insert("failed_when_result".into(), json!(failed));
                             call.result.insert("failed".into(), json!(failed));
                             if failed {
                                 call.status = TaskStatus::Failed;
                             } else if call.status == TaskStatus::Failed {
-                                call.status = if call.result.get("changed") == Some(&json!(true)) { TaskStatus::Changed } else { TaskStatus::Ok };
+                                call.status = if call.result.get("changed") == Some(&json!(true)) {
+                                    TaskStatus::Changed
+                                } else {
+                                    TaskStatus::Ok
+                                };
                             }
                         }
                         Err(e) => {
                             call.status = TaskStatus::Failed;
-                            call.result.insert("msg".into(), json!(format!("failed_when: {e}")));
+                            call.result
+                                .insert("msg".into(), json!(format!("failed_when: {e}")));
                         }
                     }
                 }
@@ -740,7 +937,10 @@ impl Runner {
             status: TaskStatus::Failed,
             diffs: vec![],
         };
-        let mut args = match self.templar.render_value(&Value::Object(raw_args.clone()), vars) {
+        let mut args = match self
+            .templar
+            .render_value(&Value::Object(raw_args.clone()), vars)
+        {
             Ok(Value::Object(m)) => m,
             Ok(_) => return fail("module arguments did not template to a mapping".into()),
             Err(e) => return fail(e.to_string()),
@@ -759,23 +959,39 @@ impl Runner {
                 };
             }
             "fail" => {
-                let msg = args.get("msg").and_then(Value::as_str).unwrap_or("Failed as requested from task");
+                let msg = args
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Failed as requested from task");
                 return fail(msg.to_string());
             }
             "assert" => return self.assert(&args, raw_args, vars),
             "meta" => {
-                let what = args.get("_raw_params").and_then(Value::as_str).unwrap_or("");
+                let what = args
+                    .get("_raw_params")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 return match what {
                     "flush_handlers" => {
                         let o = self.flush_handlers(host, play).await;
                         CallResult {
                             result: Map::new(),
-                            status: if o == StepOutcome::Ok { TaskStatus::Ok } else { TaskStatus::Failed },
+                            status: if o == StepOutcome::Ok {
+                                TaskStatus::Ok
+                            } else {
+                                TaskStatus::Failed
+                            },
                             diffs: vec![],
                         }
                     }
-                    "noop" => CallResult { result: Map::new(), status: TaskStatus::Ok, diffs: vec![] },
-                    other => fail(format!("meta: `{other}` is not supported (flush_handlers and noop are)")),
+                    "noop" => CallResult {
+                        result: Map::new(),
+                        status: TaskStatus::Ok,
+                        diffs: vec![],
+                    },
+                    other => fail(format!(
+                        "meta: `{other}` is not supported (flush_handlers and noop are)"
+                    )),
                 };
             }
             _ => {}
@@ -795,13 +1011,23 @@ impl Runner {
             Facts::default()
         } else {
             let script = facts::probe::probe_script(&probes);
-            match self.exec(host, script, None, become_.clone(), task.no_log).await {
+            match self
+                .exec(host, script, None, become_.clone(), task.no_log)
+                .await
+            {
                 Err(e) if e.is_unreachable() => {
-                    return CallResult { result: msg_map(e.to_string()), status: TaskStatus::Unreachable, diffs: vec![] }
+                    return CallResult {
+                        result: msg_map(e.to_string()),
+                        status: TaskStatus::Unreachable,
+                        diffs: vec![],
+                    }
                 }
                 Err(e) => return fail(e.to_string()),
                 Ok(o) if o.exit_status != 0 => {
-                    return fail(format!("reading the host's state failed: {}", String::from_utf8_lossy(&o.stderr).trim()))
+                    return fail(format!(
+                        "reading the host's state failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ))
                 }
                 Ok(o) => match facts::probe::parse_probe_output(&probes, &o.stdout) {
                     Ok(f) => f,
@@ -817,7 +1043,11 @@ impl Runner {
         let diffs: Vec<DiffText> = match &planned {
             Planned::Change { diffs, .. } => diffs
                 .iter()
-                .map(|d| DiffText { label: d.label.clone(), before: d.before.clone(), after: d.after.clone() })
+                .map(|d| DiffText {
+                    label: d.label.clone(),
+                    before: d.before.clone(),
+                    after: d.after.clone(),
+                })
                 .collect(),
             Planned::NoChange { .. } => vec![],
         };
@@ -825,10 +1055,17 @@ impl Runner {
         let run_actions = !check || m.read_only(&args);
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
-                match self.perform(host, actions, become_.clone(), task.no_log).await {
+                match self
+                    .perform(host, actions, become_.clone(), task.no_log)
+                    .await
+                {
                     Ok(o) => o,
                     Err(e) if e.is_unreachable() => {
-                        return CallResult { result: msg_map(e.to_string()), status: TaskStatus::Unreachable, diffs }
+                        return CallResult {
+                            result: msg_map(e.to_string()),
+                            status: TaskStatus::Unreachable,
+                            diffs,
+                        }
                     }
                     Err(e) => return fail(e.to_string()),
                 }
@@ -860,16 +1097,32 @@ impl Runner {
         if let Some(msg) = r.msg {
             result.insert("msg".into(), json!(msg));
         }
-        CallResult { result, status, diffs }
+        CallResult {
+            result,
+            status,
+            diffs,
+        }
     }
 
     /// Send actions in order; stop at the first that fails.
-    async fn perform(&self, host: &str, actions: &[Action], become_: Option<Become>, no_log: bool) -> Result<Vec<ActionOutput>, TransportError> {
+    async fn perform(
+        &self,
+        host: &str,
+        actions: &[Action],
+        become_: Option<Become>,
+        no_log: bool,
+    ) -> Result<Vec<ActionOutput>, TransportError> {
         let mut outputs = Vec::with_capacity(actions.len());
         for a in actions {
             let (script, stdin) = match a {
                 Action::Exec { script, stdin } => (script.clone(), stdin.clone()),
-                Action::WriteFile { path, content, mode, owner, group } => (
+                Action::WriteFile {
+                    path,
+                    content,
+                    mode,
+                    owner,
+                    group,
+                } => (
                     crate::transport::files::atomic_write_script(
                         Path::new(path),
                         *mode,
@@ -879,7 +1132,9 @@ impl Runner {
                     Some(content.clone()),
                 ),
             };
-            let o = self.exec(host, script, stdin, become_.clone(), no_log).await?;
+            let o = self
+                .exec(host, script, stdin, become_.clone(), no_log)
+                .await?;
             let failed = o.exit_status != 0;
             outputs.push(ActionOutput {
                 rc: o.exit_status as i32,
@@ -894,8 +1149,17 @@ impl Runner {
     }
 
     /// `template` renders `src` here; `copy` reads `src` here (unless `remote_src`).
-    fn inline_local_files(&self, module: &str, task: &Task, args: &mut Map<String, Value>, vars: &Vars) -> Result<(), String> {
-        let remote = args.get("remote_src").and_then(crate::model::inventory::ansible_bool).unwrap_or(false);
+    fn inline_local_files(
+        &self,
+        module: &str,
+        task: &Task,
+        args: &mut Map<String, Value>,
+        vars: &Vars,
+    ) -> Result<(), String> {
+        let remote = args
+            .get("remote_src")
+            .and_then(crate::model::inventory::ansible_bool)
+            .unwrap_or(false);
         let Some(src) = args.get("src").and_then(Value::as_str).map(str::to_string) else {
             return Ok(());
         };
@@ -912,16 +1176,23 @@ impl Runner {
                 };
                 args.remove("lstrip_blocks");
                 args.remove("trim_blocks");
-                let text = self.templar.render_file_with(&path, &opts, vars).map_err(|e| e.to_string())?;
+                let text = self
+                    .templar
+                    .render_file_with(&path, &opts, vars)
+                    .map_err(|e| e.to_string())?;
                 args.insert("_content".into(), json!(text));
                 Ok(())
             }
             "copy" | "unarchive" if !remote => {
                 let path = self.find_local(task, "files", &src)?;
-                let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 args.insert(
                     "_content_b64".into(),
-                    json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)),
+                    json!(base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        bytes
+                    )),
                 );
                 Ok(())
             }
@@ -943,7 +1214,11 @@ impl Runner {
     fn find_local(&self, task: &Task, sub: &str, src: &str) -> Result<PathBuf, String> {
         let p = Path::new(src);
         if p.is_absolute() {
-            return if p.is_file() { Ok(p.to_path_buf()) } else { Err(format!("could not find `{src}`")) };
+            return if p.is_file() {
+                Ok(p.to_path_buf())
+            } else {
+                Err(format!("could not find `{src}`"))
+            };
         }
         let dirs = self.search_dirs(task, sub);
         dirs.iter()
@@ -952,7 +1227,10 @@ impl Runner {
             .ok_or_else(|| {
                 format!(
                     "could not find `{src}` in {}",
-                    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
     }
@@ -967,20 +1245,36 @@ impl Runner {
             result.insert(var.to_string(), v.clone());
             result.insert("msg".into(), json!(format!("{var}: {}", display_value(&v))));
         } else {
-            let msg = args.get("msg").cloned().unwrap_or_else(|| json!("Hello world!"));
+            let msg = args
+                .get("msg")
+                .cloned()
+                .unwrap_or_else(|| json!("Hello world!"));
             result.insert("msg".into(), json!(display_value(&msg)));
         }
         result.insert("changed".into(), json!(false));
-        CallResult { result, status: TaskStatus::Ok, diffs: vec![] }
+        CallResult {
+            result,
+            status: TaskStatus::Ok,
+            diffs: vec![],
+        }
     }
 
-    fn assert(&self, args: &Map<String, Value>, raw_args: &Map<String, Value>, vars: &Vars) -> CallResult {
+    fn assert(
+        &self,
+        args: &Map<String, Value>,
+        raw_args: &Map<String, Value>,
+        vars: &Vars,
+    ) -> CallResult {
         // `that` holds expressions: evaluate them as written, not templated first.
         let that: Vec<Value> = match raw_args.get("that") {
             Some(Value::Array(a)) => a.clone(),
             Some(v) => vec![v.clone()],
             None => {
-                return CallResult { result: msg_map_failed("assert needs `that`".into()), status: TaskStatus::Failed, diffs: vec![] }
+                return CallResult {
+                    result: msg_map_failed("assert needs `that`".into()),
+                    status: TaskStatus::Failed,
+                    diffs: vec![],
+                }
             }
         };
         for cond in &that {
@@ -995,13 +1289,30 @@ impl Runner {
                     let mut r = msg_map_failed(msg);
                     r.insert("assertion".into(), cond.clone());
                     r.insert("evaluated_to".into(), json!(false));
-                    return CallResult { result: r, status: TaskStatus::Failed, diffs: vec![] };
+                    return CallResult {
+                        result: r,
+                        status: TaskStatus::Failed,
+                        diffs: vec![],
+                    };
                 }
-                Err(e) => return CallResult { result: msg_map_failed(e), status: TaskStatus::Failed, diffs: vec![] },
+                Err(e) => {
+                    return CallResult {
+                        result: msg_map_failed(e),
+                        status: TaskStatus::Failed,
+                        diffs: vec![],
+                    }
+                }
             }
         }
-        let msg = args.get("success_msg").map(display_value).unwrap_or_else(|| "All assertions passed".into());
-        CallResult { result: json_map(json!({"changed": false, "msg": msg})), status: TaskStatus::Ok, diffs: vec![] }
+        let msg = args
+            .get("success_msg")
+            .map(display_value)
+            .unwrap_or_else(|| "All assertions passed".into());
+        CallResult {
+            result: json_map(json!({"changed": false, "msg": msg})),
+            status: TaskStatus::Ok,
+            diffs: vec![],
+        }
     }
 
     /// Run the host's notified handlers of `play`, in the order they are defined.
@@ -1040,7 +1351,12 @@ impl Runner {
         };
         states
             .iter()
-            .map(|(h, s)| (h.clone(), s.notified.values().flatten().cloned().collect::<Vec<_>>()))
+            .map(|(h, s)| {
+                (
+                    h.clone(),
+                    s.notified.values().flatten().cloned().collect::<Vec<_>>(),
+                )
+            })
             .filter(|(_, v)| !v.is_empty())
             .collect()
     }
@@ -1084,7 +1400,10 @@ impl StepRunner for Runner {
             StopReason::Aborted => "another host's failure ended the play",
             StopReason::Cancelled => "the run was cancelled",
         };
-        self.emit(RunEvent::HostStopped { host: host.to_string(), reason: reason.to_string() });
+        self.emit(RunEvent::HostStopped {
+            host: host.to_string(),
+            reason: reason.to_string(),
+        });
     }
 }
 
@@ -1130,7 +1449,12 @@ pub struct Redactor {
 /// Whether a variable's name marks its value as secret.
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    (n.contains("password") || n.contains("passwd") || n.contains("secret") || n.contains("token") || n.ends_with("_key") || n.contains("become_pass"))
+    (n.contains("password")
+        || n.contains("passwd")
+        || n.contains("secret")
+        || n.contains("token")
+        || n.ends_with("_key")
+        || n.contains("become_pass"))
         && !n.ends_with("_file")
         && !n.ends_with("_path")
 }
@@ -1155,8 +1479,12 @@ impl Redactor {
                 }
             }
             Value::Array(a) => a.iter().for_each(|v| self.collect(v, secret)),
-            Value::String(s) if secret && s.len() >= 4 && !s.contains("{{") => self.secrets.push(s.clone()),
-            Value::Number(n) if secret && n.to_string().len() >= 4 => self.secrets.push(n.to_string()),
+            Value::String(s) if secret && s.len() >= 4 && !s.contains("{{") => {
+                self.secrets.push(s.clone())
+            }
+            Value::Number(n) if secret && n.to_string().len() >= 4 => {
+                self.secrets.push(n.to_string())
+            }
             _ => {}
         }
     }

@@ -63,13 +63,14 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
             None
         }
     };
-    let playbook = match Loader::new(&BuiltinCatalog, req.roles_path.clone()).load_playbook(&req.playbook) {
-        Ok(p) => Some(p),
-        Err(d) => {
-            diags.extend(d);
-            None
-        }
-    };
+    let playbook =
+        match Loader::new(&BuiltinCatalog, req.roles_path.clone()).load_playbook(&req.playbook) {
+            Ok(p) => Some(p),
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        };
     if let Some(pb) = &playbook {
         check_templates(pb, &mut diags);
     }
@@ -94,10 +95,15 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
         match inventory.select(&pattern, req.limit.as_deref()) {
             Ok(sel) => {
                 for u in &sel.unmatched {
-                    warnings.push(format!("Could not match supplied host pattern, ignoring: {u}"));
+                    warnings.push(format!(
+                        "Could not match supplied host pattern, ignoring: {u}"
+                    ));
                 }
                 if sel.is_empty() {
-                    warnings.push(format!("play `{}`: no hosts matched `{pattern}`", play.name));
+                    warnings.push(format!(
+                        "play `{}`: no hosts matched `{pattern}`",
+                        play.name
+                    ));
                 }
                 for h in &sel.hosts {
                     if let Err(d) = inventory.connection(h) {
@@ -156,14 +162,25 @@ fn check_templates(pb: &Playbook, diags: &mut Diagnostics) {
                 diags.push(d);
             }
         }
-        for c in t.when.iter().chain(&t.changed_when).chain(&t.failed_when).chain(&t.until) {
+        for c in t
+            .when
+            .iter()
+            .chain(&t.changed_when)
+            .chain(&t.failed_when)
+            .chain(&t.until)
+        {
             if let Value::String(expr) = c {
                 if let Err(d) = template::check_expr_syntax(expr, &t.loc) {
                     diags.push(d);
                 }
             }
         }
-        if let TaskKind::Block { block, rescue, always } = &t.kind {
+        if let TaskKind::Block {
+            block,
+            rescue,
+            always,
+        } = &t.kind
+        {
             for t in block.iter().chain(rescue).chain(always) {
                 task(t, diags);
             }
@@ -181,7 +198,10 @@ fn pending_file(req: &RunRequest) -> Option<PathBuf> {
     let inv = req.inventory.first()?;
     let dir = inv.parent().unwrap_or(Path::new("."));
     let stem = inv.file_stem()?.to_string_lossy().to_string();
-    Some(dir.join(format!(".{stem}.state")).join("pending-handlers.json"))
+    Some(
+        dir.join(format!(".{stem}.state"))
+            .join("pending-handlers.json"),
+    )
 }
 
 /// Run a prepared playbook. Host failures are in the summary and the events, not in `Err`.
@@ -269,7 +289,11 @@ pub async fn run(
             if let Some(names) = previous.get_mut(h) {
                 let mine: Vec<String> = names
                     .iter()
-                    .filter(|n| play.handlers.iter().any(|hd| hd.name.as_deref() == Some(n.as_str()) || hd.listen.contains(n)))
+                    .filter(|n| {
+                        play.handlers.iter().any(|hd| {
+                            hd.name.as_deref() == Some(n.as_str()) || hd.listen.contains(n)
+                        })
+                    })
                     .cloned()
                     .collect();
                 names.retain(|n| !mine.contains(n));
@@ -316,7 +340,10 @@ fn save_pending(path: &Path, pending: &HashMap<String, Vec<String>>) -> std::io:
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &serde_json::to_vec_pretty(pending).unwrap_or_default())?;
+    std::io::Write::write_all(
+        &mut tmp,
+        &serde_json::to_vec_pretty(pending).unwrap_or_default(),
+    )?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

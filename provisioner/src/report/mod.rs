@@ -5,8 +5,8 @@
 //! - `recap`: per-host counters, folded from events (so the recap always matches the log).
 
 pub mod human;
-pub mod terminal;
 pub mod recap;
+pub mod terminal;
 
 use std::io::Write;
 

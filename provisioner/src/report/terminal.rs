@@ -20,7 +20,11 @@ pub enum Output {
 }
 
 /// Consume events until the run finishes; returns the recap.
-pub async fn render(mut rx: UnboundedReceiver<RunEvent>, output: Output, opts: HumanOptions) -> Recap {
+pub async fn render(
+    mut rx: UnboundedReceiver<RunEvent>,
+    output: Output,
+    opts: HumanOptions,
+) -> Recap {
     let mut recap = Recap::default();
     let mut fmt = HumanFormatter::new(opts);
     let tty = output == Output::Human && std::io::stderr().is_terminal();
