@@ -346,3 +346,23 @@ fn template_module_fixtures() {
 fn stat_module_fixtures() {
     run_fixture("stat");
 }
+
+#[test]
+fn lineinfile_matches_the_ansible_oracle() {
+    run_fixture("lineinfile");
+}
+
+#[test]
+fn blockinfile_matches_the_ansible_oracle() {
+    run_fixture("blockinfile");
+}
+
+#[test]
+fn ini_file_matches_the_ansible_oracle() {
+    run_fixture("ini_file");
+}
+
+#[test]
+fn text_edit_attributes_and_argument_errors() {
+    run_fixture("text_edits");
+}
