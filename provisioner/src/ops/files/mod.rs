@@ -11,10 +11,12 @@ pub mod common;
 pub mod copy;
 pub mod edit;
 pub mod file;
+pub mod get_url;
 pub mod ini_file;
 pub mod lineinfile;
 pub mod sha1;
 pub mod stat;
+pub mod unarchive;
 
 /// Every module of this family.
 pub fn modules() -> Vec<&'static dyn Module> {
@@ -26,5 +28,7 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &lineinfile::LineInFile,
         &blockinfile::BlockInFile,
         &ini_file::IniFile,
+        &get_url::GetUrl,
+        &unarchive::Unarchive,
     ]
 }
