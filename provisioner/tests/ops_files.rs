@@ -346,3 +346,310 @@ fn template_module_fixtures() {
 fn stat_module_fixtures() {
     run_fixture("stat");
 }
+
+#[test]
+fn lineinfile_matches_the_ansible_oracle() {
+    run_fixture("lineinfile");
+}
+
+#[test]
+fn blockinfile_matches_the_ansible_oracle() {
+    run_fixture("blockinfile");
+}
+
+#[test]
+fn ini_file_matches_the_ansible_oracle() {
+    run_fixture("ini_file");
+}
+
+#[test]
+fn text_edit_attributes_and_argument_errors() {
+    run_fixture("text_edits");
+}
+
+#[test]
+fn get_url_fixtures() {
+    run_fixture("get_url");
+}
+
+#[test]
+fn unarchive_fixtures() {
+    run_fixture("unarchive");
+}
+
+/// Run the actions of a plan on this machine, as the executor would. Returns the outputs.
+fn run_actions(actions: &[Action]) -> Vec<provisioner::ops::ActionOutput> {
+    use std::io::Write;
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Exec { script, stdin } => {
+                let mut child = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(script)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut inp = child.stdin.take().unwrap();
+                inp.write_all(stdin.as_deref().unwrap_or_default()).unwrap();
+                drop(inp);
+                let out = child.wait_with_output().unwrap();
+                provisioner::ops::ActionOutput {
+                    rc: out.status.code().unwrap_or(-1),
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                }
+            }
+            Action::WriteFile {
+                path,
+                content,
+                mode,
+                ..
+            } => {
+                // The transport's job; emulated here without owner changes.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(path, content).unwrap();
+                if let Some(m) = mode {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(*m)).unwrap();
+                }
+                provisioner::ops::ActionOutput::default()
+            }
+        })
+        .collect()
+}
+
+/// Probe, plan and apply one task on this machine (probe script run with /bin/sh).
+fn apply_locally(module: &str, args: Value) -> provisioner::ops::ModuleResult {
+    let m = lookup(module).unwrap();
+    let args = args.as_object().unwrap().clone();
+    let probes = m.probes(&args).unwrap();
+    let script = provisioner::facts::probe::probe_script(&probes);
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let facts = provisioner::facts::probe::parse_probe_output(&probes, &out.stdout).unwrap();
+    let planned = m.plan(&args, &facts, Mode::Apply).unwrap();
+    let outputs = match &planned {
+        Planned::Change { actions, .. } => run_actions(actions),
+        Planned::NoChange { .. } => Vec::new(),
+    };
+    m.finish(&args, &planned, &outputs)
+}
+
+#[test]
+fn unarchive_extracts_a_tarball_once_then_is_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("app/bin")).unwrap();
+    std::fs::write(src.join("app/bin/run"), b"#!/bin/sh\necho hi\n").unwrap();
+    let tgz = d.path().join("app.tgz");
+    let st = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&src)
+        .arg("app")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dest = d.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let bytes = std::fs::read(&tgz).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    // From the control node (bytes from the engine).
+    let args = serde_json::json!({"src": "app.tgz", "dest": dest, "_content_b64": b64, "list_files": true});
+    let r1 = apply_locally("unarchive", args.clone());
+    assert!(!r1.failed, "{:?}", r1.msg);
+    assert!(r1.changed);
+    assert!(r1.data["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "app/bin/run"));
+    assert_eq!(
+        std::fs::read(dest.join("app/bin/run")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    let r2 = apply_locally("unarchive", args);
+    assert!(
+        !r2.failed && !r2.changed,
+        "second run must be unchanged: {r2:?}"
+    );
+    // On the host (remote_src): the compare probe decides at plan time.
+    let args = serde_json::json!({"src": tgz, "dest": dest, "remote_src": true});
+    let r3 = apply_locally("unarchive", args);
+    assert!(!r3.failed && !r3.changed, "{r3:?}");
+    std::fs::write(dest.join("app/bin/run"), b"changed").unwrap();
+    let r4 = apply_locally(
+        "unarchive",
+        serde_json::json!({"src": tgz, "dest": dest, "remote_src": true}),
+    );
+    assert!(!r4.failed && r4.changed, "{r4:?}");
+    assert_eq!(
+        std::fs::read(dest.join("app/bin/run")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+}
+
+#[test]
+fn unarchive_extracts_a_zip_once_then_is_unchanged() {
+    if std::process::Command::new("zip")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        return; // zip is needed to build the test archive
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("src/z")).unwrap();
+    std::fs::write(d.path().join("src/z/a.txt"), b"a\n").unwrap();
+    let zip = d.path().join("z.zip");
+    let st = std::process::Command::new("zip")
+        .arg("-qr")
+        .arg(&zip)
+        .arg("z")
+        .current_dir(d.path().join("src"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dest = d.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let args = serde_json::json!({"src": zip, "dest": dest, "remote_src": "yes", "mode": "0600"});
+    let r1 = apply_locally("unarchive", args.clone());
+    assert!(!r1.failed && r1.changed, "{r1:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(dest.join("z/a.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(m & 0o7777, 0o600);
+    let r2 = apply_locally("unarchive", args);
+    assert!(!r2.failed && !r2.changed, "{r2:?}");
+}
+
+#[test]
+fn get_url_downloads_verifies_and_then_is_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("payload");
+    std::fs::write(&src, b"payload\n").unwrap();
+    let url = format!("file://{}", src.display());
+    let dest = d.path().join("out");
+    // sha256 of "payload\n"
+    let sum = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(b"payload\n");
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let args = serde_json::json!({"url": url, "dest": dest, "checksum": format!("sha256:{sum}")});
+    let r1 = apply_locally("get_url", args.clone());
+    assert!(!r1.failed && r1.changed, "{r1:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"payload\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o644
+    );
+    let r2 = apply_locally("get_url", args);
+    assert!(!r2.failed && !r2.changed, "{r2:?}");
+    // Without checksum: downloads, compares, reports unchanged.
+    let r3 = apply_locally("get_url", serde_json::json!({"url": url, "dest": dest}));
+    assert!(!r3.failed && !r3.changed, "{r3:?}");
+    // A wrong checksum fails and leaves no file behind.
+    let bad = d.path().join("bad");
+    let r4 = apply_locally(
+        "get_url",
+        serde_json::json!({"url": url, "dest": bad, "checksum": "sha256:00"}),
+    );
+    assert!(r4.failed, "{r4:?}");
+    assert!(r4.msg.unwrap_or_default().contains("did not match"));
+    assert!(!bad.exists());
+}
+
+#[test]
+fn file_scripts_converge_on_a_real_filesystem() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap().to_string();
+    let mode = |p: &str| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    // Nested directories: every created component gets the mode; then idempotent.
+    let args =
+        serde_json::json!({"path": format!("{root}/a b/c"), "state": "directory", "mode": "0750"});
+    let r = apply_locally("file", args.clone());
+    assert!(r.changed && !r.failed, "{r:?}");
+    assert_eq!(mode(&format!("{root}/a b")), 0o750);
+    assert_eq!(mode(&format!("{root}/a b/c")), 0o750);
+    assert!(!apply_locally("file", args).changed);
+    // Recurse with a symbolic mode.
+    std::fs::write(format!("{root}/a b/c/f"), b"x").unwrap();
+    std::fs::set_permissions(
+        format!("{root}/a b/c/f"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let args = serde_json::json!({"path": format!("{root}/a b"), "state": "directory", "recurse": true, "mode": "u=rwX,g=rX,o=rX"});
+    let r = apply_locally("file", args.clone());
+    assert!(r.changed && !r.failed, "{r:?}");
+    assert_eq!(mode(&format!("{root}/a b/c/f")), 0o644);
+    assert_eq!(mode(&format!("{root}/a b/c")), 0o755);
+    assert!(!apply_locally("file", args).changed);
+    // Links: create, keep, retarget.
+    let link = format!("{root}/cur");
+    let args = serde_json::json!({"src": "a b", "dest": link, "state": "link"});
+    assert!(apply_locally("file", args.clone()).changed);
+    assert!(!apply_locally("file", args).changed);
+    let r = apply_locally(
+        "file",
+        serde_json::json!({"src": "a b/c", "dest": link, "state": "link"}),
+    );
+    assert!(r.changed && !r.failed, "{r:?}");
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some("a b/c"));
+    // Touch then absent.
+    let f = format!("{root}/flag");
+    assert!(
+        apply_locally(
+            "file",
+            serde_json::json!({"path": f, "state": "touch", "mode": "0600"})
+        )
+        .changed
+    );
+    assert_eq!(mode(&f), 0o600);
+    assert!(apply_locally("file", serde_json::json!({"path": f, "state": "absent"})).changed);
+    assert!(!apply_locally("file", serde_json::json!({"path": f, "state": "absent"})).changed);
+}
+
+#[test]
+fn text_edits_converge_on_a_real_filesystem() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("new/conf");
+    let args = serde_json::json!({"path": p, "line": "a=1", "create": true});
+    let r = apply_locally("lineinfile", args.clone());
+    assert!(r.changed && !r.failed, "{r:?}");
+    assert_eq!(std::fs::read(&p).unwrap(), b"a=1\n");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o644
+    );
+    assert!(!apply_locally("lineinfile", args).changed);
+    let args =
+        serde_json::json!({"path": p, "section": "s", "option": "k", "value": "v", "mode": "0640"});
+    assert!(apply_locally("ini_file", args.clone()).changed);
+    assert!(!apply_locally("ini_file", args).changed);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "a=1\n[s]\nk = v\n");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    let args = serde_json::json!({"dest": p, "content": "x\n", "mode": "0600"});
+    assert!(apply_locally("copy", args.clone()).changed);
+    assert!(!apply_locally("copy", args).changed);
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+}
