@@ -191,10 +191,18 @@ fn run_case(module: &str, case: &Value) -> Result<(), String> {
         };
         let check = m.plan(&args, &facts, Mode::Check);
         let apply = m.plan(&args, &facts, Mode::Apply);
-        assert_eq!(
-            check, apply,
-            "check mode must plan exactly what apply plans"
-        );
+        // A case may say what check mode does when it deliberately differs (`check_changed`).
+        match case.get("check_changed").and_then(Value::as_bool) {
+            Some(changed) => assert_eq!(
+                matches!(check, Ok(Planned::Change { .. })),
+                changed,
+                "check mode: {check:?}"
+            ),
+            None => assert_eq!(
+                check, apply,
+                "check mode must plan exactly what apply plans"
+            ),
+        }
         apply
     });
     if let Some(err) = expect.get("error").and_then(Value::as_str) {

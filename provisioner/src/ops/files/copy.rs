@@ -255,7 +255,10 @@ fn probes_for(req: &Req) -> Vec<Probe> {
     v
 }
 
-fn plan_copy(module: &str, req: Req, facts: &Facts) -> Result<Planned, OpError> {
+/// In check mode a missing parent directory is planned as a change, not an error: an earlier
+/// task of the same run usually creates it, and `plan` on a fresh host must still show the
+/// whole change set. (Ansible's check mode fails here; apply mode behaves exactly as Ansible.)
+fn plan_copy(module: &str, req: Req, facts: &Facts, mode: Mode) -> Result<Planned, OpError> {
     let p = &req.p;
     let mut dest = req.dest.clone();
     let mut lst = need_stat(facts, &dest, false)?;
@@ -289,7 +292,7 @@ fn plan_copy(module: &str, req: Req, facts: &Facts) -> Result<Planned, OpError> 
     let parent = dirname(&req.dest);
     let parent = if parent.is_empty() { "." } else { parent };
     let parent_ok = facts.stat(parent, true).map(|s| s.exists).unwrap_or(true);
-    if !parent_ok && !req.mkdir_parent {
+    if !parent_ok && !req.mkdir_parent && mode == Mode::Apply {
         return Err(OpError::new(format!(
             "Destination directory {parent} does not exist"
         )));
@@ -425,8 +428,8 @@ impl Module for Copy {
     fn probes(&self, args: &Args) -> Result<Vec<Probe>, OpError> {
         Ok(probes_for(&request("copy", args)?))
     }
-    fn plan(&self, args: &Args, facts: &Facts, _mode: Mode) -> Result<Planned, OpError> {
-        plan_copy("copy", request("copy", args)?, facts)
+    fn plan(&self, args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> {
+        plan_copy("copy", request("copy", args)?, facts, mode)
     }
 }
 
@@ -444,7 +447,7 @@ impl Module for Template {
     fn probes(&self, args: &Args) -> Result<Vec<Probe>, OpError> {
         Ok(probes_for(&request("template", args)?))
     }
-    fn plan(&self, args: &Args, facts: &Facts, _mode: Mode) -> Result<Planned, OpError> {
-        plan_copy("template", request("template", args)?, facts)
+    fn plan(&self, args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> {
+        plan_copy("template", request("template", args)?, facts, mode)
     }
 }

@@ -1,0 +1,376 @@
+//! The whole engine (validate → plan → walk → modules → probes → actions) against a fake
+//! transport that runs each command locally with `sh`, inside a temp dir per "host".
+//! Hermetic: nothing leaves the temp dir, nothing crosses a network.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use provisioner::exec::events::{RunEvent, TaskStatus};
+use provisioner::exec::session::{self, RunRequest};
+use provisioner::ops::Mode;
+use provisioner::report::recap::Recap;
+use provisioner::transport::{
+    BoxFuture, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest, TransportError,
+};
+
+/// Runs scripts locally; `become_` is ignored (tests run as the current user).
+struct Local {
+    log: Arc<Mutex<Vec<(String, String)>>>,
+    host: String,
+}
+
+impl Connection for Local {
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push((self.host.clone(), req.script.clone()));
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&req.script)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let input = req.stdin.clone().unwrap_or_default();
+            let writer = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(&input).await;
+            });
+            let out = child.wait_with_output().await.unwrap();
+            let _ = writer.await;
+            Ok(ExecOutput {
+                exit_status: out.status.code().unwrap_or(255) as u32,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[derive(Default)]
+struct LocalConnector {
+    log: Arc<Mutex<Vec<(String, String)>>>,
+    unreachable: Vec<String>,
+}
+
+impl Connector for LocalConnector {
+    fn connect<'a>(
+        &'a self,
+        target: &'a ConnectTarget,
+    ) -> BoxFuture<'a, Result<Arc<dyn Connection>, TransportError>> {
+        Box::pin(async move {
+            if self.unreachable.contains(&target.name) {
+                return Err(TransportError::Connect {
+                    host: target.name.clone(),
+                    address: target.address.clone(),
+                    reason: "connection refused".into(),
+                });
+            }
+            let c: Arc<dyn Connection> = Arc::new(Local {
+                log: self.log.clone(),
+                host: target.name.clone(),
+            });
+            Ok(c)
+        })
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(playbook: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("hosts");
+        std::fs::create_dir_all(root.join("h1")).unwrap();
+        std::fs::create_dir_all(root.join("h2")).unwrap();
+        std::fs::write(
+            dir.path().join("inventory.ini"),
+            format!(
+                "[web]\nh1\nh2\n\n[all:vars]\nroot={}\nsecret_password=hunter2hunter2\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+        std::fs::write(
+            dir.path().join("templates/app.conf.j2"),
+            "host={{ inventory_hostname }}\nport={{ port }}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("site.yml"), playbook).unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn host_file(&self, host: &str, f: &str) -> PathBuf {
+        self.path("hosts").join(host).join(f)
+    }
+
+    fn request(&self, mode: Mode) -> RunRequest {
+        RunRequest {
+            inventory: vec![self.path("inventory.ini")],
+            playbook: self.path("site.yml"),
+            limit: None,
+            mode,
+            diff: true,
+            verbose: false,
+            forks: 4,
+            extra_vars: Default::default(),
+            roles_path: vec![],
+            command_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn run(
+        &self,
+        mode: Mode,
+        connector: LocalConnector,
+    ) -> (Vec<RunEvent>, Recap, Vec<(String, String)>) {
+        let req = self.request(mode);
+        let prepared = session::prepare(&req).unwrap_or_else(|e| panic!("{e}"));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = connector.log.clone();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        rt.block_on(session::run(&req, prepared, Arc::new(connector), sink, rx))
+            .unwrap();
+        let events = events.lock().unwrap().clone();
+        let mut recap = Recap::default();
+        events.iter().for_each(|e| recap.observe(e));
+        let log = log.lock().unwrap().clone();
+        (events, recap, log)
+    }
+}
+
+const CONVERGE: &str = r#"
+- hosts: web
+  gather_facts: false
+  vars:
+    port: 8080
+  tasks:
+    - name: config dir
+      file: path={{ root }}/{{ inventory_hostname }}/etc state=directory mode=0755
+    - name: config file
+      template: src=app.conf.j2 dest={{ root }}/{{ inventory_hostname }}/etc/app.conf mode=0640
+      notify: restart app
+    - name: a line
+      lineinfile:
+        path: "{{ root }}/{{ inventory_hostname }}/etc/extra"
+        line: "enabled = true"
+        create: true
+    - name: per-item files
+      copy:
+        dest: "{{ root }}/{{ inventory_hostname }}/{{ item }}.txt"
+        content: "{{ item }}\n"
+      loop: [a, b]
+    - name: read it back
+      command: cat {{ root }}/{{ inventory_hostname }}/a.txt
+      register: out
+      changed_when: false
+    - name: assert on it
+      assert:
+        that: out.stdout == "a"
+    - name: skipped on h2
+      copy: dest={{ root }}/{{ inventory_hostname }}/only-h1 content=x
+      when: inventory_hostname == "h1"
+  handlers:
+    - name: restart app
+      shell: echo restarted >> {{ root }}/{{ inventory_hostname }}/handler.log
+"#;
+
+fn statuses(events: &[RunEvent], host: &str) -> Vec<(String, TaskStatus)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskFinished(r) if r.host == host && r.item.is_none() => {
+                Some((r.task.clone(), r.status))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn apply_converges_and_the_second_run_changes_nothing() {
+    let f = Fixture::new(CONVERGE);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h1", "etc/app.conf")).unwrap(),
+        "host=h1\nport=8080\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h2", "etc/extra")).unwrap(),
+        "enabled = true\n"
+    );
+    assert!(f.host_file("h1", "only-h1").exists());
+    assert!(!f.host_file("h2", "only-h1").exists());
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h1", "handler.log")).unwrap(),
+        "restarted\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(f.host_file("h1", "etc/app.conf"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o640);
+
+    let (events2, recap2, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(
+        recap2.total_changed(),
+        0,
+        "second run: {:#?}",
+        statuses(&events2, "h1")
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h1", "handler.log")).unwrap(),
+        "restarted\n",
+        "handler did not fire again"
+    );
+}
+
+#[test]
+fn check_mode_reports_changes_with_diffs_and_sends_no_action() {
+    let f = Fixture::new(CONVERGE);
+    let (events, recap, log) = f.run(Mode::Check, LocalConnector::default());
+    assert!(recap.total_changed() > 0);
+    assert!(
+        !f.host_file("h1", "etc").exists(),
+        "check mode created a directory"
+    );
+    // Only probe scripts (read-only state queries) were sent: no action.
+    assert!(!log.is_empty());
+    for (_, script) in &log {
+        assert!(
+            script.starts_with("LC_ALL=C; export LC_ALL\n"),
+            "a non-probe script ran in check mode:\n{script}"
+        );
+    }
+    let diffs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskFinished(r) if !r.diffs.is_empty() => Some(r.diffs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        diffs.iter().any(|d| d.after.contains("port=8080")),
+        "{diffs:#?}\n{events:#?}"
+    );
+}
+
+#[test]
+fn unreachable_host_does_not_stop_the_other() {
+    let f = Fixture::new(CONVERGE);
+    let conn = LocalConnector {
+        unreachable: vec!["h2".into()],
+        ..Default::default()
+    };
+    let (_, recap, _) = f.run(Mode::Apply, conn);
+    assert_eq!(recap.hosts["h2"].unreachable, 1);
+    assert_eq!(recap.hosts["h1"].failed, 0);
+    assert!(f.host_file("h1", "etc/app.conf").exists());
+    assert_eq!(
+        recap.exit_code(false),
+        provisioner::error::ExitCode::Unreachable
+    );
+}
+
+#[test]
+fn failing_task_stops_that_host_keeps_its_handlers_pending_and_the_next_run_fires_them() {
+    let pb = CONVERGE.replace(
+        "    - name: a line\n",
+        "    - name: fail on h2 when asked\n      fail: msg=boom\n      when: inventory_hostname == 'h2' and (fail_h2 | default(true))\n    - name: a line\n",
+    );
+    let f = Fixture::new(&pb);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.hosts["h2"].failed, 1);
+    assert!(
+        !f.host_file("h2", "etc/extra").exists(),
+        "h2 stopped at the failure"
+    );
+    assert!(f.host_file("h1", "etc/extra").exists(), "h1 went on");
+    assert!(
+        !f.host_file("h2", "handler.log").exists(),
+        "h2's handler did not run"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, RunEvent::HostStopped { host, .. } if host == "h2")));
+    // The handler stays pending in the state dir; the next run (now passing) fires it.
+    let mut req_vars = serde_json::Map::new();
+    req_vars.insert("fail_h2".into(), serde_json::json!(false));
+    let req = RunRequest {
+        extra_vars: req_vars,
+        ..f.request(Mode::Apply)
+    };
+    let prepared = session::prepare(&req).unwrap();
+    let events2 = Arc::new(Mutex::new(Vec::new()));
+    let sink: Arc<dyn provisioner::exec::events::EventSink> = events2.clone();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(session::run(
+            &req,
+            prepared,
+            Arc::new(LocalConnector::default()),
+            sink,
+            rx,
+        ))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h2", "handler.log")).unwrap(),
+        "restarted\n"
+    );
+}
+
+#[test]
+fn secrets_never_reach_events() {
+    let pb = r#"
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - debug: msg="the password is {{ secret_password }}"
+    - copy: dest={{ root }}/h1/s content="{{ secret_password }}"
+      no_log: true
+"#;
+    let f = Fixture::new(pb);
+    let (events, _, _) = f.run(Mode::Check, LocalConnector::default());
+    let text = format!("{events:?}");
+    assert!(!text.contains("hunter2hunter2"), "{text}");
+    assert!(text.contains("********"));
+}
+
+#[test]
+fn invalid_playbook_is_rejected_before_any_host_is_contacted() {
+    let f = Fixture::new(
+        "- hosts: web\n  tasks:\n    - copy: dest=/x contnet=y\n    - shell: echo {{ unclosed\n",
+    );
+    let err = session::prepare(&f.request(Mode::Apply))
+        .err()
+        .expect("invalid");
+    let text = err.to_string();
+    assert!(text.contains("site.yml:3:"), "{text}");
+    assert!(text.contains("contnet"), "{text}");
+    assert!(text.contains("site.yml:4:"), "{text}");
+}
