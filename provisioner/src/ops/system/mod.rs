@@ -11,8 +11,10 @@ pub mod apt;
 pub mod apt_repository;
 pub mod args;
 pub mod command;
+pub mod group;
 pub mod sysctl;
 pub mod systemd;
+pub mod user;
 pub mod wait_for;
 
 /// Every module of this family.
@@ -28,5 +30,7 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &systemd::SERVICE,
         &sysctl::SYSCTL,
         &wait_for::WAIT_FOR,
+        &group::GROUP,
+        &user::USER,
     ]
 }
