@@ -11,6 +11,7 @@ pub mod apt;
 pub mod apt_repository;
 pub mod args;
 pub mod command;
+pub mod cron;
 pub mod group;
 pub mod sysctl;
 pub mod systemd;
@@ -32,5 +33,6 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &wait_for::WAIT_FOR,
         &group::GROUP,
         &user::USER,
+        &cron::CRON,
     ]
 }
