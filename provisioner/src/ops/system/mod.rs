@@ -15,6 +15,7 @@ pub mod cron;
 pub mod group;
 pub mod sysctl;
 pub mod systemd;
+pub mod uri;
 pub mod user;
 pub mod wait_for;
 
@@ -34,5 +35,6 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &group::GROUP,
         &user::USER,
         &cron::CRON,
+        &uri::URI,
     ]
 }
