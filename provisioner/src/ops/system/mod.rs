@@ -8,6 +8,7 @@
 use super::Module;
 
 pub mod apt;
+pub mod apt_key;
 pub mod apt_repository;
 pub mod args;
 pub mod command;
@@ -36,5 +37,6 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &user::USER,
         &cron::CRON,
         &uri::URI,
+        &apt_key::APT_KEY,
     ]
 }
