@@ -144,3 +144,14 @@ fn user_and_group_lifecycle_on_this_machine() {
     assert!(!apply("user", json!({"name": "provtest1", "state": "absent"})).changed);
     assert!(apply("group", json!({"name": "provtestg1", "state": "absent"})).changed);
 }
+
+/// Plans (check mode, nothing changes) the module and args given in `PROV_MODULE` and
+/// `PROV_ARGS` (JSON) and prints the plan: for differential runs next to Ansible.
+#[test]
+#[ignore = "manual differential helper: PROV_MODULE=user PROV_ARGS='{...}'"]
+fn plan_from_env() {
+    let m = std::env::var("PROV_MODULE").unwrap();
+    let a: Value = serde_json::from_str(&std::env::var("PROV_ARGS").unwrap()).unwrap();
+    let (planned, r) = run(&m, a, Mode::Check);
+    eprintln!("{planned:#?}\n{r:#?}");
+}
