@@ -8,6 +8,7 @@
 //! - `answers`: one answer per probe, in the order `probes(args)` returns them;
 //! - `error`: the `OpError` expected from `probes` or `plan` (substring match);
 //! - `plan`: `{"no_change": result}` or `{"change": {"actions", "diffs", "result"}}` (exact);
+//! - `actions`: only the planned actions (exact), when the whole `plan` is not spelled out;
 //! - `outputs`: what each action returned (omitted: none, as in check mode);
 //! - `finish`: the expected `ModuleResult` (`changed`, `failed`, `skipped`, `msg`, `data`), exact;
 //!   `finish_data_subset`: only these `data` keys are compared.
@@ -253,6 +254,25 @@ fn run_case(file: &str, module: &str, case: &Value) -> Result<(), String> {
         if got != want {
             return Err(format!(
                 "{ctx}: plan differs\n want {}\n got  {}",
+                serde_json::to_string_pretty(&want).unwrap(),
+                serde_json::to_string_pretty(&got).unwrap()
+            ));
+        }
+    }
+    if let Some(want) = case.get("actions") {
+        let got = match &planned {
+            Planned::Change { actions, .. } => actions.iter().map(action_to).collect(),
+            Planned::NoChange { .. } => Vec::new(),
+        };
+        let want: Vec<Value> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| action_to(&action_from(a)))
+            .collect();
+        if got != want {
+            return Err(format!(
+                "{ctx}: actions differ\n want {}\n got  {}",
                 serde_json::to_string_pretty(&want).unwrap(),
                 serde_json::to_string_pretty(&got).unwrap()
             ));

@@ -8,11 +8,16 @@
 use super::Module;
 
 pub mod apt;
+pub mod apt_key;
 pub mod apt_repository;
 pub mod args;
 pub mod command;
+pub mod cron;
+pub mod group;
 pub mod sysctl;
 pub mod systemd;
+pub mod uri;
+pub mod user;
 pub mod wait_for;
 
 /// Every module of this family.
@@ -28,5 +33,10 @@ pub fn modules() -> Vec<&'static dyn Module> {
         &systemd::SERVICE,
         &sysctl::SYSCTL,
         &wait_for::WAIT_FOR,
+        &group::GROUP,
+        &user::USER,
+        &cron::CRON,
+        &uri::URI,
+        &apt_key::APT_KEY,
     ]
 }
