@@ -130,6 +130,11 @@ fn changed_flags(events: &[Value], host: &str) -> Vec<(String, bool)> {
 
 const MANAGED: &str = "/etc/provisioner-e2e";
 
+/// Undo everything the e2e role does, so each run starts from a fresh host.
+const RESET: &str = "rm -rf /etc/provisioner-e2e /etc/sysctl.d/90-e2e.conf; \
+    crontab -r -u e2eu 2>/dev/null; userdel -r e2eu 2>/dev/null; groupdel e2eg 2>/dev/null; \
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tree >/dev/null 2>&1; true";
+
 fn snapshot(inv: &Path, name: &str) -> String {
     // Mode, owner, group and content hash of every managed file (the host's own name replaced,
     // since content that names the host differs by design), minus the handler's timestamp.
@@ -139,7 +144,10 @@ fn snapshot(inv: &Path, name: &str) -> String {
         &format!(
             "cd {MANAGED} && for f in $(ls -A | grep -v handler-ran | sort); do \
              printf '%s %s %s\\n' \"$f\" \"$(stat -c '%a %U %G %F' \"$f\")\" \
-             \"$(sed 's/{name}/HOST/g' \"$f\" 2>/dev/null | sha1sum | cut -c1-40)\"; done"
+             \"$(sed 's/{name}/HOST/g' \"$f\" 2>/dev/null | sha1sum | cut -c1-40)\"; done; \
+             getent passwd e2eu; getent group e2eg; stat -c '%a %U %G' /home/e2eu; \
+             crontab -l -u e2eu; cat /etc/sysctl.d/90-e2e.conf; stat -c '%a' /etc/sysctl.d/90-e2e.conf; \
+             dpkg-query -W -f '${{Status}}\\n' tree; systemctl is-enabled cron; systemctl is-active cron"
         ),
     )
 }
@@ -156,7 +164,7 @@ fn apply_converges_then_plan_is_empty_and_plan_changes_nothing() {
     let (inv_s, pb_s) = (inv.to_str().unwrap(), pb.to_str().unwrap());
     let masters = groups(&inv)["masters"].clone();
     let limit = masters.join(",");
-    ssh_ok(&inv, &masters[0], &format!("rm -rf {MANAGED}"));
+    ssh_ok(&inv, &masters[0], RESET);
 
     let first = provisioner(&["apply", "-i", inv_s, pb_s, "--limit", &limit]);
     assert_eq!(first.status.code(), Some(0), "first apply succeeds");
@@ -367,7 +375,7 @@ fn unreachable_host_does_not_stop_the_others() {
         .iter()
         .any(|e| e["host"] == "ghost1" && e["status"] == "unreachable"));
     let flags = changed_flags(&ev, &ok);
-    assert!(flags.len() >= 10, "{ok} ran every task: {flags:?}");
+    assert!(flags.len() >= 18, "{ok} ran every task: {flags:?}");
 }
 
 #[test]
@@ -399,7 +407,7 @@ fn differential_against_ansible_playbook() {
     let g = groups(&inv);
     let (theirs, ours) = (g["agents"][0].clone(), g["agents"][1].clone());
     for h in [&theirs, &ours] {
-        ssh_ok(&inv, h, &format!("rm -rf {MANAGED}"));
+        ssh_ok(&inv, h, RESET);
     }
     let pb = fixtures().join("e2e/site.yml");
     let run_ansible = || {
