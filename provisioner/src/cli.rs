@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and exit.
     Version,
+    /// Local test clusters of real systemd hosts (systemd-nspawn + debootstrap).
+    Lab(crate::lab::LabArgs),
 }
 
 pub fn run(cli: Cli) -> std::process::ExitCode {
@@ -26,5 +28,6 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             crate::report::print_line(&format!("provisioner {}", env!("CARGO_PKG_VERSION")));
             std::process::ExitCode::SUCCESS
         }
+        Command::Lab(args) => crate::lab::cli::run(args),
     }
 }
