@@ -37,6 +37,8 @@ pub enum Command {
     Play(RunArgs),
     /// Print the version and exit.
     Version,
+    /// Local test clusters of real systemd hosts (systemd-nspawn + debootstrap).
+    Lab(crate::lab::LabArgs),
 }
 
 /// Options shared by validate, plan, apply and play.
@@ -221,5 +223,6 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         }
         Command::Plan(args) => run_playbook(&args.run, Mode::Check, args.exit_code),
         Command::Apply(args) | Command::Play(args) => run_playbook(&args, Mode::Apply, false),
+        Command::Lab(args) => crate::lab::cli::run(args),
     }
 }

@@ -1,1 +1,801 @@
 //! `provisioner lab`: local test clusters of real systemd hosts (systemd-nspawn + debootstrap).
+//!
+//! Sync code over std::process and threads. Functions report progress through a [`Sink`] of
+//! [`LabEvent`]s and return data; the CLI layer (`lab::cli`) renders them.
+//!
+//! What a lab is, on the control machine:
+//! - the base image, built once: `/var/cache/provisioner/images/bookworm-<recipe hash>/rootfs`;
+//! - the shared apt cache: `/var/cache/provisioner/apt`;
+//! - the lab's state dir `/var/lib/provisioner/labs/<name>/`: `state.json`, the SSH key pair
+//!   `id_ed25519`, `known_hosts`, `machines/<host>/` (each host's root filesystem, a full copy of
+//!   the image), `logs/<host>.log` (console), `acng/` (apt-cacher-ng config, logs, pid);
+//! - a bridge `pl-<name>` with `.1` of the subnet, one nspawn process per running host;
+//! - the inventory (`inventories/<name>.yml` by default).
+
+pub mod cli;
+pub mod image;
+pub mod inventory;
+pub mod machine;
+pub mod mirror;
+pub mod net;
+pub mod prereq;
+pub mod proxy;
+pub mod spec;
+pub mod state;
+pub mod sys;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use cli::LabArgs;
+use spec::{machine_name, HostSpec, LabSpec, Subnet};
+use state::{HostState, LabState, STATE_VERSION};
+use sys::cmd;
+
+use crate::error::{Error, Result};
+
+pub const STATE_ROOT: &str = "/var/lib/provisioner/labs";
+pub const CACHE_ROOT: &str = "/var/cache/provisioner";
+pub const DEFAULT_SUBNET: &str = "10.250.0.0/24";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Progress of a lab operation, for the CLI to render.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabEvent {
+    /// A long step begins.
+    Step(String),
+    /// A step (or one host's part of it) is done.
+    Done(String),
+    /// Something worth telling that changes nothing.
+    Note(String),
+}
+
+pub type Sink<'a> = &'a (dyn Fn(LabEvent) + Sync);
+
+/// Where one lab keeps its things.
+#[derive(Clone, Debug)]
+pub struct LabPaths {
+    pub root: PathBuf,
+}
+
+impl LabPaths {
+    pub fn new(name: &str) -> Self {
+        LabPaths {
+            root: Path::new(STATE_ROOT).join(name),
+        }
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.root.join("id_ed25519")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.root.join("known_hosts")
+    }
+    pub fn machine(&self, host: &str) -> PathBuf {
+        self.root.join("machines").join(host)
+    }
+    pub fn log(&self, host: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{host}.log"))
+    }
+    pub fn proxy(&self, bind: std::net::Ipv4Addr) -> proxy::Proxy {
+        proxy::Proxy {
+            dir: self.root.join("acng"),
+            cache_dir: Path::new(CACHE_ROOT).join("apt"),
+            bind,
+        }
+    }
+}
+
+/// What `lab up` was asked for. `None` means: the existing lab's value, or the default.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    pub name: String,
+    pub masters: Option<usize>,
+    pub agents: Option<usize>,
+    pub extra: Option<usize>,
+    pub subnet: Option<String>,
+    pub inventory: Option<PathBuf>,
+    pub install_deps: bool,
+}
+
+/// What `lab up` did.
+#[derive(Clone, Debug, Default)]
+pub struct UpReport {
+    pub image_built: bool,
+    pub created: Vec<String>,
+    pub booted: Vec<String>,
+    pub already_running: Vec<String>,
+    pub inventory: PathBuf,
+    pub inventory_written: bool,
+}
+
+impl UpReport {
+    pub fn changed_nothing(&self) -> bool {
+        !self.image_built
+            && self.created.is_empty()
+            && self.booted.is_empty()
+            && !self.inventory_written
+    }
+}
+
+/// A host's power and network state, seen live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostRun {
+    /// Running; `systemctl is-system-running` inside (running, degraded, starting, ...).
+    Running(String),
+    /// Running, but its link to the bridge is down (`lab cut`).
+    Cut,
+    Stopped,
+}
+
+impl std::fmt::Display for HostRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostRun::Running(s) => write!(f, "running ({s})"),
+            HostRun::Cut => f.write_str("cut (network down)"),
+            HostRun::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HostStatus {
+    pub name: String,
+    pub ip: String,
+    pub machine: String,
+    pub run: HostRun,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabStatus {
+    pub name: String,
+    pub subnet: String,
+    pub bridge: String,
+    pub bridge_present: bool,
+    pub proxy_running: bool,
+    pub inventory: PathBuf,
+    pub hosts: Vec<HostStatus>,
+}
+
+fn load(name: &str) -> Result<(LabPaths, LabState)> {
+    spec::validate_name(name)?;
+    let paths = LabPaths::new(name);
+    let st = LabState::load(&paths.state())?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no lab named {name:?} (no {}); create it with `provisioner lab up --name {name}`",
+            paths.state().display()
+        ))
+    })?;
+    Ok((paths, st))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::Environment(format!("cannot read the current directory: {e}")))?;
+    Ok(cwd.join(p))
+}
+
+/// The init PID of a running host, if its nspawn is alive.
+fn running_init(h: &HostState) -> Option<u32> {
+    let pid = h.pid?;
+    if !machine::is_ours(pid, &h.machine) {
+        return None;
+    }
+    sys::container_init(pid)
+}
+
+fn host_run(h: &HostState) -> HostRun {
+    match running_init(h) {
+        None => HostRun::Stopped,
+        Some(init) => {
+            if let Ok(veth) = net::host_veth(init) {
+                if !net::link_is_up(&veth) {
+                    return HostRun::Cut;
+                }
+            }
+            HostRun::Running(machine::system_state(init).unwrap_or_else(|| "unknown".into()))
+        }
+    }
+}
+
+/// Resolve the lab's shape from the options and any existing state.
+fn resolve_spec(opts: &UpOptions, existing: Option<&LabState>) -> Result<LabSpec> {
+    let Some(st) = existing else {
+        let spec = LabSpec {
+            name: opts.name.clone(),
+            subnet: opts.subnet.as_deref().unwrap_or(DEFAULT_SUBNET).parse()?,
+            masters: opts.masters.unwrap_or(3),
+            agents: opts.agents.unwrap_or(2),
+            extra: opts.extra.unwrap_or(0),
+        };
+        spec.validate()?;
+        return Ok(spec);
+    };
+    let have = st.spec()?;
+    let mut diffs = Vec::new();
+    let mut cmp = |what: &str, asked: Option<usize>, has: usize| {
+        if asked.is_some_and(|a| a != has) {
+            diffs.push(format!("{what} {has}"));
+        }
+    };
+    cmp("masters", opts.masters, have.masters);
+    cmp("agents", opts.agents, have.agents);
+    cmp("extra", opts.extra, have.extra);
+    if let Some(s) = &opts.subnet {
+        if s.parse::<Subnet>()? != have.subnet {
+            diffs.push(format!("subnet {}", have.subnet));
+        }
+    }
+    if let Some(inv) = &opts.inventory {
+        if absolute(inv)? != st.inventory {
+            diffs.push(format!("inventory {}", st.inventory.display()));
+        }
+    }
+    if !diffs.is_empty() {
+        return Err(Error::Usage(format!(
+            "lab {} already exists with {}; destroy it first (`provisioner lab destroy --name {}`) to change its shape",
+            st.name,
+            diffs.join(", "),
+            st.name
+        )));
+    }
+    Ok(have)
+}
+
+/// Bring a lab up: build/reuse the image, create missing hosts, start stopped ones. A second
+/// call on a running lab changes nothing.
+pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
+    spec::validate_name(&opts.name)?;
+    if opts.install_deps {
+        let installed = prereq::install()?;
+        if !installed.is_empty() {
+            sink(LabEvent::Done(format!("installed {}", installed.join(" "))));
+        }
+    }
+    prereq::check()?;
+    let paths = LabPaths::new(&opts.name);
+    let existing = LabState::load(&paths.state())?;
+    let spec = resolve_spec(opts, existing.as_ref())?;
+    let bridge = spec.bridge_name();
+    net::check_subnet_free(&bridge, &spec.subnet)?;
+    let mirrors = mirror::detect()?;
+    let mut report = UpReport::default();
+
+    // 1. The base image (cached).
+    let cache = Path::new(CACHE_ROOT);
+    if !image::is_ready(cache) {
+        sink(LabEvent::Step(format!(
+            "building the base image (debootstrap {}, about a minute) from {}",
+            image::SUITE,
+            mirrors.debian
+        )));
+    }
+    report.image_built = image::ensure(cache, &mirrors.debian)?;
+    if report.image_built {
+        sink(LabEvent::Done(format!(
+            "base image {}",
+            image::image_dir(cache).display()
+        )));
+    }
+
+    // 2. The lab's key pair.
+    std::fs::create_dir_all(&paths.root)
+        .map_err(|e| sys::io_err("cannot create", &paths.root, e))?;
+    sys::set_mode(&paths.root, 0o700)?;
+    let key = paths.key();
+    if !key.is_file() {
+        sys::run(&mut cmd(
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                &format!("provisioner-lab-{}", spec.name),
+                "-f",
+                &key.display().to_string(),
+            ],
+        ))?;
+    }
+    let pub_path = key.with_extension("pub");
+    let pubkey =
+        std::fs::read_to_string(&pub_path).map_err(|e| sys::io_err("cannot read", &pub_path, e))?;
+
+    // 3. Bridge and apt proxy.
+    if net::ensure_bridge(&bridge, &spec.subnet)? {
+        sink(LabEvent::Done(format!(
+            "bridge {bridge} {}/{}",
+            spec.subnet.bridge_ip(),
+            spec.subnet.prefix()
+        )));
+    }
+    let proxy = paths.proxy(spec.subnet.bridge_ip());
+    if proxy.ensure(&mirrors)? {
+        sink(LabEvent::Done(format!(
+            "apt proxy on {}:{} (backend {})",
+            spec.subnet.bridge_ip(),
+            proxy::PORT,
+            mirrors.debian
+        )));
+    }
+
+    // 4. State, before any machine runs, so `destroy` can always find what exists.
+    let hosts = spec.hosts();
+    let inventory_path = match (&existing, &opts.inventory) {
+        (Some(st), _) => st.inventory.clone(),
+        (None, Some(p)) => absolute(p)?,
+        (None, None) => absolute(&Path::new("inventories").join(format!("{}.yml", spec.name)))?,
+    };
+    let st = existing.unwrap_or_else(|| LabState {
+        version: STATE_VERSION,
+        name: spec.name.clone(),
+        subnet: spec.subnet.to_string(),
+        masters: spec.masters,
+        agents: spec.agents,
+        extra: spec.extra,
+        bridge: bridge.clone(),
+        image: image::rootfs(cache),
+        mirror: mirrors.debian.clone(),
+        security_mirror: mirrors.security.clone(),
+        inventory: inventory_path.clone(),
+        hosts: hosts
+            .iter()
+            .map(|h| HostState {
+                name: h.name.clone(),
+                role: h.role,
+                ip: h.ip.to_string(),
+                machine: machine_name(&spec.name, &h.name),
+                pid: None,
+            })
+            .collect(),
+    });
+    st.save(&paths.state())?;
+    let image_rootfs = st.image.clone();
+    if !image_rootfs.is_dir() {
+        return Err(Error::Environment(format!(
+            "the image this lab was made from ({}) is gone; destroy the lab and bring it up again",
+            image_rootfs.display()
+        )));
+    }
+    let state = Mutex::new(st);
+
+    // 5. Hosts, in parallel: create if missing, boot if stopped.
+    let results: Vec<(String, Result<(bool, bool)>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let (paths, state, hosts, mirrors, pubkey) =
+                    (&paths, &state, &hosts, &mirrors, &pubkey);
+                let (image_rootfs, bridge, subnet) = (&image_rootfs, &bridge, &spec.subnet);
+                s.spawn(move || {
+                    let cfg = machine::HostConfig {
+                        host: h,
+                        all: hosts,
+                        subnet,
+                        mirrors,
+                        pubkey,
+                    };
+                    let r = bring_up_host(paths, state, image_rootfs, bridge, &cfg, sink);
+                    (h.name.clone(), r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&hosts)
+            .map(|(hd, h)| {
+                hd.join().unwrap_or_else(|_| {
+                    (
+                        h.name.clone(),
+                        Err(Error::Environment("a host thread panicked".into())),
+                    )
+                })
+            })
+            .collect()
+    });
+    let st = state
+        .into_inner()
+        .map_err(|_| Error::Environment("lab state lock poisoned".into()))?;
+    st.save(&paths.state())?;
+
+    // 6. known_hosts from every host's keys, then the inventory.
+    write_known_hosts(&paths, &hosts)?;
+    let mut first_err = None;
+    for (name, r) in results {
+        match r {
+            Ok((created, booted)) => {
+                if created {
+                    report.created.push(name.clone());
+                }
+                if booted {
+                    report.booted.push(name);
+                } else {
+                    report.already_running.push(name);
+                }
+            }
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(Error::Environment(format!("{name}: {e}")));
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let text = inventory::render(&spec.name, &hosts, &paths.key(), &paths.known_hosts());
+    if std::fs::read_to_string(&inventory_path).ok().as_deref() != Some(text.as_str()) {
+        sys::write(&inventory_path, &text)?;
+        report.inventory_written = true;
+    }
+    report.inventory = inventory_path;
+    Ok(report)
+}
+
+/// One host's part of `up`: (created, booted).
+fn bring_up_host(
+    paths: &LabPaths,
+    state: &Mutex<LabState>,
+    image_rootfs: &Path,
+    bridge: &str,
+    cfg: &machine::HostConfig<'_>,
+    sink: Sink<'_>,
+) -> Result<(bool, bool)> {
+    let h = cfg.host;
+    let dir = paths.machine(&h.name);
+    let created = machine::create(image_rootfs, &dir, cfg)?;
+    if created {
+        sink(LabEvent::Done(format!("{}: created", h.name)));
+    }
+    let current = state
+        .lock()
+        .map_err(|_| Error::Environment("lab state lock poisoned".into()))?
+        .host(&h.name)?
+        .clone();
+    if running_init(&current).is_some() {
+        return Ok((created, false));
+    }
+    boot(paths, state, &current, h, &dir, bridge)?;
+    sink(LabEvent::Done(format!("{}: booted ({})", h.name, h.ip)));
+    Ok((created, true))
+}
+
+fn boot(
+    paths: &LabPaths,
+    state: &Mutex<LabState>,
+    hs: &HostState,
+    h: &HostSpec,
+    dir: &Path,
+    bridge: &str,
+) -> Result<()> {
+    let log = paths.log(&h.name);
+    let pid = machine::launch(&machine::Launch {
+        machine: &hs.machine,
+        hostname: &h.name,
+        rootfs: dir,
+        bridge,
+        log: &log,
+    })?;
+    {
+        let mut st = state
+            .lock()
+            .map_err(|_| Error::Environment("lab state lock poisoned".into()))?;
+        if let Some(x) = st.host_mut(&h.name) {
+            x.pid = Some(pid);
+        }
+        st.save(&paths.state())?;
+    }
+    machine::wait_booted(pid, &hs.machine, h, &log, BOOT_TIMEOUT)
+}
+
+fn write_known_hosts(paths: &LabPaths, hosts: &[HostSpec]) -> Result<()> {
+    let mut lines = Vec::new();
+    for h in hosts {
+        let root = paths.machine(&h.name);
+        if root.is_dir() {
+            lines.extend(machine::known_host_lines(&root, h)?);
+        }
+    }
+    sys::write(&paths.known_hosts(), &(lines.join("\n") + "\n"))
+}
+
+pub fn status(name: &str) -> Result<LabStatus> {
+    let (paths, st) = load(name)?;
+    let bind = st.spec()?.subnet.bridge_ip();
+    Ok(LabStatus {
+        name: st.name.clone(),
+        subnet: st.subnet.clone(),
+        bridge: st.bridge.clone(),
+        bridge_present: net::bridge_exists(&st.bridge),
+        proxy_running: paths.proxy(bind).pid().is_some(),
+        inventory: st.inventory.clone(),
+        hosts: st
+            .hosts
+            .iter()
+            .map(|h| HostStatus {
+                name: h.name.clone(),
+                ip: h.ip.clone(),
+                machine: h.machine.clone(),
+                run: host_run(h),
+            })
+            .collect(),
+    })
+}
+
+/// nspawn processes running a root filesystem under this lab's dir (found even without state).
+fn lab_nspawns(paths: &LabPaths) -> Vec<(u32, String)> {
+    let prefix = paths.root.join("machines").display().to_string();
+    sys::processes()
+        .into_iter()
+        .filter(|(_, _, comm)| comm == "systemd-nspawn")
+        .filter_map(|(pid, _, _)| {
+            let words = sys::cmdline(pid)?;
+            words.iter().any(|w| w.starts_with(&prefix)).then_some(())?;
+            let machine = words
+                .iter()
+                .find_map(|w| w.strip_prefix("--machine="))?
+                .to_string();
+            Some((pid, machine))
+        })
+        .collect()
+}
+
+fn stop_all(paths: &LabPaths, st: Option<&mut LabState>, sink: Sink<'_>) {
+    let mut targets = lab_nspawns(paths);
+    if let Some(st) = &st {
+        for h in &st.hosts {
+            if let Some(pid) = h.pid {
+                if machine::is_ours(pid, &h.machine) && !targets.iter().any(|(p, _)| *p == pid) {
+                    targets.push((pid, h.machine.clone()));
+                }
+            }
+        }
+    }
+    std::thread::scope(|s| {
+        for (pid, m) in &targets {
+            s.spawn(move || {
+                machine::stop(*pid, m, STOP_TIMEOUT);
+                sink(LabEvent::Done(format!("{m}: powered off")));
+            });
+        }
+    });
+    if let Some(st) = st {
+        for h in &mut st.hosts {
+            h.pid = None;
+        }
+    }
+}
+
+/// Power off every host and the apt proxy; keep the disks, the key and the bridge.
+pub fn down(name: &str, sink: Sink<'_>) -> Result<()> {
+    let (paths, mut st) = load(name)?;
+    sink(LabEvent::Step(format!("powering off lab {name}")));
+    stop_all(&paths, Some(&mut st), sink);
+    paths.proxy(st.spec()?.subnet.bridge_ip()).stop();
+    st.save(&paths.state())
+}
+
+/// Remove everything of this lab: machines, bridge, proxy state, key, its inventory.
+/// Returns false when there was no such lab.
+pub fn destroy(name: &str, sink: Sink<'_>) -> Result<bool> {
+    spec::validate_name(name)?;
+    let paths = LabPaths::new(name);
+    let mut st = LabState::load(&paths.state()).ok().flatten();
+    let bridge = st
+        .as_ref()
+        .map(|s| s.bridge.clone())
+        .unwrap_or_else(|| spec::bridge_name(name));
+    if st.is_none() && !paths.root.exists() && !net::bridge_exists(&bridge) {
+        return Ok(false);
+    }
+    sink(LabEvent::Step(format!("destroying lab {name}")));
+    stop_all(&paths, st.as_mut(), sink);
+    if let Some(bind) = st
+        .as_ref()
+        .and_then(|s| s.spec().ok())
+        .map(|s| s.subnet.bridge_ip())
+    {
+        paths.proxy(bind).stop();
+    } else {
+        // No state: stop an apt-cacher-ng whose config dir is this lab's.
+        let dir = paths.root.join("acng");
+        if let Ok(pid) = std::fs::read_to_string(dir.join("apt-cacher-ng.pid")) {
+            if let Ok(pid) = pid.trim().parse::<u32>() {
+                if sys::alive_with_arg(pid, &dir.display().to_string()) {
+                    sys::signal(pid, "TERM");
+                }
+            }
+        }
+    }
+    net::delete_bridge(&bridge)?;
+    if let Some(st) = &st {
+        for h in &st.hosts {
+            machine::cleanup_cgroups(&h.machine);
+        }
+        // Remove the inventory only if it is the one we generated.
+        if let Ok(text) = std::fs::read_to_string(&st.inventory) {
+            if text.starts_with("# Generated by `provisioner lab up") {
+                let _ = std::fs::remove_file(&st.inventory);
+            }
+        }
+    }
+    if paths.root.exists() {
+        std::fs::remove_dir_all(&paths.root)
+            .map_err(|e| sys::io_err("cannot remove", &paths.root, e))?;
+    }
+    sink(LabEvent::Done(format!("lab {name} destroyed")));
+    Ok(true)
+}
+
+/// Power one host off.
+pub fn stop_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
+    let (paths, mut st) = load(name)?;
+    let h = st.host(host)?.clone();
+    match h.pid {
+        Some(pid) if machine::is_ours(pid, &h.machine) => {
+            machine::stop(pid, &h.machine, STOP_TIMEOUT);
+            sink(LabEvent::Done(format!("{host}: powered off")));
+        }
+        _ => sink(LabEvent::Note(format!("{host} is already stopped"))),
+    }
+    if let Some(x) = st.host_mut(host) {
+        x.pid = None;
+    }
+    st.save(&paths.state())
+}
+
+/// Power one host on (bridge and proxy too, if they are gone).
+pub fn start_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
+    prereq::check()?;
+    let (paths, st) = load(name)?;
+    let h = st.host(host)?.clone();
+    if running_init(&h).is_some() {
+        sink(LabEvent::Note(format!("{host} is already running")));
+        return Ok(());
+    }
+    let spec = st.spec()?;
+    net::ensure_bridge(&st.bridge, &spec.subnet)?;
+    let mirrors = mirror::Mirrors {
+        debian: st.mirror.clone(),
+        security: st.security_mirror.clone(),
+    };
+    paths.proxy(spec.subnet.bridge_ip()).ensure(&mirrors)?;
+    let hs = spec
+        .hosts()
+        .into_iter()
+        .find(|x| x.name == host)
+        .ok_or_else(|| Error::Usage(format!("no host {host}")))?;
+    let dir = paths.machine(host);
+    if !dir.is_dir() {
+        return Err(Error::Environment(format!(
+            "{host} has no disk ({}); run `provisioner lab up --name {name}`",
+            dir.display()
+        )));
+    }
+    let bridge = st.bridge.clone();
+    let state = Mutex::new(st);
+    boot(&paths, &state, &h, &hs, &dir, &bridge)?;
+    sink(LabEvent::Done(format!("{host}: booted ({})", hs.ip)));
+    Ok(())
+}
+
+fn veth_of(name: &str, host: &str) -> Result<String> {
+    let (_, st) = load(name)?;
+    let h = st.host(host)?;
+    let init = running_init(h).ok_or_else(|| {
+        Error::Usage(format!(
+            "{host} is not running; start it with `provisioner lab start {host}`"
+        ))
+    })?;
+    net::host_veth(init)
+}
+
+/// Partition one host from the network: its bridge port goes down.
+pub fn cut(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
+    let veth = veth_of(name, host)?;
+    net::set_link(&veth, false)?;
+    sink(LabEvent::Done(format!(
+        "{host}: cut from the network ({veth} down)"
+    )));
+    Ok(())
+}
+
+/// Undo `cut`.
+pub fn heal(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
+    let veth = veth_of(name, host)?;
+    net::set_link(&veth, true)?;
+    sink(LabEvent::Done(format!(
+        "{host}: back on the network ({veth} up)"
+    )));
+    Ok(())
+}
+
+/// The system ssh client, set up for a lab host (strict host-key checking, the lab's key).
+pub fn ssh_command(name: &str, host: &str, command: &[String]) -> Result<Command> {
+    let (paths, st) = load(name)?;
+    let h = st.host(host)?;
+    let mut c = Command::new("ssh");
+    c.args(ssh_args(&paths, &h.ip));
+    if !command.is_empty() {
+        c.arg("--").args(command);
+    }
+    Ok(c)
+}
+
+pub fn ssh_args(paths: &LabPaths, ip: &str) -> Vec<String> {
+    vec![
+        "-i".into(),
+        paths.key().display().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", paths.known_hosts().display()),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        format!("ops@{ip}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> UpOptions {
+        UpOptions {
+            name: "lab".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_three_masters_two_agents() {
+        let s = resolve_spec(&opts(), None).unwrap();
+        assert_eq!((s.masters, s.agents, s.extra), (3, 2, 0));
+        assert_eq!(s.subnet.to_string(), DEFAULT_SUBNET);
+    }
+
+    #[test]
+    fn an_existing_lab_keeps_its_shape_and_refuses_another() {
+        let spec = resolve_spec(&opts(), None).unwrap();
+        let st = LabState {
+            version: STATE_VERSION,
+            name: "lab".into(),
+            subnet: spec.subnet.to_string(),
+            masters: 1,
+            agents: 1,
+            extra: 0,
+            bridge: "pl-lab".into(),
+            image: "/i".into(),
+            mirror: String::new(),
+            security_mirror: String::new(),
+            inventory: "/inv/lab.yml".into(),
+            hosts: vec![],
+        };
+        let same = resolve_spec(&opts(), Some(&st)).unwrap();
+        assert_eq!((same.masters, same.agents), (1, 1));
+        let mut o = opts();
+        o.masters = Some(3);
+        let err = resolve_spec(&o, Some(&st)).unwrap_err().to_string();
+        assert!(err.contains("already exists with masters 1"), "{err}");
+    }
+
+    #[test]
+    fn ssh_is_strict_and_uses_the_lab_key() {
+        let p = LabPaths::new("ci");
+        let a = ssh_args(&p, "10.251.0.11").join(" ");
+        assert!(a.contains("-i /var/lib/provisioner/labs/ci/id_ed25519"));
+        assert!(a.contains("StrictHostKeyChecking=yes"));
+        assert!(a.contains("UserKnownHostsFile=/var/lib/provisioner/labs/ci/known_hosts"));
+        assert!(a.ends_with("ops@10.251.0.11"));
+    }
+}

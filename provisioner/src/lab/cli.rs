@@ -1,0 +1,197 @@
+//! The `lab` subcommand's arguments and its rendering (CLI layer: the only lab code that writes
+//! to the terminal, through `crate::report`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+
+use super::{LabEvent, UpOptions};
+use crate::error::Error;
+use crate::report::{eprint_line, print_line};
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// The lab's name (several labs with different names and subnets can run side by side).
+    #[arg(
+        long,
+        global = true,
+        default_value = "lab",
+        env = "PROVISIONER_LAB_NAME"
+    )]
+    pub name: String,
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create (or start) the lab's hosts and write its inventory. Idempotent.
+    Up {
+        /// Number of masters (default 3; an existing lab keeps its own).
+        #[arg(long)]
+        masters: Option<usize>,
+        /// Number of agents (default 2).
+        #[arg(long)]
+        agents: Option<usize>,
+        /// Number of extra hosts (default 0).
+        #[arg(long)]
+        extra: Option<usize>,
+        /// The lab's subnet, in 10.0.0.0/8 (default 10.250.0.0/24).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Where to write the inventory (default inventories/<name>.yml).
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Install missing packages first (apt-get update + install).
+        #[arg(long)]
+        install_deps: bool,
+    },
+    /// Show each host's address and state.
+    Status,
+    /// Open an SSH session (or run a command) on a host as `ops`.
+    Ssh {
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Power off every host and the apt proxy; keep the disks.
+    Down,
+    /// Remove everything of the lab: machines, bridge, proxy state, key, inventory.
+    Destroy,
+    /// Power one host off.
+    Stop { host: String },
+    /// Power one host on.
+    Start { host: String },
+    /// Cut one host from the network (partition).
+    Cut { host: String },
+    /// Put a cut host back on the network.
+    Heal { host: String },
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprint_line(&format!("error: {e}"));
+    ExitCode::from(e.exit_code() as u8)
+}
+
+pub fn run(args: LabArgs) -> ExitCode {
+    let start = Instant::now();
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    });
+    let line = |s: &str| format!("[{:>6.1}s] {s}", start.elapsed().as_secs_f64());
+    let sink = |ev: LabEvent| {
+        let text = match &ev {
+            LabEvent::Step(s) => line(&format!("{s} ...")),
+            LabEvent::Done(s) => line(s),
+            LabEvent::Note(s) => line(s),
+        };
+        match (&spinner, &ev) {
+            (Some(pb), LabEvent::Step(s)) => pb.set_message(s.clone()),
+            (Some(pb), _) => pb.println(text),
+            (None, _) => eprint_line(&text),
+        }
+    };
+    let name = args.name.clone();
+    let result: Result<(), Error> = match args.command {
+        LabCommand::Up {
+            masters,
+            agents,
+            extra,
+            subnet,
+            inventory,
+            install_deps,
+        } => {
+            let opts = UpOptions {
+                name: name.clone(),
+                masters,
+                agents,
+                extra,
+                subnet,
+                inventory,
+                install_deps,
+            };
+            super::up(&opts, &sink).map(|r| {
+                if let Some(pb) = &spinner {
+                    pb.finish_and_clear();
+                }
+                let secs = start.elapsed().as_secs_f64();
+                if r.changed_nothing() {
+                    print_line(&format!(
+                        "lab {name}: already up, nothing changed ({} hosts running: {}); inventory {}",
+                        r.already_running.len(),
+                        r.already_running.join(" "),
+                        r.inventory.display()
+                    ));
+                } else {
+                    print_line(&format!(
+                        "lab {name} is up in {secs:.1}s: created [{}], booted [{}], already running [{}]",
+                        r.created.join(" "),
+                        r.booted.join(" "),
+                        r.already_running.join(" ")
+                    ));
+                    print_line(&format!("inventory: {}", r.inventory.display()));
+                    print_line(&format!("try: provisioner lab ssh --name {name} master1"));
+                }
+            })
+        }
+        LabCommand::Status => super::status(&name).map(|s| {
+            print_line(&format!(
+                "lab {}  subnet {}  bridge {} ({})  apt proxy {}  inventory {}",
+                s.name,
+                s.subnet,
+                s.bridge,
+                if s.bridge_present {
+                    "present"
+                } else {
+                    "absent"
+                },
+                if s.proxy_running {
+                    "running"
+                } else {
+                    "stopped"
+                },
+                s.inventory.display()
+            ));
+            print_line(&format!(
+                "{:<10} {:<15} {:<18} STATE",
+                "HOST", "IP", "MACHINE"
+            ));
+            for h in &s.hosts {
+                print_line(&format!(
+                    "{:<10} {:<15} {:<18} {}",
+                    h.name, h.ip, h.machine, h.run
+                ));
+            }
+        }),
+        LabCommand::Ssh { host, command } => match super::ssh_command(&name, &host, &command) {
+            Ok(mut c) => {
+                use std::os::unix::process::CommandExt;
+                let e = c.exec();
+                Err(Error::Environment(format!("cannot run ssh: {e}")))
+            }
+            Err(e) => Err(e),
+        },
+        LabCommand::Down => super::down(&name, &sink),
+        LabCommand::Destroy => super::destroy(&name, &sink).map(|existed| {
+            if !existed {
+                print_line(&format!("no lab named {name}; nothing to destroy"));
+            }
+        }),
+        LabCommand::Stop { host } => super::stop_host(&name, &host, &sink),
+        LabCommand::Start { host } => super::start_host(&name, &host, &sink),
+        LabCommand::Cut { host } => super::cut(&name, &host, &sink),
+        LabCommand::Heal { host } => super::heal(&name, &host, &sink),
+    };
+    if let Some(pb) = &spinner {
+        pb.finish_and_clear();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
