@@ -374,3 +374,38 @@ fn invalid_playbook_is_rejected_before_any_host_is_contacted() {
     assert!(text.contains("contnet"), "{text}");
     assert!(text.contains("site.yml:4:"), "{text}");
 }
+
+#[test]
+fn prefetched_probes_do_not_outlive_an_earlier_action() {
+    // The lineinfile probe is gathered up front (file absent); the shell task then creates the
+    // file, so lineinfile must probe again and append instead of creating a new file.
+    let pb = r#"
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - shell: echo one > {{ root }}/h1/f
+    - lineinfile: path={{ root }}/h1/f line=two create=yes
+"#;
+    let f = Fixture::new(pb);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(std::fs::read_to_string(f.host_file("h1", "f")).unwrap(), "one\ntwo\n");
+}
+
+#[test]
+fn delegate_to_runs_on_the_delegated_host_with_the_original_hosts_vars() {
+    let pb = r#"
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - name: delegated
+      shell: echo from-{{ inventory_hostname }} > {{ root }}/h2/delegated
+      delegate_to: h2
+"#;
+    let f = Fixture::new(pb);
+    let (events, recap, log) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(std::fs::read_to_string(f.host_file("h2", "delegated")).unwrap(), "from-h1\n");
+    assert!(log.iter().any(|(h, s)| h == "h2" && s.contains("from-h1")), "{log:?}");
+    assert!(!log.iter().any(|(h, _)| h == "h1"), "nothing ran on h1: {log:?}");
+}

@@ -48,6 +48,11 @@ struct HostState {
     set_facts: Vars,
     /// Handler names (or `listen` topics) notified and not yet run, per play.
     notified: HashMap<usize, Vec<String>>,
+    /// Probe answers gathered up front for a play's tasks, by become user. Valid until the
+    /// first action changes the host; then every task probes live again.
+    probe_cache: HashMap<(Option<String>, facts::Probe), facts::ProbeResult>,
+    /// Plays whose probes were gathered up front on this host.
+    prefetched: BTreeSet<usize>,
 }
 
 /// The outcome of one module call on one host.
@@ -1007,12 +1012,37 @@ impl Runner {
             Ok(p) => p,
             Err(e) => return fail(e.to_string()),
         };
+        // delegate_to: the module runs over the delegated host's connection, with this host's
+        // variables (as in Ansible).
+        let target = match self.delegate_target(task, vars) {
+            Ok(Some(t)) => t,
+            Ok(None) => host.to_string(),
+            Err(e) => return fail(e),
+        };
+        let become_key = become_.as_ref().map(|b| b.user.clone());
+        let cached: Option<Facts> = (!probes.is_empty())
+            .then(|| {
+                self.with_state(&target, |s| {
+                    probes
+                        .iter()
+                        .map(|p| {
+                            s.probe_cache
+                                .get(&(become_key.clone(), p.clone()))
+                                .map(|r| (p.clone(), r.clone()))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+            })
+            .flatten()
+            .map(|answers| Facts { answers });
         let facts = if probes.is_empty() {
             Facts::default()
+        } else if let Some(f) = cached {
+            f
         } else {
             let script = facts::probe::probe_script(&probes);
             match self
-                .exec(host, script, None, become_.clone(), task.no_log)
+                .exec(&target, script, None, become_.clone(), task.no_log)
                 .await
             {
                 Err(e) if e.is_unreachable() => {
@@ -1056,7 +1086,7 @@ impl Runner {
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
                 match self
-                    .perform(host, actions, become_.clone(), task.no_log)
+                    .perform(&target, actions, become_.clone(), task.no_log)
                     .await
                 {
                     Ok(o) => o,
@@ -1104,6 +1134,112 @@ impl Runner {
         }
     }
 
+    /// The inventory host a task is delegated to, if any.
+    fn delegate_target(&self, task: &Task, vars: &Vars) -> Result<Option<String>, String> {
+        let Some(d) = &task.delegate_to else {
+            return Ok(None);
+        };
+        let name = self
+            .templar
+            .render_string(d, vars)
+            .map_err(|e| format!("delegate_to: {e}"))?;
+        if self.inventory.host(&name).is_none() {
+            return Err(format!(
+                "delegate_to: `{name}` is not a host of the inventory (local execution is not supported)"
+            ));
+        }
+        Ok(Some(name))
+    }
+
+    /// Gather, in one round trip per become user, the probes of every task of `play` whose
+    /// arguments can already be rendered on `host`. Tasks whose arguments depend on results not
+    /// known yet are left out; they probe when they run. Failures here are not errors: the
+    /// tasks then probe live.
+    async fn prefetch(&self, host: &str, play_idx: usize) {
+        if !self.with_state(host, |s| s.prefetched.insert(play_idx)) {
+            return;
+        }
+        let play = &self.plays[play_idx];
+        let mut by_become: std::collections::BTreeMap<Option<String>, Vec<facts::Probe>> =
+            Default::default();
+        let mut stack: Vec<&Task> = play.tasks.iter().rev().collect();
+        while let Some(task) = stack.pop() {
+            let (module, raw_args) = match &task.kind {
+                TaskKind::Block {
+                    block,
+                    rescue,
+                    always,
+                } => {
+                    stack.extend(always.iter().rev());
+                    stack.extend(rescue.iter().rev());
+                    stack.extend(block.iter().rev());
+                    continue;
+                }
+                TaskKind::Module { module, args } => (module, args),
+            };
+            let Some(m) = ops::lookup(module) else {
+                continue;
+            };
+            let mut vars = self.task_vars(host, play_idx, Some(task));
+            let items: Vec<Option<Value>> = match &task.loop_ {
+                None => vec![None],
+                Some(l) => match self.templar.render_value(l, &vars) {
+                    Ok(Value::Array(a)) if !task.loop_flatten => a.into_iter().map(Some).collect(),
+                    _ => continue,
+                },
+            };
+            let become_ = self
+                .become_for(host, play, Some(task), &vars)
+                .map(|b| b.user);
+            for item in items {
+                if let Some(i) = item {
+                    vars.insert(task.loop_var.clone(), i);
+                }
+                let Ok(Value::Object(mut args)) = self
+                    .templar
+                    .render_value(&Value::Object(raw_args.clone()), &vars)
+                else {
+                    continue;
+                };
+                template::strip_omitted(&mut args);
+                if self
+                    .inline_local_files(module, task, &mut args, &vars)
+                    .is_err()
+                {
+                    continue;
+                }
+                if let Ok(probes) = m.probes(&args) {
+                    let list = by_become.entry(become_.clone()).or_default();
+                    for p in probes {
+                        if !list.contains(&p) {
+                            list.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        for (user, probes) in by_become {
+            if probes.is_empty() {
+                continue;
+            }
+            let script = facts::probe::probe_script(&probes);
+            let become_ = user.clone().map(|user| Become { user });
+            let Ok(out) = self.exec(host, script, None, become_, false).await else {
+                return;
+            };
+            if out.exit_status != 0 {
+                continue;
+            }
+            if let Ok(f) = facts::probe::parse_probe_output(&probes, &out.stdout) {
+                self.with_state(host, |s| {
+                    for (p, r) in f.answers {
+                        s.probe_cache.insert((user.clone(), p), r);
+                    }
+                });
+            }
+        }
+    }
+
     /// Send actions in order; stop at the first that fails.
     async fn perform(
         &self,
@@ -1112,6 +1248,10 @@ impl Runner {
         become_: Option<Become>,
         no_log: bool,
     ) -> Result<Vec<ActionOutput>, TransportError> {
+        if !actions.is_empty() {
+            // The host changes: answers gathered before may be stale from here on.
+            self.with_state(host, |s| s.probe_cache.clear());
+        }
         let mut outputs = Vec::with_capacity(actions.len());
         for a in actions {
             let (script, stdin) = match a {
@@ -1384,6 +1524,7 @@ impl StepRunner for Runner {
             match node.step {
                 Step::Facts { play } => self.gather_facts(&host, play).await,
                 Step::Task { play, task } => {
+                    self.prefetch(&host, play).await;
                     let t = &self.plays[play].tasks[task];
                     self.run_task(&host, play, t, false).await
                 }
