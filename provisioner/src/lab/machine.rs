@@ -324,7 +324,8 @@ pub fn wait_booted(
         ))
     };
     let init = sys::wait_for(timeout, Duration::from_millis(100), || {
-        if !is_ours(pid, machine) {
+        // The PID was ours at launch; while it lives (it may be mid-exec), it still is.
+        if !sys::is_alive(pid) {
             return Some(None);
         }
         sys::container_init(pid).map(Some)
@@ -332,7 +333,8 @@ pub fn wait_booted(
     .flatten()
     .ok_or_else(died)?;
     let state = sys::wait_for(timeout, Duration::from_millis(250), || {
-        if !is_ours(pid, machine) {
+        // The PID was ours at launch; while it lives (it may be mid-exec), it still is.
+        if !sys::is_alive(pid) {
             return Some(None);
         }
         match system_state(init).as_deref() {

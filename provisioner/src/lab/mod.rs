@@ -361,7 +361,8 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
     });
     st.save(&paths.state())?;
     let image_rootfs = st.image.clone();
-    if !image_rootfs.is_dir() {
+    let missing_disk = hosts.iter().any(|h| !paths.machine(&h.name).is_dir());
+    if missing_disk && !image_rootfs.is_dir() {
         return Err(Error::Environment(format!(
             "the image this lab was made from ({}) is gone; destroy the lab and bring it up again",
             image_rootfs.display()
@@ -628,6 +629,15 @@ pub fn destroy(name: &str, sink: Sink<'_>) -> Result<bool> {
                 let _ = std::fs::remove_file(&st.inventory);
             }
         }
+    }
+    // Machine disks first, in parallel (deleting is slow on some filesystems).
+    if let Ok(rd) = std::fs::read_dir(paths.root.join("machines")) {
+        let dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        std::thread::scope(|s| {
+            for d in &dirs {
+                s.spawn(move || std::fs::remove_dir_all(d));
+            }
+        });
     }
     if paths.root.exists() {
         std::fs::remove_dir_all(&paths.root)

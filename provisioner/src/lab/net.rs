@@ -38,7 +38,32 @@ fn parse_addresses(out: &str) -> Vec<(String, Ipv4Addr, u8)> {
 
 /// Refuse a subnet that another interface of this machine already uses.
 pub fn check_subnet_free(bridge: &str, subnet: &Subnet) -> Result<()> {
-    for (ifname, addr, prefix) in addresses()? {
+    let all = addresses()?;
+    if let Some((ifname, addr, prefix)) = clash(&all, bridge, subnet) {
+        let hint = suggest_free(&all, bridge)
+            .map(|s| format!("; choose another with --subnet, e.g. --subnet {s}"))
+            .unwrap_or_default();
+        return Err(Error::Usage(format!(
+            "subnet {subnet} is already used by interface {ifname} ({addr}/{prefix}){hint}"
+        )));
+    }
+    Ok(())
+}
+
+/// The first free 10.N.0.0/24 (N from 250 down), for error messages.
+fn suggest_free(all: &[(String, Ipv4Addr, u8)], bridge: &str) -> Option<Subnet> {
+    (200..=254u8)
+        .rev()
+        .filter_map(|n| format!("10.{n}.0.0/24").parse::<Subnet>().ok())
+        .find(|s| clash(all, bridge, s).is_none())
+}
+
+fn clash(
+    all: &[(String, Ipv4Addr, u8)],
+    bridge: &str,
+    subnet: &Subnet,
+) -> Option<(String, Ipv4Addr, u8)> {
+    for (ifname, addr, prefix) in all.iter().cloned() {
         if ifname == bridge {
             continue;
         }
@@ -48,12 +73,10 @@ pub fn check_subnet_free(bridge: &str, subnet: &Subnet) -> Result<()> {
             None => subnet.contains(addr),
         };
         if clash {
-            return Err(Error::Usage(format!(
-                "subnet {subnet} is already used by interface {ifname} ({addr}/{prefix}); choose another with --subnet, e.g. --subnet 10.252.0.0/24"
-            )));
+            return Some((ifname, addr, prefix));
         }
     }
-    Ok(())
+    None
 }
 
 fn mask(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {

@@ -85,6 +85,18 @@ pub fn alive_with_arg(pid: u32, needle: &str) -> bool {
     cmdline(pid).is_some_and(|words| words.iter().any(|w| w == needle))
 }
 
+/// Is the process alive (exists and is not a zombie)? Unlike [`cmdline`], this never reads as
+/// dead while the process is in the middle of an exec.
+pub fn is_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
 /// (pid, ppid, comm) of every process.
 pub fn processes() -> Vec<(u32, u32, String)> {
     let mut out = Vec::new();
@@ -191,6 +203,7 @@ mod tests {
         let me = std::process::id();
         assert!(processes().iter().any(|(p, _, _)| *p == me));
         assert!(cmdline(me).is_some());
+        assert!(is_alive(me));
         assert!(euid().is_some());
     }
 }

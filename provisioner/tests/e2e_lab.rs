@@ -1,0 +1,296 @@
+//! End-to-end tests of `provisioner lab` against a running lab (`.ci/test` brings it up).
+//! Needs PROVISIONER_LAB_INVENTORY (the lab's inventory); without it every test fails.
+//! Each test leaves the lab as it found it. Run with `--test-threads=1`.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Lab {
+    name: String,
+    inventory: PathBuf,
+    key: String,
+    known_hosts: String,
+    /// (hostname, address, group)
+    hosts: Vec<(String, String, String)>,
+}
+
+fn lab() -> Lab {
+    let inventory = std::env::var("PROVISIONER_LAB_INVENTORY").unwrap_or_else(|_| {
+        panic!(
+            "PROVISIONER_LAB_INVENTORY is not set: these end-to-end tests need a running lab. \
+             Run `bash .ci/test`, or `provisioner lab up --name ci` and set \
+             PROVISIONER_LAB_INVENTORY=inventories/ci.yml"
+        )
+    });
+    let inventory = PathBuf::from(inventory);
+    let doc = provisioner::yaml::load_single(&inventory)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e:?}", inventory.display()))
+        .to_json();
+    let vars = &doc["all"]["vars"];
+    let key = vars["ansible_ssh_private_key_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let common = vars["ansible_ssh_common_args"].as_str().unwrap();
+    let known_hosts = common
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("UserKnownHostsFile="))
+        .expect("UserKnownHostsFile in ansible_ssh_common_args")
+        .to_string();
+    let name = std::env::var("PROVISIONER_LAB_NAME")
+        .ok()
+        .or_else(|| vars["lab_name"].as_str().map(str::to_string))
+        .expect("lab_name");
+    let mut hosts = Vec::new();
+    for group in ["masters", "agents", "extra"] {
+        if let Some(map) = doc["all"]["children"][group]["hosts"].as_object() {
+            for (h, v) in map {
+                let ip = v["ansible_host"].as_str().unwrap().to_string();
+                hosts.push((h.clone(), ip, group.to_string()));
+            }
+        }
+    }
+    assert!(!hosts.is_empty(), "no hosts in {}", inventory.display());
+    Lab {
+        name,
+        inventory,
+        key,
+        known_hosts,
+        hosts,
+    }
+}
+
+impl Lab {
+    fn ip(&self, host: &str) -> &str {
+        &self.hosts.iter().find(|h| h.0 == host).unwrap().1
+    }
+
+    fn first_of(&self, group: &str) -> String {
+        self.hosts
+            .iter()
+            .find(|h| h.2 == group)
+            .map(|h| h.0.clone())
+            .unwrap_or_else(|| panic!("the lab has no {group}"))
+    }
+
+    fn ssh_output(&self, host: &str, cmd: &str) -> Output {
+        Command::new("ssh")
+            .args(["-i", &self.key])
+            .args(["-o", "IdentitiesOnly=yes"])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .args(["-o", &format!("UserKnownHostsFile={}", self.known_hosts)])
+            .args(["-o", "BatchMode=yes"])
+            .args(["-o", "ConnectTimeout=5"])
+            .arg(format!("ops@{}", self.ip(host)))
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    /// Run on a host; panic with its output unless it exits 0. Returns stdout.
+    fn ssh(&self, host: &str, cmd: &str) -> String {
+        let out = self.ssh_output(host, cmd);
+        assert!(
+            out.status.success(),
+            "{host}: `{cmd}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn provisioner(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .arg("lab")
+            .args(args)
+            .args(["--name", &self.name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run provisioner");
+        assert!(
+            out.status.success(),
+            "provisioner lab {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn status_of(&self, host: &str) -> String {
+        let table = self.provisioner(&["status"]);
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(host))
+            .unwrap_or_else(|| panic!("{host} not in status:\n{table}"))
+            .to_string()
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// TCP connect from `from` to `ip:22`.
+fn reach_cmd(ip: &str) -> String {
+    format!("timeout 3 bash -c '</dev/tcp/{ip}/22' && echo yes || echo no")
+}
+
+#[test]
+fn every_host_answers_ssh_as_ops_with_sudo_and_strict_host_keys() {
+    let lab = lab();
+    for (h, _, _) in &lab.hosts {
+        assert_eq!(lab.ssh(h, "whoami").trim(), "ops");
+        assert_eq!(lab.ssh(h, "sudo -n whoami").trim(), "root");
+        assert_eq!(lab.ssh(h, "hostname").trim(), h.as_str());
+    }
+}
+
+#[test]
+fn systemd_is_running_with_no_failed_units_and_eth0_is_up() {
+    let lab = lab();
+    for (h, ip, _) in &lab.hosts {
+        let state = lab.ssh_output(h, "systemctl is-system-running");
+        let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        assert!(state == "running" || state == "degraded", "{h}: {state}");
+        assert_eq!(
+            lab.ssh(h, "systemctl --failed --no-legend").trim(),
+            "",
+            "{h}"
+        );
+        let addr = lab.ssh(h, "ip -4 -o addr show dev eth0");
+        assert!(addr.contains(&format!("inet {ip}/")), "{h}: {addr}");
+        assert_eq!(
+            lab.ssh(h, "ls /sys/class/net | grep -c host0 || true")
+                .trim(),
+            "0"
+        );
+    }
+}
+
+#[test]
+fn every_host_reaches_every_other() {
+    let lab = lab();
+    for (from, _, _) in &lab.hosts {
+        let script: Vec<String> = lab.hosts.iter().map(|(_, ip, _)| reach_cmd(ip)).collect();
+        let out = lab.ssh(from, &script.join("; "));
+        assert!(!out.contains("no"), "{from} cannot reach some host:\n{out}");
+    }
+}
+
+#[test]
+fn fuse_device_is_usable_inside() {
+    let lab = lab();
+    let h = lab.first_of("agents");
+    lab.ssh(&h, "sudo sh -c 'exec 3<>/dev/fuse' && echo open");
+}
+
+#[test]
+fn apt_installs_through_the_lab_proxy() {
+    let lab = lab();
+    let h = lab.first_of("masters");
+    lab.ssh(
+        &h,
+        "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq",
+    );
+    assert_eq!(lab.ssh(&h, "echo '{\"a\":1}' | jq .a").trim(), "1");
+    let proxy = lab.ssh(&h, "cat /etc/apt/apt.conf.d/01proxy");
+    assert!(proxy.contains(":3142"), "{proxy}");
+}
+
+#[test]
+fn docker_daemon_starts_on_an_agent() {
+    let lab = lab();
+    let h = lab.first_of("agents");
+    lab.ssh(
+        &h,
+        "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io",
+    );
+    wait_until("docker active", Duration::from_secs(60), || {
+        lab.ssh_output(&h, "systemctl is-active docker")
+            .status
+            .success()
+    });
+    let info = lab.ssh(&h, "sudo docker info");
+    assert!(info.contains("Server Version"), "{info}");
+    assert_eq!(lab.ssh(&h, "systemctl --failed --no-legend").trim(), "");
+}
+
+#[test]
+fn stop_and_start_power_one_host() {
+    let lab = lab();
+    let h = lab.hosts.last().unwrap().0.clone();
+    lab.provisioner(&["stop", &h]);
+    assert!(
+        lab.status_of(&h).contains("stopped"),
+        "{}",
+        lab.status_of(&h)
+    );
+    assert!(!lab.ssh_output(&h, "true").status.success());
+    lab.provisioner(&["start", &h]);
+    assert!(
+        lab.status_of(&h).contains("running"),
+        "{}",
+        lab.status_of(&h)
+    );
+    assert_eq!(lab.ssh(&h, "hostname").trim(), h);
+}
+
+#[test]
+fn cut_partitions_one_host_and_heal_restores_it() {
+    let lab = lab();
+    let victim = lab.first_of("agents");
+    let other = lab.first_of("masters");
+    let ip = lab.ip(&victim).to_string();
+    lab.provisioner(&["cut", &victim]);
+    let healed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(lab.status_of(&victim).contains("cut"));
+        assert_eq!(lab.ssh(&other, &reach_cmd(&ip)).trim(), "no");
+        assert!(!lab.ssh_output(&victim, "true").status.success());
+    }));
+    lab.provisioner(&["heal", &victim]);
+    if let Err(p) = healed {
+        std::panic::resume_unwind(p);
+    }
+    wait_until("healed host reachable", Duration::from_secs(30), || {
+        lab.ssh_output(&victim, "true").status.success()
+    });
+    assert_eq!(lab.ssh(&other, &reach_cmd(&ip)).trim(), "yes");
+    assert!(lab.status_of(&victim).contains("running"));
+}
+
+#[test]
+fn a_second_up_changes_nothing() {
+    let lab = lab();
+    let before = std::fs::read_to_string(&lab.inventory).unwrap();
+    let out = lab.provisioner(&["up"]);
+    assert!(out.contains("nothing changed"), "{out}");
+    assert_eq!(std::fs::read_to_string(&lab.inventory).unwrap(), before);
+}
+
+#[test]
+fn ansible_reads_the_inventory_with_the_expected_groups() {
+    let lab = lab();
+    let out = Command::new("ansible-inventory")
+        .args(["-i", &lab.inventory.display().to_string(), "--list"])
+        .output()
+        .expect("ansible-inventory (ansible-core) is installed by .ci/test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let masters = v["masters"]["hosts"].as_array().unwrap().len();
+    assert_eq!(v["zookeeper"]["hosts"].as_array().unwrap().len(), masters);
+    assert_eq!(v["monitoring"]["hosts"].as_array().unwrap().len(), 1);
+    assert!(!v["agents"]["hosts"].as_array().unwrap().is_empty());
+}
