@@ -389,7 +389,10 @@ fn prefetched_probes_do_not_outlive_an_earlier_action() {
     let f = Fixture::new(pb);
     let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
     assert!(!recap.any_failed(), "{events:#?}");
-    assert_eq!(std::fs::read_to_string(f.host_file("h1", "f")).unwrap(), "one\ntwo\n");
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h1", "f")).unwrap(),
+        "one\ntwo\n"
+    );
 }
 
 #[test]
@@ -405,7 +408,16 @@ fn delegate_to_runs_on_the_delegated_host_with_the_original_hosts_vars() {
     let f = Fixture::new(pb);
     let (events, recap, log) = f.run(Mode::Apply, LocalConnector::default());
     assert!(!recap.any_failed(), "{events:#?}");
-    assert_eq!(std::fs::read_to_string(f.host_file("h2", "delegated")).unwrap(), "from-h1\n");
-    assert!(log.iter().any(|(h, s)| h == "h2" && s.contains("from-h1")), "{log:?}");
-    assert!(!log.iter().any(|(h, _)| h == "h1"), "nothing ran on h1: {log:?}");
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h2", "delegated")).unwrap(),
+        "from-h1\n"
+    );
+    assert!(
+        log.iter().any(|(h, s)| h == "h2" && s.contains("from-h1")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|(h, _)| h == "h1"),
+        "nothing ran on h1: {log:?}"
+    );
 }
