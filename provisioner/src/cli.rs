@@ -73,6 +73,13 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+    /// Only run tasks with these tags (comma-separated; `always`, `never`, `tagged`,
+    /// `untagged`, `all` as in Ansible).
+    #[arg(short = 't', long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Skip tasks with these tags (comma-separated).
+    #[arg(long = "skip-tags", value_delimiter = ',')]
+    pub skip_tags: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +131,8 @@ fn request(args: &RunArgs, mode: Mode) -> Result<RunRequest, Error> {
         extra_vars: parse_extra_vars(&args.extra_vars)?,
         roles_path: args.roles_path.clone(),
         command_timeout: Duration::from_secs(args.timeout.max(1)),
+        tags: args.tags.clone(),
+        skip_tags: args.skip_tags.clone(),
     })
 }
 

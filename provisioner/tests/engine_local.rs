@@ -134,6 +134,8 @@ impl Fixture {
             extra_vars: Default::default(),
             roles_path: vec![],
             command_timeout: Duration::from_secs(60),
+            tags: vec![],
+            skip_tags: vec![],
         }
     }
 
@@ -420,4 +422,64 @@ fn delegate_to_runs_on_the_delegated_host_with_the_original_hosts_vars() {
         !log.iter().any(|(h, _)| h == "h1"),
         "nothing ran on h1: {log:?}"
     );
+}
+
+#[test]
+fn tags_select_tasks_and_block_tags_reach_their_children() {
+    let pb = r#"
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - copy: dest={{ root }}/h1/a content=a
+      tags: [a]
+    - copy: dest={{ root }}/h1/b content=b
+      tags: [b]
+    - copy: dest={{ root }}/h1/always content=x
+      tags: [always]
+    - block:
+        - copy: dest={{ root }}/h1/in-block content=x
+      tags: [a]
+"#;
+    let f = Fixture::new(pb);
+    let req = RunRequest {
+        tags: vec!["a".into()],
+        ..f.request(Mode::Apply)
+    };
+    let prepared = session::prepare(&req).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(session::run(
+            &req,
+            prepared,
+            Arc::new(LocalConnector::default()),
+            sink,
+            rx,
+        ))
+        .unwrap();
+    assert!(f.host_file("h1", "a").exists());
+    assert!(!f.host_file("h1", "b").exists());
+    assert!(f.host_file("h1", "always").exists());
+    assert!(f.host_file("h1", "in-block").exists());
+}
+
+#[test]
+fn block_when_is_evaluated_for_each_task_in_it() {
+    // As in Ansible: the first task changes the variable the block's `when` reads, so the
+    // second task of the block is skipped.
+    let pb = r#"
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - block:
+        - set_fact: go=false
+        - copy: dest={{ root }}/h1/second content=x
+      when: go | default(true) | bool
+"#;
+    let f = Fixture::new(pb);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert!(!f.host_file("h1", "second").exists());
 }

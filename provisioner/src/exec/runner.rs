@@ -17,7 +17,7 @@ use crate::exec::events::{DiffText, EventSink, RunEvent, TaskReport, TaskStatus}
 use crate::exec::walker::{StepOutcome, StepRunner, StopReason};
 use crate::facts::{self, Facts};
 use crate::model::inventory::Inventory;
-use crate::model::play::{Play, Task, TaskKind};
+use crate::model::play::{tags_selected, Play, Task, TaskKind};
 use crate::model::vars::{VarLevel, VarStack};
 use crate::ops::{self, Action, ActionOutput, Mode, ModuleResult, Planned};
 use crate::plan::{Node, Step};
@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub command_timeout: Duration,
     /// The directory of the playbook (for `files/`, `templates/` and `playbook_dir`).
     pub playbook_dir: PathBuf,
+    /// `--tags` and `--skip-tags`.
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
 }
 
 /// Per-host state that lives across steps.
@@ -449,26 +452,7 @@ impl Runner {
                 always,
             } = &task.kind
             {
-                let vars = self.task_vars(host, play, Some(task));
-                match self.eval_conditions(&task.when, &vars) {
-                    Ok(true) => {}
-                    Ok(false) => return StepOutcome::Ok,
-                    Err(e) => {
-                        self.report(
-                            &At {
-                                host,
-                                play,
-                                task,
-                                handler,
-                            },
-                            TaskStatus::Failed,
-                            None,
-                            &msg_map(e),
-                            vec![],
-                        );
-                        return StepOutcome::Failed;
-                    }
-                }
+                // The block's `when` was passed down to each of its tasks.
                 let mut outcome = self.run_tasks(host, play, block, handler).await;
                 if outcome == StepOutcome::Failed && !rescue.is_empty() {
                     outcome = self.run_tasks(host, play, rescue, handler).await;
@@ -548,6 +532,11 @@ impl Runner {
         let TaskKind::Module { module, args } = &task.kind else {
             return StepOutcome::Ok;
         };
+        // Tasks left out by --tags/--skip-tags are not shown, as in Ansible. Handlers always run
+        // when notified.
+        if !handler && !tags_selected(&task.tags, &self.cfg.tags, &self.cfg.skip_tags) {
+            return StepOutcome::Ok;
+        }
         let play = &self.plays[play_idx];
         let mut vars = self.task_vars(host, play_idx, Some(task));
         if !handler {
@@ -1041,10 +1030,18 @@ impl Runner {
             f
         } else {
             let script = facts::probe::probe_script(&probes);
-            match self
-                .exec(&target, script, None, become_.clone(), task.no_log)
-                .await
-            {
+            // Probes only read: one retry after a dropped connection is safe.
+            let first = self
+                .exec(&target, script.clone(), None, become_.clone(), task.no_log)
+                .await;
+            let answer = match first {
+                Err(TransportError::Disconnected { .. }) => {
+                    self.exec(&target, script, None, become_.clone(), task.no_log)
+                        .await
+                }
+                other => other,
+            };
+            match answer {
                 Err(e) if e.is_unreachable() => {
                     return CallResult {
                         result: msg_map(e.to_string()),

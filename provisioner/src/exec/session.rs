@@ -37,6 +37,8 @@ pub struct RunRequest {
     pub extra_vars: Vars,
     pub roles_path: Vec<PathBuf>,
     pub command_timeout: Duration,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
 }
 
 /// Everything validated and planned, ready to run.
@@ -268,6 +270,8 @@ pub async fn run(
         extra_vars: req.extra_vars.clone(),
         command_timeout: req.command_timeout,
         playbook_dir: playbook_dir(&req.playbook),
+        tags: req.tags.clone(),
+        skip_tags: req.skip_tags.clone(),
     };
     let runner = Arc::new(Runner::new(
         playbook.plays.clone(),

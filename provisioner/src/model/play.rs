@@ -130,3 +130,73 @@ impl Task {
         }
     }
 }
+
+/// Tag selection exactly as Ansible 2.14's `Taggable.evaluate_tags`: an untagged task counts as
+/// tagged `untagged`; with no `--tags`, Ansible selects `all` (so `never` tasks do not run).
+pub fn tags_selected(task_tags: &[String], only: &[String], skip: &[String]) -> bool {
+    let untagged = ["untagged".to_string()];
+    let tags: &[String] = if task_tags.is_empty() {
+        &untagged
+    } else {
+        task_tags
+    };
+    let all = ["all".to_string()];
+    let only: &[String] = if only.is_empty() { &all } else { only };
+    let has = |t: &str| tags.iter().any(|x| x == t);
+    let disjoint = |list: &[String]| !tags.iter().any(|t| list.contains(t));
+    let is_untagged = task_tags.is_empty();
+    let wants = |list: &[String], t: &str| list.iter().any(|x| x == t);
+    let mut run = has("always")
+        || (wants(only, "all") && !has("never"))
+        || !disjoint(only)
+        || (wants(only, "tagged") && !is_untagged && !has("never"));
+    if run && !skip.is_empty() {
+        if wants(skip, "all") {
+            if !has("always") || wants(skip, "always") {
+                run = false;
+            }
+        } else if !disjoint(skip) || (wants(skip, "tagged") && !is_untagged) {
+            run = false;
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tags_selected;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// Cases read off Ansible 2.14's `evaluate_tags`.
+    #[test]
+    fn tag_selection_follows_ansible() {
+        // No selection (Ansible's default --tags all): everything but `never`.
+        assert!(tags_selected(&v(&[]), &[], &[]));
+        assert!(tags_selected(&v(&["a"]), &[], &[]));
+        assert!(!tags_selected(&v(&["never"]), &[], &[]));
+        assert!(tags_selected(&v(&["never", "always"]), &[], &[]));
+        // --tags a
+        assert!(tags_selected(&v(&["a", "b"]), &v(&["a"]), &[]));
+        assert!(!tags_selected(&v(&["b"]), &v(&["a"]), &[]));
+        assert!(!tags_selected(&v(&[]), &v(&["a"]), &[]));
+        assert!(tags_selected(&v(&["always"]), &v(&["a"]), &[]));
+        assert!(tags_selected(&v(&["never", "a"]), &v(&["a"]), &[]));
+        // special words
+        assert!(tags_selected(&v(&[]), &v(&["untagged"]), &[]));
+        assert!(!tags_selected(&v(&["x"]), &v(&["untagged"]), &[]));
+        assert!(tags_selected(&v(&["x"]), &v(&["tagged"]), &[]));
+        assert!(!tags_selected(&v(&["never", "x"]), &v(&["tagged"]), &[]));
+        // --skip-tags
+        assert!(!tags_selected(&v(&["a"]), &[], &v(&["a"])));
+        assert!(!tags_selected(&v(&["always", "a"]), &[], &v(&["a"])));
+        assert!(!tags_selected(&v(&["always"]), &[], &v(&["always"])));
+        assert!(tags_selected(&v(&["always"]), &[], &v(&["all"])));
+        assert!(!tags_selected(&v(&["x"]), &[], &v(&["all"])));
+        assert!(!tags_selected(&v(&["x"]), &[], &v(&["tagged"])));
+        assert!(tags_selected(&v(&[]), &[], &v(&["tagged"])));
+        assert!(!tags_selected(&v(&[]), &[], &v(&["untagged"])));
+    }
+}

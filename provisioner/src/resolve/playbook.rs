@@ -275,10 +275,8 @@ impl<'a> Loader<'a> {
             role_defaults: Vec::new(),
             role_vars: Vec::new(),
         };
-        let play_inherit = Inherit {
-            tags: Vec::new(),
-            ..inherit
-        };
+        // Play tags apply to every task of the play, as in Ansible.
+        let play_inherit = inherit;
         if let Some(pre) = node.get("pre_tasks") {
             play.tasks
                 .extend(self.task_list(pre, base, &play_inherit, false));
@@ -578,12 +576,14 @@ impl<'a> Loader<'a> {
         }
 
         let kind = if is_block {
+            // A block's when/tags/vars/become apply to each task in it (Ansible evaluates the
+            // block's `when` on every child task, not once).
             let inner = Inherit {
-                when: Vec::new(),
-                tags: Vec::new(),
-                vars: Map::new(),
-                become_: None,
-                become_user: None,
+                when: when.clone(),
+                tags: tags.clone(),
+                vars: vars.clone(),
+                become_,
+                become_user: become_user.clone(),
                 role: inherit.role.clone(),
             };
             let list = |key: &str, me: &mut Self| match node.get(key) {
