@@ -483,3 +483,40 @@ fn block_when_is_evaluated_for_each_task_in_it() {
     assert!(!recap.any_failed(), "{events:#?}");
     assert!(!f.host_file("h1", "second").exists());
 }
+
+#[test]
+fn undefined_variables_are_reported_per_task_before_anything_runs() {
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  vars:
+    greeting: "hello {{ nmae }}"
+  tasks:
+    - debug: msg="{{ greeting }}"
+    - debug: msg="{{ typo_var }}"
+    - debug: msg="{{ maybe | default('fine') }} {{ out.stdout }}"
+      when: other is defined
+    - command: echo hi
+      register: out
+    - debug: msg="{{ item }} {{ inventory_hostname }} {{ groups['web'] }}"
+      loop: [1]
+"#;
+    let f = Fixture::new(pb);
+    let err = session::prepare(&f.request(Mode::Apply))
+        .err()
+        .expect("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains("site.yml:7:7: `greeting` reads `nmae`, which is undefined for hosts h1, h2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("site.yml:8:7: `typo_var` is undefined for hosts h1, h2"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("undefined for").count(),
+        2,
+        "no false positives:\n{text}"
+    );
+}

@@ -120,6 +120,18 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
             }
         }
     }
+    if diags.is_empty() {
+        let no_stack_vars = serde_json::Map::new();
+        diags.extend(crate::resolve::undefined::check(
+            &playbook,
+            &crate::resolve::undefined::Context {
+                inventory: &inventory,
+                play_hosts: &play_hosts,
+                extra_vars: &req.extra_vars,
+                stack_vars: &no_stack_vars,
+            },
+        ));
+    }
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.sorted()));
     }
