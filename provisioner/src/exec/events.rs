@@ -37,6 +37,9 @@ pub struct TaskReport {
     /// `file:line:col` of the task.
     pub loc: String,
     pub status: TaskStatus,
+    /// The module's own `changed` (also set on some failed tasks, e.g. a command that ran and
+    /// exited non-zero, as Ansible reports it).
+    pub changed: bool,
     /// The loop item's label, for per-item results.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,

@@ -89,6 +89,8 @@ pub struct Runner {
     conns: tokio::sync::Mutex<HashMap<String, Arc<dyn Connection>>>,
     run_once: Mutex<HashMap<(usize, usize), RunOnceCell>>,
     redactor: Redactor,
+    /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
+    rescuable: std::collections::HashSet<crate::diag::Loc>,
 }
 
 /// Serves `hostvars`: each host's inventory vars, facts and registered results.
@@ -137,6 +139,32 @@ impl Runner {
                 hosts: hosts.clone(),
             }));
         let redactor = Redactor::from_inventory(&inventory, &cfg.extra_vars);
+        let mut rescuable = std::collections::HashSet::new();
+        fn mark(
+            tasks: &[Task],
+            inside: bool,
+            out: &mut std::collections::HashSet<crate::diag::Loc>,
+        ) {
+            for t in tasks {
+                if inside {
+                    out.insert(t.loc.clone());
+                }
+                if let TaskKind::Block {
+                    block,
+                    rescue,
+                    always,
+                } = &t.kind
+                {
+                    mark(block, inside || !rescue.is_empty(), out);
+                    mark(rescue, inside, out);
+                    mark(always, inside, out);
+                }
+            }
+        }
+        for p in &plays {
+            mark(&p.tasks, false, &mut rescuable);
+            mark(&p.handlers, false, &mut rescuable);
+        }
         Runner {
             plays,
             play_hosts,
@@ -149,6 +177,7 @@ impl Runner {
             conns: tokio::sync::Mutex::new(HashMap::new()),
             run_once: Mutex::new(HashMap::new()),
             redactor,
+            rescuable,
         }
     }
 
@@ -352,12 +381,19 @@ impl Runner {
             })
         };
         let diffs = if task.no_log { Vec::new() } else { diffs };
+        let changed = status == TaskStatus::Changed || result.get("changed") == Some(&json!(true));
+        let status = if status == TaskStatus::Failed && self.rescuable.contains(&task.loc) {
+            TaskStatus::Rescued
+        } else {
+            status
+        };
         self.emit(RunEvent::TaskFinished(TaskReport {
             host: host.to_string(),
             play,
             task: task.display_name(),
             loc: task.loc.to_string(),
             status,
+            changed,
             item,
             msg,
             diffs,
@@ -383,6 +419,7 @@ impl Runner {
                 task: "Gathering Facts".into(),
                 loc: self.plays[play].loc.to_string(),
                 status,
+                changed: false,
                 item: None,
                 msg,
                 diffs: vec![],
@@ -1123,6 +1160,21 @@ impl Runner {
         }
         if let Some(msg) = r.msg {
             result.insert("msg".into(), json!(msg));
+        }
+        // Facts a module returns (package_facts) become host facts, under `ansible_facts` and
+        // by their own names, as in Ansible.
+        if let Some(Value::Object(new_facts)) = result.get("ansible_facts") {
+            let new_facts = new_facts.clone();
+            self.with_state(host, |s| {
+                let af = s
+                    .facts
+                    .entry("ansible_facts".to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(af) = af {
+                    af.extend(new_facts.clone());
+                }
+                s.facts.extend(new_facts);
+            });
         }
         CallResult {
             result,

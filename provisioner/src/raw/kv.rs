@@ -68,25 +68,77 @@ fn split_args(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Ansible's `unquote`: strip one pair of matching outer quotes (unless the closing one is
+/// escaped); nothing inside changes.
 fn unquote(s: &str) -> String {
     let b = s.as_bytes();
-    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
-        let inner = &s[1..s.len() - 1];
-        let q = b[0] as char;
-        let mut out = String::with_capacity(inner.len());
-        let mut it = inner.chars().peekable();
-        while let Some(c) = it.next() {
-            if c == '\\' && it.peek() == Some(&q) {
-                out.push(q);
-                it.next();
-            } else {
-                out.push(c);
-            }
-        }
-        out
+    let quoted = b.len() > 1
+        && (b[0] == b'"' || b[0] == b'\'')
+        && b[b.len() - 1] == b[0]
+        && b[b.len() - 2] != b'\\';
+    if quoted {
+        s[1..s.len() - 1].to_string()
     } else {
         s.to_string()
     }
+}
+
+/// Ansible's `_decode_escapes`: Python's unicode-escape for `\\`, `\'`, `\"`, `\a \b \f \n
+/// \r \t \v`, `\xHH`, `\uHHHH` and `\UHHHHHHHH`; anything else stays as written.
+fn decode_escapes(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c != '\\' || i + 1 >= chars.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let next = chars[i + 1];
+        let simple = match next {
+            '\\' => Some('\\'),
+            '\'' => Some('\''),
+            '"' => Some('"'),
+            'a' => Some('\u{7}'),
+            'b' => Some('\u{8}'),
+            'f' => Some('\u{c}'),
+            'n' => Some('\n'),
+            'r' => Some('\r'),
+            't' => Some('\t'),
+            'v' => Some('\u{b}'),
+            _ => None,
+        };
+        if let Some(ch) = simple {
+            out.push(ch);
+            i += 2;
+            continue;
+        }
+        let width = match next {
+            'x' => 2,
+            'u' => 4,
+            'U' => 8,
+            _ => 0,
+        };
+        if width > 0 && i + 2 + width <= chars.len() {
+            let hex: String = chars[i + 2..i + 2 + width].iter().collect();
+            if let Some(ch) = hex
+                .chars()
+                .all(|h| h.is_ascii_hexdigit())
+                .then(|| u32::from_str_radix(&hex, 16).ok())
+                .flatten()
+                .and_then(char::from_u32)
+            {
+                out.push(ch);
+                i += 2 + width;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 /// Free-form command modules' own options, recognised inside the free-form text.
@@ -109,23 +161,38 @@ pub fn parse_kv(
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let mut map = serde_json::Map::new();
     let mut raw: Vec<String> = Vec::new();
-    for word in split_args(s)? {
-        let kv = word.split_once('=').filter(|(k, _)| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-        match kv {
-            Some((k, v)) if !free_form || RAW_PARAM_KEYS.contains(&k) => {
-                map.insert(k.to_string(), serde_json::Value::String(unquote(v)));
+    for orig in split_args(s)? {
+        // As Ansible: escapes are decoded first, then the word splits at the first `=` (after
+        // its first character) that is not escaped.
+        let x = decode_escapes(&orig);
+        let pos = x
+            .char_indices()
+            .skip(1)
+            .find(|&(i, c)| c == '=' && !x[..i].ends_with('\\'))
+            .map(|(i, _)| i);
+        match pos {
+            Some(pos) => {
+                let (k, v) = (&x[..pos], &x[pos + 1..]);
+                if free_form && !RAW_PARAM_KEYS.contains(&k) {
+                    raw.push(orig);
+                } else {
+                    map.insert(
+                        k.trim().to_string(),
+                        serde_json::Value::String(unquote(v.trim())),
+                    );
+                }
             }
-            _ if free_form => raw.push(word),
-            _ => {
-                return Err(format!(
-                    "`{word}` is not a key=value argument (this module takes no free-form text)"
-                ))
-            }
+            None if x.contains('=') => raw.push(x.replace("\\=", "=")),
+            None => raw.push(orig),
         }
     }
-    if free_form && !raw.is_empty() {
+    if !raw.is_empty() {
+        if !free_form {
+            return Err(format!(
+                "`{}` is not a key=value argument (this module takes no free-form text)",
+                raw.join(" ")
+            ));
+        }
         map.insert(
             "_raw_params".to_string(),
             serde_json::Value::String(raw.join(" ")),
@@ -162,6 +229,15 @@ mod tests {
         let m = parse_kv("msg={{ a | default('x y') }} other=1", false).unwrap();
         assert_eq!(m["msg"], json!("{{ a | default('x y') }}"));
         assert_eq!(m["other"], json!("1"));
+    }
+
+    #[test]
+    fn escapes_in_quoted_values_are_decoded_like_ansible() {
+        // Regression: `content="{{ x }}\n"` wrote a literal backslash-n instead of a newline.
+        let m = parse_kv(r#"content="{{ x }}\n" other='a\tb' path=/x\=y"#, false).unwrap();
+        assert_eq!(m["content"], json!("{{ x }}\n"));
+        assert_eq!(m["other"], json!("a\tb"));
+        assert_eq!(m["path"], json!("/x\\=y"));
     }
 
     #[test]

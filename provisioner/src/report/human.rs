@@ -156,6 +156,7 @@ mod tests {
             task: "web : configure".into(),
             loc: "roles/web/tasks/main.yml:1:3".into(),
             status,
+            changed: false,
             item: None,
             msg: None,
             diffs,

@@ -95,6 +95,7 @@ mod tests {
             task: "t".into(),
             loc: "x.yml:1:1".into(),
             status,
+            changed: false,
             item: None,
             msg: None,
             diffs: vec![],

@@ -268,6 +268,16 @@ impl Module for Unarchive {
 
     fn finish(&self, _args: &Args, planned: &Planned, outputs: &[ActionOutput]) -> ModuleResult {
         let mut res = default_finish(planned, outputs);
+        // Ansible's action plugin raises AnsibleActionSkip when `creates` exists: the task is
+        // reported skipped, not ok.
+        if let Planned::NoChange { result } = planned {
+            if let Some(Value::String(m)) = result.get("msg") {
+                if m.starts_with("skipped, since ") {
+                    res.skipped = true;
+                    res.msg = Some(m.clone());
+                }
+            }
+        }
         if res.failed {
             return res;
         }
