@@ -520,3 +520,57 @@ fn undefined_variables_are_reported_per_task_before_anything_runs() {
         "no false positives:\n{text}"
     );
 }
+
+#[test]
+fn run_once_runs_on_the_first_running_host_of_the_batch() {
+    // Regression: run_once ran on whichever host reached it first.
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - fail: msg=down
+      when: inventory_hostname == fail_host | default('none')
+    - shell: echo {{ inventory_hostname }} > {{ root }}/once
+      run_once: true
+      register: once
+    - copy: dest={{ root }}/{{ inventory_hostname }}/saw content="{{ once.cmd }}"
+"#;
+    for _ in 0..5 {
+        let f = Fixture::new(pb);
+        let (events, _, _) = f.run(Mode::Apply, LocalConnector::default());
+        assert_eq!(
+            std::fs::read_to_string(f.path("hosts/once")).unwrap(),
+            "h1\n",
+            "{events:#?}"
+        );
+        // Both hosts got the registered result.
+        assert!(std::fs::read_to_string(f.host_file("h2", "saw"))
+            .unwrap()
+            .contains("echo h1"));
+    }
+    let f = Fixture::new(pb);
+    let mut extra = serde_json::Map::new();
+    extra.insert("fail_host".into(), serde_json::json!("h1"));
+    let req = RunRequest {
+        extra_vars: extra,
+        ..f.request(Mode::Apply)
+    };
+    let prepared = session::prepare(&req).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(session::run(
+            &req,
+            prepared,
+            Arc::new(LocalConnector::default()),
+            sink,
+            rx,
+        ))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.path("hosts/once")).unwrap(),
+        "h2\n"
+    );
+}

@@ -68,6 +68,9 @@ struct CallResult {
 /// The shared outcome of a `run_once` task: the first host runs it, the others take its result.
 type RunOnceCell = Arc<tokio::sync::OnceCell<(StepOutcome, Vars)>>;
 
+/// A run_once task of one batch: (play, task, batch).
+type RunOnceKey = (usize, usize, usize);
+
 /// Where a result is reported: which host, play and task, and whether it is a handler.
 struct At<'a> {
     host: &'a str,
@@ -87,7 +90,9 @@ pub struct Runner {
     templar: Templar,
     hosts: Arc<Mutex<HashMap<String, HostState>>>,
     conns: tokio::sync::Mutex<HashMap<String, Arc<dyn Connection>>>,
-    run_once: Mutex<HashMap<(usize, usize), RunOnceCell>>,
+    run_once: Mutex<HashMap<RunOnceKey, RunOnceCell>>,
+    /// Hosts the walker stopped (failed, unreachable, aborted).
+    stopped: Mutex<BTreeSet<String>>,
     redactor: Redactor,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
     rescuable: std::collections::HashSet<crate::diag::Loc>,
@@ -176,6 +181,7 @@ impl Runner {
             hosts,
             conns: tokio::sync::Mutex::new(HashMap::new()),
             run_once: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(BTreeSet::new()),
             redactor,
             rescuable,
         }
@@ -505,20 +511,45 @@ impl Runner {
                 };
             }
             if task.run_once {
+                // As Ansible: the task runs once per batch, on the batch's first host that is
+                // still running; every host of the batch gets its registered result.
+                let batches = crate::plan::batches(
+                    self.play_hosts
+                        .get(play)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                    &self.plays[play].serial,
+                );
+                let stopped = self.stopped_hosts();
+                let (batch, runner_host) = batches
+                    .iter()
+                    .enumerate()
+                    .find(|(_, b)| b.iter().any(|h| h == host))
+                    .and_then(|(i, b)| {
+                        b.iter()
+                            .find(|h| !stopped.contains(*h))
+                            .map(|h| (i, h.clone()))
+                    })
+                    .unwrap_or_else(|| (0, host.to_string()));
                 let cell = {
                     let mut map = match self.run_once.lock() {
                         Ok(m) => m,
                         Err(p) => p.into_inner(),
                     };
-                    map.entry((play, task_key(task))).or_default().clone()
+                    map.entry((play, task_key(task), batch))
+                        .or_default()
+                        .clone()
                 };
+                let designated = runner_host.as_str();
                 let (outcome, registered) = cell
                     .get_or_init(|| async {
-                        let o = self.run_module_task(host, play, task, handler).await;
+                        let o = self.run_module_task(designated, play, task, handler).await;
                         let reg = task
                             .register
                             .as_ref()
-                            .and_then(|r| self.with_state(host, |s| s.set_facts.get(r).cloned()))
+                            .and_then(|r| {
+                                self.with_state(designated, |s| s.set_facts.get(r).cloned())
+                            })
                             .map(|v| {
                                 let mut m = Vars::new();
                                 if let Some(r) = &task.register {
@@ -1532,6 +1563,13 @@ impl Runner {
         StepOutcome::Ok
     }
 
+    fn stopped_hosts(&self) -> BTreeSet<String> {
+        match self.stopped.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// Handlers still pending on each host (for persistence after a failed run).
     pub fn pending_handlers(&self) -> HashMap<String, Vec<String>> {
         let states = match self.hosts.lock() {
@@ -1584,6 +1622,9 @@ impl StepRunner for Runner {
     }
 
     fn host_stopped(&self, host: &str, reason: StopReason) {
+        if let Ok(mut s) = self.stopped.lock() {
+            s.insert(host.to_string());
+        }
         let reason = match reason {
             StopReason::Failed => "a task failed",
             StopReason::Unreachable => "unreachable",
