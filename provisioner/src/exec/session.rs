@@ -215,6 +215,12 @@ pub async fn run(
     cancel: watch::Receiver<bool>,
 ) -> Result<WalkSummary, Error> {
     let started = Instant::now();
+    // The inventory's encrypted secrets: a missing or wrong key stops the run here, before
+    // any host is touched.
+    let secrets = match req.inventory.first() {
+        Some(inv) => Some(Arc::new(crate::secrets::SecretStore::for_inventory(inv)?)),
+        None => None,
+    };
     let Prepared {
         inventory,
         playbook,
@@ -273,14 +279,18 @@ pub async fn run(
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
     };
-    let runner = Arc::new(Runner::new(
+    let mut runner = Runner::new(
         playbook.plays.clone(),
         play_hosts.clone(),
         inventory,
         connector,
         sink.clone(),
         cfg,
-    ));
+    );
+    if let Some(store) = secrets {
+        runner = runner.with_secrets(store);
+    }
+    let runner = Arc::new(runner);
     // Handlers an earlier failed run left pending fire in this run (Ansible forgets them).
     let pending_path = pending_file(req);
     let mut previous: HashMap<String, Vec<String>> = pending_path

@@ -250,3 +250,84 @@ fn rotate_reissues_hosts_and_optionally_the_ca() {
     )
     .unwrap();
 }
+
+/// The store behind the templates' lookups, as the runner plugs it in (minus redaction).
+struct Provider(SecretStore);
+
+impl crate::template::SecretProvider for Provider {
+    fn password(&self, term: &str, kw: &[(String, String)]) -> Result<Secret, String> {
+        self.0.password(term, kw).map_err(|e| e.to_string())
+    }
+    fn tls_ca(&self) -> Result<String, String> {
+        self.0.tls_ca().map_err(|e| e.to_string())
+    }
+    fn tls_host(&self, h: &TlsHost) -> Result<(String, Secret), String> {
+        self.0.tls_host(h).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn lookups_in_templates() {
+    use crate::template::{Templar, Vars};
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = Templar::new(tmp.path());
+    let vars: Vars = serde_json::from_value(serde_json::json!({
+        "inventory_hostname": "agent2",
+        "ansible_host": "192.0.2.7",
+        "dns_domain": "dc1",
+        "pw": "{{ lookup('password', 'zk length=12 chars=digits') }}",
+    }))
+    .unwrap();
+    let e = plain.render_string("{{ pw }}", &vars).unwrap_err();
+    assert!(e.message.contains("secrets store"), "{}", e.message);
+
+    let t = plain.with_secrets(Arc::new(Provider(store(tmp.path()))));
+    let a = t.render_string("{{ pw }}", &vars).unwrap();
+    assert_eq!(a.len(), 12);
+    assert!(a.chars().all(|c| c.is_ascii_digit()));
+    // A string of digits stays a string (never re-parsed as a number).
+    assert!(t.render_str("{{ pw }}", &vars).unwrap().is_string());
+    assert_eq!(t.render_string("{{ pw }}", &vars).unwrap(), a);
+    let q = t
+        .render_str("{{ query('password', 'zk') }}", &vars)
+        .unwrap();
+    assert_eq!(q, serde_json::json!([a]));
+
+    let cert = t
+        .render_string("{{ lookup('provisioner_tls', 'cert') }}", &vars)
+        .unwrap();
+    let d = der(&cert);
+    let (_, x) = x509_parser::parse_x509_certificate(&d).unwrap();
+    let san = x.subject_alternative_name().unwrap().unwrap();
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "DNSName(agent2)",
+            "DNSName(agent2.dc1)",
+            "IPAddress(c0:00:02:07)"
+        ]
+    );
+    let key = t
+        .render_string(
+            "{{ lookup('provisioner_tls', 'key', host='agent2') }}",
+            &vars,
+        )
+        .unwrap();
+    assert!(key.contains("PRIVATE KEY"));
+    let ca = t
+        .render_string("{{ lookup('provisioner_tls', 'ca') }}", &vars)
+        .unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE"));
+    assert!(t
+        .render_string(
+            "{{ lookup('provisioner_tls', 'cert', host='nope') }}",
+            &vars
+        )
+        .is_err());
+}
