@@ -91,7 +91,14 @@ fn request(dir: &Path) -> RunRequest {
 
 fn run(dir: &Path) -> (Result<(), String>, Vec<RunEvent>, Vec<String>) {
     let req = request(dir);
-    let prepared = session::prepare(&req).unwrap_or_else(|e| panic!("{e}"));
+    let prepared = match session::prepare(&req) {
+        Ok(p) => p,
+        Err(e) => {
+            // A bad key is bad input, found before anything runs.
+            assert_eq!(e.exit_code(), provisioner::error::ExitCode::BadInput);
+            return (Err(e.to_string()), Vec::new(), Vec::new());
+        }
+    };
     let events = Arc::new(Mutex::new(Vec::new()));
     let connector = LocalConnector::default();
     let log = connector.log.clone();

@@ -123,6 +123,10 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.sorted()));
     }
+    // A missing or wrong secrets key is bad input: say so before anything starts.
+    if let Some(inv) = req.inventory.first() {
+        crate::secrets::SecretStore::for_inventory(inv)?;
+    }
     Ok(Prepared {
         inventory: Arc::new(inventory),
         playbook,

@@ -309,10 +309,12 @@ impl SecretStore {
     fn file_lock(&self) -> Result<std::fs::File, SecretsError> {
         create_private_dir(&self.dir)?;
         let path = self.dir.join(".lock");
+        use std::os::unix::fs::OpenOptionsExt as _;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         f.lock().map_err(io(&path))?;
