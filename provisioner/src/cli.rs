@@ -39,6 +39,63 @@ pub enum Command {
     Version,
     /// Local test clusters of real systemd hosts (systemd-nspawn + debootstrap).
     Lab(crate::lab::LabArgs),
+    /// The cluster's TLS material (CA and host certificates, kept encrypted in the state dir).
+    Tls(TlsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    #[command(subcommand)]
+    pub command: TlsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Re-issue every host certificate (and the CA with --ca); the next apply distributes them.
+    Rotate {
+        /// The inventory whose state dir holds the certificates.
+        #[arg(short = 'i', long = "inventory", required = true)]
+        inventory: PathBuf,
+        /// Also replace the CA (every host certificate is then signed by the new one).
+        #[arg(long)]
+        ca: bool,
+    },
+}
+
+fn tls_command(args: TlsArgs) -> std::process::ExitCode {
+    match args.command {
+        TlsCommand::Rotate { inventory, ca } => {
+            if !inventory.exists() {
+                return fail(&Error::Usage(format!(
+                    "inventory {} does not exist",
+                    inventory.display()
+                )));
+            }
+            let store = match crate::secrets::SecretStore::for_inventory(&inventory) {
+                Ok(s) => s,
+                Err(e) => return fail(&e.into()),
+            };
+            let report = match store.rotate_tls(ca) {
+                Ok(r) => r,
+                Err(e) => return fail(&e.into()),
+            };
+            for n in store.take_notices() {
+                eprint_line(&format!("[NOTICE]: {n}"));
+            }
+            if report.ca {
+                print_line("rotated: CA");
+            }
+            for h in &report.hosts {
+                print_line(&format!("rotated: {h}"));
+            }
+            print_line(&format!(
+                "{} host certificate(s) re-issued in {}; run apply to distribute them",
+                report.hosts.len(),
+                store.dir().display()
+            ));
+            std::process::ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Options shared by validate, plan, apply and play.
@@ -233,5 +290,6 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Plan(args) => run_playbook(&args.run, Mode::Check, args.exit_code),
         Command::Apply(args) | Command::Play(args) => run_playbook(&args, Mode::Apply, false),
         Command::Lab(args) => crate::lab::cli::run(args),
+        Command::Tls(args) => tls_command(args),
     }
 }

@@ -16,6 +16,7 @@ pub mod raw;
 pub mod report;
 pub mod resolve;
 pub mod secret;
+pub mod secrets;
 pub mod shell;
 pub mod template;
 pub mod transport;

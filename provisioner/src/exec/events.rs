@@ -84,6 +84,10 @@ pub enum RunEvent {
     Warning {
         message: String,
     },
+    /// Something the operator should know that is not a problem (e.g. a key was generated).
+    Notice {
+        message: String,
+    },
     RunFinished {
         elapsed_ms: u64,
         cancelled: bool,

@@ -93,7 +93,7 @@ pub struct Runner {
     run_once: Mutex<HashMap<RunOnceKey, RunOnceCell>>,
     /// Hosts the walker stopped (failed, unreachable, aborted).
     stopped: Mutex<BTreeSet<String>>,
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
     rescuable: std::collections::HashSet<crate::diag::Loc>,
 }
@@ -143,7 +143,7 @@ impl Runner {
                 inventory: inventory.clone(),
                 hosts: hosts.clone(),
             }));
-        let redactor = Redactor::from_inventory(&inventory, &cfg.extra_vars);
+        let redactor = Arc::new(Redactor::from_inventory(&inventory, &cfg.extra_vars));
         let mut rescuable = std::collections::HashSet::new();
         fn mark(
             tasks: &[Task],
@@ -185,6 +185,23 @@ impl Runner {
             redactor,
             rescuable,
         }
+    }
+
+    /// Serve the `password` and `provisioner_tls` lookups from `store`; every value handed
+    /// out is censored from this run's events.
+    pub fn with_secrets(mut self, store: Arc<crate::secrets::SecretStore>) -> Self {
+        let provider = RunSecrets {
+            store,
+            redactor: self.redactor.clone(),
+            sink: self.sink.clone(),
+        };
+        self.templar = self.templar.with_secrets(Arc::new(provider));
+        self
+    }
+
+    /// The run's redactor (to censor anything else reported about this run).
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.clone()
     }
 
     fn emit(&self, mut e: RunEvent) {
@@ -1672,9 +1689,12 @@ fn display_value(v: &Value) -> String {
 ///
 /// Secret values are those of variables whose names say so (`*password*`, `*secret*`,
 /// `*token*`, `*_key` but not `*_key_file`) and `ansible_become_pass(word)`.
+///
+/// Values the engine generates (passwords, TLS keys) are added while the run goes with
+/// [`Redactor::learn`], so they are censored whatever the variable holding them is called.
 #[derive(Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: std::sync::RwLock<Vec<String>>,
 }
 
 /// Whether a variable's name marks its value as secret.
@@ -1692,44 +1712,62 @@ pub fn is_secret_name(name: &str) -> bool {
 
 impl Redactor {
     pub fn from_inventory(inv: &Inventory, extra: &Vars) -> Self {
-        let mut r = Redactor::default();
+        let mut found = Vec::new();
         for h in inv.host_names() {
-            r.collect(&Value::Object(inv.host_vars(h)), false);
+            collect(&Value::Object(inv.host_vars(h)), false, &mut found);
         }
-        r.collect(&Value::Object(extra.clone()), false);
-        r.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        r.secrets.dedup();
+        collect(&Value::Object(extra.clone()), false, &mut found);
+        let r = Redactor::default();
+        r.add(found);
         r
     }
 
-    fn collect(&mut self, v: &Value, secret: bool) {
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    self.collect(v, secret || is_secret_name(k));
-                }
-            }
-            Value::Array(a) => a.iter().for_each(|v| self.collect(v, secret)),
-            Value::String(s) if secret && s.len() >= 4 && !s.contains("{{") => {
-                self.secrets.push(s.clone())
-            }
-            Value::Number(n) if secret && n.to_string().len() >= 4 => {
-                self.secrets.push(n.to_string())
-            }
-            _ => {}
+    /// Censor `value` from now on, in every event. A multi-line value (a PEM key) is also
+    /// censored line by line, so a diff or an excerpt cannot show part of it. Values shorter
+    /// than 4 characters are ignored (they would censor ordinary text).
+    pub fn learn(&self, value: &str) {
+        let mut found = vec![value.to_string()];
+        if value.contains('\n') {
+            found.extend(
+                value
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+                    .map(str::to_string),
+            );
         }
+        self.add(found);
+    }
+
+    fn add(&self, found: Vec<String>) {
+        let Ok(mut secrets) = self.secrets.write() else {
+            return;
+        };
+        for s in found {
+            if s.len() >= 4 && !secrets.contains(&s) {
+                secrets.push(s);
+            }
+        }
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     pub fn redact(&self, s: &mut String) {
-        for secret in &self.secrets {
+        let Ok(secrets) = self.secrets.read() else {
+            return;
+        };
+        for secret in secrets.iter() {
             if s.contains(secret.as_str()) {
                 *s = s.replace(secret.as_str(), "********");
             }
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.secrets.read().map(|s| s.is_empty()).unwrap_or(true)
+    }
+
     pub fn redact_event(&self, e: &mut RunEvent) {
-        if self.secrets.is_empty() {
+        if self.is_empty() {
             return;
         }
         match e {
@@ -1746,8 +1784,92 @@ impl Redactor {
                 }
             }
             RunEvent::Command { command, .. } => self.redact(command),
-            RunEvent::Warning { message } => self.redact(message),
+            RunEvent::Warning { message } | RunEvent::Notice { message } => self.redact(message),
             _ => {}
         }
+    }
+}
+
+fn collect(v: &Value, secret: bool, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                collect(v, secret || is_secret_name(k), out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect(v, secret, out)),
+        Value::String(s) if secret && s.len() >= 4 && !s.contains("{{") => out.push(s.clone()),
+        Value::Number(n) if secret && n.to_string().len() >= 4 => out.push(n.to_string()),
+        _ => {}
+    }
+}
+
+/// The engine's secrets store as the templates' [`template::SecretProvider`]: every value it
+/// hands out is learnt by the run's [`Redactor`] first, and the store's notices (a key was
+/// generated) become events.
+struct RunSecrets {
+    store: Arc<crate::secrets::SecretStore>,
+    redactor: Arc<Redactor>,
+    sink: Arc<dyn EventSink>,
+}
+
+impl RunSecrets {
+    fn notices(&self) {
+        for message in self.store.take_notices() {
+            self.sink.emit(RunEvent::Notice { message });
+        }
+    }
+}
+
+impl template::SecretProvider for RunSecrets {
+    fn password(
+        &self,
+        term: &str,
+        kwargs: &[(String, String)],
+    ) -> Result<crate::secret::Secret, String> {
+        let r = self.store.password(term, kwargs).map_err(|e| e.to_string());
+        if let Ok(s) = &r {
+            self.redactor.learn(s.expose());
+        }
+        self.notices();
+        r
+    }
+
+    fn tls_ca(&self) -> Result<String, String> {
+        let r = self.store.tls_ca().map_err(|e| e.to_string());
+        self.notices();
+        r
+    }
+
+    fn tls_host(
+        &self,
+        host: &crate::secrets::TlsHost,
+    ) -> Result<(String, crate::secret::Secret), String> {
+        let r = self.store.tls_host(host).map_err(|e| e.to_string());
+        if let Ok((_, key)) = &r {
+            self.redactor.learn(key.expose());
+        }
+        self.notices();
+        r
+    }
+}
+
+#[cfg(test)]
+mod redactor_tests {
+    use super::*;
+
+    #[test]
+    fn learnt_values_are_censored_whole_and_line_by_line() {
+        let r = Redactor::default();
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\nAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n-----END PRIVATE KEY-----\n";
+        r.learn(key);
+        r.learn("Zq8pLm3x");
+        r.learn("ab");
+        let mut whole = format!("content: {key} and Zq8pLm3x, ab");
+        r.redact(&mut whole);
+        assert_eq!(whole, "content: ******** and ********, ab");
+        let mut part = "+AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n".to_string();
+        r.redact(&mut part);
+        assert_eq!(part, "+********\n");
     }
 }

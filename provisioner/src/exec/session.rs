@@ -135,6 +135,10 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.sorted()));
     }
+    // A missing or wrong secrets key is bad input: say so before anything starts.
+    if let Some(inv) = req.inventory.first() {
+        crate::secrets::SecretStore::for_inventory(inv)?;
+    }
     Ok(Prepared {
         inventory: Arc::new(inventory),
         playbook,
@@ -227,6 +231,12 @@ pub async fn run(
     cancel: watch::Receiver<bool>,
 ) -> Result<WalkSummary, Error> {
     let started = Instant::now();
+    // The inventory's encrypted secrets: a missing or wrong key stops the run here, before
+    // any host is touched.
+    let secrets = match req.inventory.first() {
+        Some(inv) => Some(Arc::new(crate::secrets::SecretStore::for_inventory(inv)?)),
+        None => None,
+    };
     let Prepared {
         inventory,
         playbook,
@@ -285,14 +295,18 @@ pub async fn run(
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
     };
-    let runner = Arc::new(Runner::new(
+    let mut runner = Runner::new(
         playbook.plays.clone(),
         play_hosts.clone(),
         inventory,
         connector,
         sink.clone(),
         cfg,
-    ));
+    );
+    if let Some(store) = secrets {
+        runner = runner.with_secrets(store);
+    }
+    let runner = Arc::new(runner);
     // Handlers an earlier failed run left pending fire in this run (Ansible forgets them).
     let pending_path = pending_file(req);
     let mut previous: HashMap<String, Vec<String>> = pending_path

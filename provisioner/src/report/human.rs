@@ -116,6 +116,9 @@ impl HumanFormatter {
             RunEvent::Warning { message } => {
                 out.push(paint(&format!("[WARNING]: {message}"), "35", c));
             }
+            RunEvent::Notice { message } => {
+                out.push(paint(&format!("[NOTICE]: {message}"), "36", c));
+            }
             RunEvent::HostStopped { host, reason } if self.opts.verbose => {
                 out.push(format!("<{host}> no more steps: {reason}"));
             }

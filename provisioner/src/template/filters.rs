@@ -11,6 +11,7 @@ use sha1::Digest as _;
 use sha2::Digest as _;
 
 use super::pyfmt;
+use super::SecretProvider;
 
 type R = Result<Value, Error>;
 
@@ -27,7 +28,11 @@ fn native_text(s: String) -> Value {
     Value::from_safe_string(s)
 }
 
-pub(crate) fn register(env: &mut Environment<'static>, base_dir: Arc<Path>) {
+pub(crate) fn register(
+    env: &mut Environment<'static>,
+    base_dir: Arc<Path>,
+    secrets: Option<Arc<dyn SecretProvider>>,
+) {
     env.add_filter("bool", bool_filter);
     env.add_filter("default", default);
     env.add_filter("d", default);
@@ -208,13 +213,20 @@ pub(crate) fn register(env: &mut Environment<'static>, base_dir: Arc<Path>) {
 
     // lookups
     let dir = base_dir.clone();
+    let sec = secrets.clone();
     env.add_function(
         "lookup",
-        move |name: String, terms: Rest<Value>, kw: Kwargs| {
-            let found = run_lookup(&dir, &name, &terms.0, &kw)?;
+        move |state: &State, name: String, terms: Rest<Value>, kw: Kwargs| {
+            let found = match secret_lookup(state, sec.as_deref(), &name, &terms.0, &kw) {
+                Some(r) => r?,
+                None => run_lookup(&dir, &name, &terms.0, &kw)?,
+            };
             let wantlist: Option<bool> = kw.get("wantlist")?;
             if wantlist.unwrap_or(false) {
                 return Ok(Value::from(found));
+            }
+            if found.len() == 1 && found[0].is_safe() {
+                return Ok(found[0].clone());
             }
             Ok(Value::from(
                 found.iter().map(text).collect::<Vec<_>>().join(","),
@@ -223,9 +235,17 @@ pub(crate) fn register(env: &mut Environment<'static>, base_dir: Arc<Path>) {
     );
     for name in ["query", "q"] {
         let dir = base_dir.clone();
-        env.add_function(name, move |name: String, terms: Rest<Value>, kw: Kwargs| {
-            Ok(Value::from(run_lookup(&dir, &name, &terms.0, &kw)?))
-        });
+        let sec = secrets.clone();
+        env.add_function(
+            name,
+            move |state: &State, name: String, terms: Rest<Value>, kw: Kwargs| {
+                let found = match secret_lookup(state, sec.as_deref(), &name, &terms.0, &kw) {
+                    Some(r) => r?,
+                    None => run_lookup(&dir, &name, &terms.0, &kw)?,
+                };
+                Ok(Value::from(found))
+            },
+        );
     }
     env.set_unknown_method_callback(python_methods);
 }
@@ -1187,6 +1207,114 @@ fn changed(v: Value) -> Result<bool, Error> {
 }
 
 // ---------------------------------------------------------------- lookups
+
+/// The `password` and `provisioner_tls` lookups, served by the engine's secrets store;
+/// `None` for any other lookup. Values are text Ansible would not re-parse.
+fn secret_lookup(
+    state: &State,
+    secrets: Option<&dyn SecretProvider>,
+    name: &str,
+    terms: &[Value],
+    kw: &Kwargs,
+) -> Option<Result<Vec<Value>, Error>> {
+    let short = name.strip_prefix("ansible.builtin.").unwrap_or(name);
+    if short != "password" && name != "provisioner_tls" {
+        return None;
+    }
+    Some((|| {
+        let Some(secrets) = secrets else {
+            return Err(err(format!(
+                "lookup plugin ({name}) needs the engine's secrets store, which this run does not have"
+            )));
+        };
+        let _: Option<Value> = kw.get("errors")?;
+        let _: Option<bool> = kw.get("wantlist")?;
+        if short == "password" {
+            let mut params = Vec::new();
+            for k in ["length", "chars", "encrypt", "seed", "ident", "salt"] {
+                let v: Option<Value> = kw.get(k)?;
+                if let Some(v) = v {
+                    let t = match v.kind() {
+                        ValueKind::Seq => v
+                            .try_iter()
+                            .map(|i| i.map(|x| text(&x)).collect::<Vec<_>>().join(","))
+                            .unwrap_or_default(),
+                        _ => text(&v),
+                    };
+                    params.push((k.to_string(), t));
+                }
+            }
+            let mut out = Vec::new();
+            for t in terms {
+                let s = secrets.password(&text(t), &params).map_err(err)?;
+                out.push(native_text(s.expose().to_string()));
+            }
+            return Ok(out);
+        }
+        // provisioner_tls: 'ca' | 'cert' | 'key', host=H (default: inventory_hostname)
+        let host: Option<String> = kw.get("host")?;
+        let mut out = Vec::new();
+        for t in terms {
+            let what = text(t);
+            match what.as_str() {
+                "ca" => out.push(native_text(secrets.tls_ca().map_err(err)?)),
+                "cert" | "key" => {
+                    let h = tls_host(state, host.clone())?;
+                    let (cert, key) = secrets.tls_host(&h).map_err(err)?;
+                    out.push(native_text(if what == "cert" {
+                        cert
+                    } else {
+                        key.expose().to_string()
+                    }));
+                }
+                other => {
+                    return Err(err(format!(
+                        "provisioner_tls: unknown item `{other}` (ca, cert or key)"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    })())
+}
+
+/// Who a certificate is for: the host's name, `ansible_host` and `dns_domain` (default
+/// `mesos`), read from `hostvars` (or from the current host's own variables).
+fn tls_host(state: &State, host: Option<String>) -> Result<crate::secrets::TlsHost, Error> {
+    let current = state
+        .lookup("inventory_hostname")
+        .and_then(|v| v.as_str().map(str::to_string));
+    let name = host.or_else(|| current.clone()).ok_or_else(|| {
+        err("provisioner_tls: say which host (host=...): there is no inventory_hostname here")
+    })?;
+    let defined = |v: Value| -> Option<String> {
+        if v.is_undefined() || v.is_none() {
+            None
+        } else {
+            Some(text(&v)).filter(|s| !s.is_empty())
+        }
+    };
+    let vars: Option<Value> = state
+        .lookup("hostvars")
+        .and_then(|hv| hv.get_item(&Value::from(name.as_str())).ok())
+        .filter(|v| !v.is_undefined());
+    if vars.is_none() && current.as_deref() != Some(name.as_str()) {
+        return Err(err(format!("provisioner_tls: unknown host `{name}`")));
+    }
+    let get = |attr: &str| -> Result<Option<String>, Error> {
+        match vars.as_ref() {
+            Some(v) => Ok(v.get_attr(attr).ok().and_then(defined)),
+            None => Ok(state.lookup(attr).and_then(defined)),
+        }
+    };
+    let address = get("ansible_host")?.filter(|a| a != &name);
+    let dns_domain = get("dns_domain")?.unwrap_or_else(|| "mesos".to_string());
+    Ok(crate::secrets::TlsHost {
+        name,
+        address,
+        dns_domain,
+    })
+}
 
 fn run_lookup(base: &Path, name: &str, terms: &[Value], kw: &Kwargs) -> Result<Vec<Value>, Error> {
     let terms: Vec<Value> = terms

@@ -35,6 +35,26 @@ use crate::diag::{Diagnostic, Loc};
 
 pub use lazy::HostVarsSource;
 
+/// Serves the `password` and `provisioner_tls` lookups. The template module stays pure: the
+/// engine plugs its encrypted store in with [`Templar::with_secrets`]. Values come back as
+/// [`Secret`](crate::secret::Secret)s; the implementation is responsible for registering them
+/// with whatever redacts output.
+pub trait SecretProvider: Send + Sync {
+    /// `lookup('password', term, **kwargs)` (Ansible's syntax: `NAME length=N chars=...`).
+    fn password(
+        &self,
+        term: &str,
+        kwargs: &[(String, String)],
+    ) -> Result<crate::secret::Secret, String>;
+    /// `lookup('provisioner_tls', 'ca')`: the cluster CA certificate (PEM).
+    fn tls_ca(&self) -> Result<String, String>;
+    /// `lookup('provisioner_tls', 'cert'|'key', host=H)`: the host's certificate and key (PEM).
+    fn tls_host(
+        &self,
+        host: &crate::secrets::TlsHost,
+    ) -> Result<(String, crate::secret::Secret), String>;
+}
+
 /// A variable map, as the engine holds it: names to raw (untemplated) values.
 pub type Vars = serde_json::Map<String, Json>;
 
@@ -145,6 +165,7 @@ pub struct Templar {
     env: Arc<Environment<'static>>,
     base_dir: Arc<Path>,
     hostvars: Option<Arc<dyn HostVarsSource>>,
+    secrets: Option<Arc<dyn SecretProvider>>,
 }
 
 impl std::fmt::Debug for Templar {
@@ -196,6 +217,7 @@ pub(crate) fn build_env(
     base_dir: Arc<Path>,
     trim_blocks: bool,
     lstrip_blocks: bool,
+    secrets: Option<Arc<dyn SecretProvider>>,
 ) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -219,7 +241,7 @@ pub(crate) fn build_env(
             .map_err(|_| minijinja::Error::new(ErrorKind::WriteFailure, "write failed"))
     });
     env.add_global("omit", Value::from(OMIT));
-    filters::register(&mut env, base_dir);
+    filters::register(&mut env, base_dir, secrets);
     env
 }
 
@@ -229,9 +251,25 @@ impl Templar {
     pub fn new(base_dir: impl Into<PathBuf>) -> Self {
         let base_dir: Arc<Path> = Arc::from(base_dir.into().as_path());
         Templar {
-            env: Arc::new(build_env(base_dir.clone(), true, false)),
+            env: Arc::new(build_env(base_dir.clone(), true, false, None)),
             base_dir,
             hostvars: None,
+            secrets: None,
+        }
+    }
+
+    /// The same templar, with the `password` and `provisioner_tls` lookups served by
+    /// `secrets` (without it they fail with a clear message).
+    pub fn with_secrets(&self, secrets: Arc<dyn SecretProvider>) -> Self {
+        Templar {
+            env: Arc::new(build_env(
+                self.base_dir.clone(),
+                true,
+                false,
+                Some(secrets.clone()),
+            )),
+            secrets: Some(secrets),
+            ..self.clone()
         }
     }
 
@@ -388,6 +426,7 @@ impl Templar {
             self.base_dir.clone(),
             !opts.no_trim_blocks,
             opts.lstrip_blocks,
+            self.secrets.clone(),
         );
         let search_for_loader = search.clone();
         env.set_loader(move |name: &str| {
