@@ -211,6 +211,51 @@ pub(crate) fn register(
         },
     );
 
+    // Python's dict() as Ansible's Jinja has it: dict(), dict(mapping), dict(pairs) (e.g.
+    // `dict(keys | zip(values))`), plus keyword arguments. minijinja's builtin only takes keywords.
+    env.add_function("dict", |args: Rest<Value>, kw: Kwargs| -> R {
+        let mut pairs: Vec<(Value, Value)> = Vec::new();
+        match args.0.as_slice() {
+            [] => {}
+            [m] if m.kind() == ValueKind::Map => pairs = map_pairs(m)?,
+            [seq] => {
+                for item in seq.try_iter()? {
+                    let kv: Vec<Value> = match item.kind() {
+                        ValueKind::Seq | ValueKind::Iterable => item.try_iter()?.collect(),
+                        _ => Vec::new(),
+                    };
+                    match <[Value; 2]>::try_from(kv) {
+                        Ok([k, v]) => pairs.push((k, v)),
+                        Err(kv) => {
+                            return Err(err(format!(
+                                "dictionary update sequence element has length {}; 2 is required",
+                                kv.len()
+                            )))
+                        }
+                    }
+                }
+            }
+            more => {
+                return Err(err(format!(
+                    "dict expected at most 1 argument, got {}",
+                    more.len()
+                )))
+            }
+        }
+        for k in kw.args() {
+            pairs.push((Value::from(k), kw.get::<Value>(k)?));
+        }
+        // Python keeps the first position of a repeated key and the last value.
+        let mut merged: Vec<(Value, Value)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            match merged.iter_mut().find(|(mk, _)| *mk == k) {
+                Some(slot) => slot.1 = v,
+                None => merged.push((k, v)),
+            }
+        }
+        Ok(Value::from_pairs(merged))
+    });
+
     // lookups
     let dir = base_dir.clone();
     let sec = secrets.clone();

@@ -311,3 +311,23 @@ fn template_files_render_like_the_template_module() {
         .ends_with("zoo.cfg.j2"));
     assert!(t.render_file(&dir.join("broken.j2"), &v).is_err());
 }
+
+/// Regression: `dict(keys | zip(values))` failed with "invalid operation" (minijinja's builtin
+/// dict() takes keyword arguments only; Ansible's is Python's dict). Oracle: cases dict_*.
+#[test]
+fn dict_builds_from_pairs_like_python() {
+    let got = render(
+        "{{ dict(names | zip(addrs)) | dict2items(key_name='name', value_name='address') }}",
+        json!({"names": ["m1", "a1"], "addrs": ["10.0.0.1", "10.0.0.2"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        json!([{"name": "m1", "address": "10.0.0.1"}, {"name": "a1", "address": "10.0.0.2"}])
+    );
+    assert_eq!(
+        render("{{ dict({'a': 1}, a=2, b=3) }}", json!({})).unwrap(),
+        json!({"a": 2, "b": 3})
+    );
+    assert!(render("{{ dict([['a', 1, 2]]) }}", json!({})).is_err());
+}
