@@ -45,10 +45,7 @@ pub async fn contend(client: &zk::Client, url: &ZkUrl, info: &Value) -> Result<S
     let acls = acls(url);
     if url.path != "/" {
         client
-            .mkdir(
-                &url.path,
-                &zk::CreateMode::Persistent.with_acls(acls),
-            )
+            .mkdir(&url.path, &zk::CreateMode::Persistent.with_acls(acls))
             .await
             .map_err(|e| format!("create {}: {e}", url.path))?;
     }
