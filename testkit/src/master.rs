@@ -553,10 +553,19 @@ pub async fn run(cfg: MasterConfig) -> Result<(), String> {
     lock(&state).my_znode = Some(znode.clone());
     let lost = election::session_lost(&client);
     tokio::pin!(lost);
+    let stop = stop_signal();
+    tokio::pin!(stop);
     let mut was_leader = false;
     loop {
         tokio::select! {
             s = &mut lost => return Err(format!("ZooKeeper session lost ({s:?}); exiting")),
+            _ = &mut stop => {
+                // Withdraw at once so the others elect a new leader now, not after the session
+                // timeout (real Mesos leaves its znode to expire; a stand-in may be kinder).
+                tracing::info!("stopping: removing {znode}");
+                let _ = client.delete(&zk_url.child(&znode), None).await;
+                return Ok(());
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
         let contenders = match election::contenders(&client, &zk_url).await {
@@ -604,6 +613,23 @@ pub async fn run(cfg: MasterConfig) -> Result<(), String> {
             return Err("lost leadership; exiting (as Mesos does)".into());
         }
         was_leader = leading;
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

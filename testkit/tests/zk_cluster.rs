@@ -5,6 +5,8 @@
 //!     apt-get install -y zookeeper
 //!     cargo test -p testkit --features zk --test zk_cluster -- --nocapture
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // a test crate: panics and eprintln are the point
+
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
