@@ -1,0 +1,126 @@
+//! `mesos-standin`: a TEST STAND-IN for Mesos (master, agent) and Mesos-DNS. Not Mesos.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use testkit::{agent, dns, flags, master};
+
+#[derive(Parser)]
+#[command(
+    name = "mesos-standin",
+    version = master::VERSION,
+    about = "TEST STAND-IN for Mesos master/agent and Mesos-DNS (lab and CI only; this is not Mesos)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A Mesos master: flag files, ZooKeeper leader election, master HTTP endpoints.
+    Master {
+        #[arg(long, default_value = "/etc/mesos-master")]
+        flags_dir: PathBuf,
+        #[arg(long, default_value = "/etc/mesos/zk")]
+        zk_file: PathBuf,
+        /// Validate the flags and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// A Mesos agent: flag files, leader detection, registration, agent HTTP endpoints.
+    Agent {
+        #[arg(long, default_value = "/etc/mesos-agent")]
+        flags_dir: PathBuf,
+        #[arg(long, default_value = "/etc/mesos/zk")]
+        zk_file: PathBuf,
+        #[arg(long)]
+        check: bool,
+    },
+    /// Mesos-DNS: config.json, A records for the leader, masters and agents.
+    Dns {
+        #[arg(long, default_value = "/etc/mesos-dns/config.json")]
+        config: PathBuf,
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn zk_file(p: &std::path::Path) -> Result<Option<String>, Vec<String>> {
+    if p.exists() {
+        flags::read_zk_file(p).map(Some).map_err(|e| vec![e])
+    } else {
+        Ok(None)
+    }
+}
+
+async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
+    match cmd {
+        Cmd::Master {
+            flags_dir,
+            zk_file: zf,
+            check,
+        } => {
+            let f = flags::read_flags_dir(&flags_dir).map_err(|e| vec![e])?;
+            let cfg = flags::master_config(f, zk_file(&zf)?)?;
+            if check {
+                tracing::info!("master flags are valid");
+                return Ok(());
+            }
+            master::run(cfg).await.map_err(|e| vec![e])
+        }
+        Cmd::Agent {
+            flags_dir,
+            zk_file: zf,
+            check,
+        } => {
+            let f = flags::read_flags_dir(&flags_dir).map_err(|e| vec![e])?;
+            let cfg = flags::agent_config(f, zk_file(&zf)?)?;
+            if check {
+                tracing::info!("agent flags are valid");
+                return Ok(());
+            }
+            agent::run(cfg).await.map_err(|e| vec![e])
+        }
+        Cmd::Dns { config, check } => {
+            let cfg = dns::load_config(&config)?;
+            if check {
+                tracing::info!("mesos-dns config is valid");
+                return Ok(());
+            }
+            dns::run(cfg).await.map_err(|e| vec![e])
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(errs) => {
+            for e in errs {
+                tracing::error!("{e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
