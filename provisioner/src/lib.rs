@@ -17,6 +17,7 @@ pub mod report;
 pub mod resolve;
 pub mod secret;
 pub mod shell;
+pub mod stack;
 pub mod template;
 pub mod transport;
 pub mod yaml;
