@@ -357,3 +357,27 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
         }
     }
 }
+
+/// Apply the bundled stack (or `stack_dir`) to an inventory with the default options, rendering
+/// as `provisioner apply` does; returns its exit code. Used by `lab up`.
+pub fn apply_stack(
+    inventory: &std::path::Path,
+    stack_dir: Option<PathBuf>,
+) -> std::process::ExitCode {
+    let args = RunArgs {
+        inventory: vec![inventory.to_path_buf()],
+        playbook: None,
+        stack_dir,
+        limit: None,
+        diff: false,
+        verbose: false,
+        forks: 16,
+        extra_vars: Vec::new(),
+        roles_path: Vec::new(),
+        timeout: 1800,
+        output: Output::Human,
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+    };
+    run_playbook(&args, Mode::Apply, false, true)
+}
