@@ -208,6 +208,15 @@ pub fn load(stack_dir: Option<&Path>, cache_root: &Path) -> Result<Stack, Error>
     })
 }
 
+/// The variables topology validation reads.
+const TOPOLOGY_VARS: &[&str] = &[
+    "mesos_quorum",
+    "mesos_source",
+    "mesos_local_artifact",
+    "allow_colocated",
+    "cni_supernet",
+];
+
 /// For a stack run, before host selection: add the groups the inventory lacks (`zookeeper` =
 /// the masters, `monitoring` = the first master) and check the topology rules with each
 /// host's inventory variables overlaid by `extra_vars`. Problems are located at `inventory`.
@@ -237,9 +246,24 @@ pub fn prepare_inventory(
     }
     let groups = groups_of(inv);
     let mut vars: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    let templar = crate::template::Templar::new(".");
     for h in inv.host_names() {
         let mut v = inv.host_vars(h);
         v.extend(extra_vars.clone());
+        // The checked values may be Jinja (e.g. the cluster_facts expression for
+        // mesos_quorum): judge what they render to, without facts; keep them when they
+        // cannot render yet.
+        let mut ctx = v.clone();
+        ctx.extend(inv.magic_vars(h));
+        for k in TOPOLOGY_VARS {
+            if let Some(Value::String(s)) = v.get(*k) {
+                if crate::template::is_possibly_template(s) {
+                    if let Ok(r) = templar.render_str(s, &ctx) {
+                        v.insert(k.to_string(), r);
+                    }
+                }
+            }
+        }
         vars.insert(h.to_string(), v);
     }
     let loc = Loc::file(inventory);
