@@ -27,14 +27,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the inventory, playbook, roles and templates; touch no host.
+    /// Check the inventory, playbook (default: the bundled stack), roles and templates; touch no host.
     Validate(RunArgs),
     /// Show what would change on each host (check mode, with diffs); change nothing.
     Plan(PlanArgs),
-    /// Converge every host to the declared state.
+    /// Converge every host: the bundled Mesos stack, or the playbook given.
     Apply(RunArgs),
-    /// Run an Ansible playbook written in the supported subset.
+    /// Run an Ansible playbook written in the supported subset (a playbook is required).
     Play(RunArgs),
+    /// The bundled stack's components (cluster-core/bundle.yaml).
+    Bundle(BundleArgs),
     /// Print the version and exit.
     Version,
     /// Local test clusters of real systemd hosts (systemd-nspawn + debootstrap).
@@ -104,8 +106,12 @@ pub struct RunArgs {
     /// Inventory file or directory (Ansible INI or YAML). Repeatable.
     #[arg(short = 'i', long = "inventory", required = true)]
     pub inventory: Vec<PathBuf>,
-    /// The playbook to run.
+    /// The playbook to run. Without one, validate/plan/apply run the bundled Mesos stack.
     pub playbook: Option<PathBuf>,
+    /// Run the stack from this directory (shaped like the repository's `roles/`: `site.yml`,
+    /// the roles, optionally `bundle.yaml`) instead of the copy built into the binary.
+    #[arg(long = "stack-dir", conflicts_with = "playbook")]
+    pub stack_dir: Option<PathBuf>,
     /// Restrict to hosts matching this pattern (Ansible syntax: groups, globs, `!`, `&`).
     #[arg(short = 'l', long)]
     pub limit: Option<String>,
@@ -170,23 +176,62 @@ fn parse_extra_vars(items: &[String]) -> Result<serde_json::Map<String, serde_js
     Ok(vars)
 }
 
-fn request(args: &RunArgs, mode: Mode) -> Result<RunRequest, Error> {
-    let playbook = args.playbook.clone().ok_or_else(|| {
-        Error::Usage(
-            "give a playbook to run (the bundled Mesos stack is not available in this build yet)"
-                .into(),
-        )
-    })?;
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(subcommand)]
+    pub command: BundleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// A table of the components: version, groups, source kinds, ports, restart, upgrade order.
+    Show {
+        /// Show the bundle.yaml of this stack directory instead of the built-in one.
+        #[arg(long = "stack-dir")]
+        stack_dir: Option<PathBuf>,
+    },
+    /// Print the `bundle` variable as YAML, for ansible-playbook:
+    /// `provisioner bundle vars > group_vars/all/bundle.yml`.
+    Vars {
+        #[arg(long = "stack-dir")]
+        stack_dir: Option<PathBuf>,
+    },
+}
+
+/// What a command runs: the playbook given, or (when allowed) the bundled stack.
+fn request(args: &RunArgs, mode: Mode, stack_allowed: bool) -> Result<RunRequest, Error> {
+    let mut roles_path = args.roles_path.clone();
+    let (playbook, stack) = match (&args.playbook, stack_allowed) {
+        (Some(p), _) => (p.clone(), None),
+        (None, false) => {
+            return Err(Error::Usage(
+                "`play` runs a playbook: give one (`provisioner apply -i INVENTORY` without a playbook runs the bundled stack)".into(),
+            ))
+        }
+        (None, true) => {
+            let st = crate::stack::load(
+                args.stack_dir.as_deref(),
+                &crate::stack::default_cache_root(),
+            )?;
+            roles_path.insert(0, st.dir.clone());
+            let run = session::StackRun {
+                vars: st.vars(),
+                diags: st.diags.clone(),
+            };
+            (st.playbook, Some(run))
+        }
+    };
     Ok(RunRequest {
         inventory: args.inventory.clone(),
         playbook,
+        stack,
         limit: args.limit.clone(),
         mode,
         diff: args.diff,
         verbose: args.verbose,
         forks: args.forks.max(1),
         extra_vars: parse_extra_vars(&args.extra_vars)?,
-        roles_path: args.roles_path.clone(),
+        roles_path,
         command_timeout: Duration::from_secs(args.timeout.max(1)),
         tags: args.tags.clone(),
         skip_tags: args.skip_tags.clone(),
@@ -203,8 +248,13 @@ fn fail(e: &Error) -> std::process::ExitCode {
 }
 
 /// Validate, then run with the SSH transport, rendering events; returns the exit code.
-fn run_playbook(args: &RunArgs, mode: Mode, drift_exit: bool) -> std::process::ExitCode {
-    let req = match request(args, mode) {
+fn run_playbook(
+    args: &RunArgs,
+    mode: Mode,
+    drift_exit: bool,
+    stack_allowed: bool,
+) -> std::process::ExitCode {
+    let req = match request(args, mode, stack_allowed) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -265,7 +315,7 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Validate(args) => {
-            let req = match request(&args, Mode::Check) {
+            let req = match request(&args, Mode::Check, true) {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
             };
@@ -287,9 +337,105 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Plan(args) => run_playbook(&args.run, Mode::Check, args.exit_code),
-        Command::Apply(args) | Command::Play(args) => run_playbook(&args, Mode::Apply, false),
+        Command::Plan(args) => run_playbook(&args.run, Mode::Check, args.exit_code, true),
+        Command::Apply(args) => run_playbook(&args, Mode::Apply, false, true),
+        Command::Play(args) => run_playbook(&args, Mode::Apply, false, false),
+        Command::Bundle(args) => bundle(args),
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
     }
+}
+
+fn bundle_of(stack_dir: Option<&std::path::Path>) -> Result<cluster_core::bundle::Bundle, Error> {
+    match stack_dir {
+        None => crate::stack::builtin_bundle(),
+        Some(d) => {
+            let f = d.join(crate::stack::BUNDLE_FILE);
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| Error::Usage(format!("cannot read {}: {e}", f.display())))?;
+            crate::stack::parse_bundle(&text, &f.display().to_string()).map_err(Error::Invalid)
+        }
+    }
+}
+
+fn bundle(args: BundleArgs) -> std::process::ExitCode {
+    match args.command {
+        BundleCommand::Show { stack_dir } => match bundle_of(stack_dir.as_deref()) {
+            Ok(b) => {
+                let rows = crate::stack::rows(&b);
+                let head = crate::stack::ComponentRow {
+                    order: 0,
+                    name: "COMPONENT".into(),
+                    version: "VERSION".into(),
+                    groups: "GROUPS".into(),
+                    sources: "SOURCES".into(),
+                    ports: "PORTS".into(),
+                    restart: "RESTART".into(),
+                    after: "AFTER".into(),
+                };
+                let w = |f: fn(&crate::stack::ComponentRow) -> &str| {
+                    rows.iter()
+                        .chain(std::iter::once(&head))
+                        .map(|r| f(r).len())
+                        .max()
+                        .unwrap_or(0)
+                };
+                let (wn, wv, wg, ws, wp, wr) = (
+                    w(|r| &r.name),
+                    w(|r| &r.version),
+                    w(|r| &r.groups),
+                    w(|r| &r.sources),
+                    w(|r| &r.ports),
+                    w(|r| &r.restart),
+                );
+                let line = |order: &str, r: &crate::stack::ComponentRow| {
+                    format!(
+                        "{order:<5} {:<wn$} {:<wv$} {:<wg$} {:<ws$} {:<wp$} {:<wr$} {}",
+                        r.name, r.version, r.groups, r.sources, r.ports, r.restart, r.after
+                    )
+                    .trim_end()
+                    .to_string()
+                };
+                print_line(&line("ORDER", &head));
+                for r in &rows {
+                    print_line(&line(&r.order.to_string(), r));
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        BundleCommand::Vars { stack_dir } => {
+            match bundle_of(stack_dir.as_deref()).and_then(|b| crate::stack::bundle_vars_yaml(&b)) {
+                Ok(y) => {
+                    crate::report::print_raw(&y);
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+/// Apply the bundled stack (or `stack_dir`) to an inventory with the default options, rendering
+/// as `provisioner apply` does; returns its exit code. Used by `lab up`.
+pub fn apply_stack(
+    inventory: &std::path::Path,
+    stack_dir: Option<PathBuf>,
+) -> std::process::ExitCode {
+    let args = RunArgs {
+        inventory: vec![inventory.to_path_buf()],
+        playbook: None,
+        stack_dir,
+        limit: None,
+        diff: false,
+        verbose: false,
+        forks: 16,
+        extra_vars: Vec::new(),
+        roles_path: Vec::new(),
+        timeout: 1800,
+        output: Output::Human,
+        tags: Vec::new(),
+        skip_tags: Vec::new(),
+    };
+    run_playbook(&args, Mode::Apply, false, true)
 }

@@ -18,6 +18,7 @@ pub mod resolve;
 pub mod secret;
 pub mod secrets;
 pub mod shell;
+pub mod stack;
 pub mod template;
 pub mod transport;
 pub mod yaml;

@@ -136,6 +136,7 @@ impl Fixture {
             command_timeout: Duration::from_secs(60),
             tags: vec![],
             skip_tags: vec![],
+            stack: None,
         }
     }
 
@@ -573,4 +574,193 @@ fn run_once_runs_on_the_first_running_host_of_the_batch() {
         std::fs::read_to_string(f.path("hosts/once")).unwrap(),
         "h2\n"
     );
+}
+
+// ---------------------------------------------------------------- the bundled stack
+
+/// A stack run of `tests/fixtures/stack` (a tiny site.yml) over the local transport.
+struct StackFixture {
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl StackFixture {
+    fn new(inventory: &str) -> StackFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("hosts");
+        for h in ["m1", "m2", "m3", "a1"] {
+            std::fs::create_dir_all(root.join(h)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("inventory.ini"),
+            format!("{inventory}\n[all:vars]\nroot={}\n", root.display()),
+        )
+        .unwrap();
+        StackFixture {
+            dir,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn stack_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stack")
+    }
+
+    fn request(&self, stack_dir: &std::path::Path) -> RunRequest {
+        let st = provisioner::stack::load(Some(stack_dir), self.cache.path()).unwrap();
+        RunRequest {
+            inventory: vec![self.dir.path().join("inventory.ini")],
+            playbook: st.playbook.clone(),
+            limit: None,
+            mode: Mode::Apply,
+            diff: false,
+            verbose: false,
+            forks: 4,
+            extra_vars: Default::default(),
+            roles_path: vec![st.dir.clone()],
+            command_timeout: Duration::from_secs(60),
+            tags: vec![],
+            skip_tags: vec![],
+            stack: Some(session::StackRun {
+                vars: st.vars(),
+                diags: st.diags.clone(),
+            }),
+        }
+    }
+
+    fn host_file(&self, host: &str, f: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("hosts").join(host).join(f)).ok()
+    }
+}
+
+#[test]
+fn a_stack_run_sees_the_bundle_and_the_default_groups() {
+    let f = StackFixture::new("[masters]\nm1\nm2\nm3\n[agents]\na1\n");
+    let req = f.request(&StackFixture::stack_dir());
+    let prepared = session::prepare(&req).unwrap_or_else(|e| panic!("{e}"));
+    // zookeeper = the masters, monitoring = the first master.
+    assert_eq!(prepared.play_hosts, [vec!["m1", "m2", "m3"], vec!["m1"]]);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(session::run(
+            &req,
+            prepared,
+            Arc::new(LocalConnector::default()),
+            sink,
+            rx,
+        ))
+        .unwrap();
+    let bundle = cluster_core::bundle::Bundle::builtin().unwrap();
+    let zk = bundle.component("zookeeper").unwrap();
+    for h in ["m1", "m2", "m3"] {
+        assert_eq!(
+            f.host_file(h, "zk").as_deref(),
+            Some(
+                format!(
+                    "{} {} m1,m2,m3\n",
+                    zk.version.value, zk.ports["client"].value
+                )
+                .as_str()
+            ),
+            "{h}"
+        );
+    }
+    assert_eq!(f.host_file("a1", "zk"), None);
+    assert_eq!(f.host_file("m1", "monitoring").as_deref(), Some("9090\n"));
+    assert_eq!(f.host_file("m2", "monitoring"), None);
+}
+
+#[test]
+fn a_stack_run_reports_topology_and_bundle_problems_together() {
+    // An even ensemble, a colocated host, local Mesos without the artifact, a broken bundle:
+    // all reported at once, nothing run.
+    let stack = tempfile::tempdir().unwrap();
+    let src = StackFixture::stack_dir();
+    std::fs::copy(src.join("site.yml"), stack.path().join("site.yml")).unwrap();
+    for d in ["probe/tasks", "probe/defaults"] {
+        std::fs::create_dir_all(stack.path().join(d)).unwrap();
+        std::fs::copy(
+            src.join(d).join("main.yml"),
+            stack.path().join(d).join("main.yml"),
+        )
+        .unwrap();
+    }
+    let bad_bundle = cluster_core::BUNDLE_YAML.replace("after: [zookeeper]", "after: [zookeper]");
+    std::fs::write(stack.path().join("bundle.yaml"), bad_bundle).unwrap();
+    let f = StackFixture::new(
+        "[masters]\nm1\nm2\n[agents]\nm2\na1\n[zookeeper]\nm1\nm2\n[all:vars]\nmesos_source=local\n",
+    );
+    let req = f.request(stack.path());
+    let err = match session::prepare(&req) {
+        Ok(_) => panic!("prepared an invalid stack run"),
+        Err(e) => e,
+    };
+    assert_eq!(err.exit_code() as u8, 2);
+    let text = err.to_string();
+    let inv = f.dir.path().join("inventory.ini").display().to_string();
+    for want in [
+        format!("{inv}: the ZooKeeper ensemble has 2 members (m1, m2)"),
+        format!("{inv}: m2 is in both `masters` and `agents`"),
+        format!("{inv}: a1: mesos_source is `local` but mesos_local_artifact"),
+        "bundle.yaml:".to_string(),
+        "`after` names unknown component `zookeper`".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn cli_bundle_show_and_stack_validation() {
+    let bin = env!("CARGO_BIN_EXE_provisioner");
+    let out = std::process::Command::new(bin)
+        .args(["bundle", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("ORDER COMPONENT"), "{text}");
+    assert!(text.contains("zookeeper"), "{text}");
+    assert!(text.contains("client=2181"), "{text}");
+
+    let f = StackFixture::new("[masters]\nm1\n[agents]\na1\n");
+    let inv = f.dir.path().join("inventory.ini");
+    let out = std::process::Command::new(bin)
+        .arg("validate")
+        .arg("-i")
+        .arg(&inv)
+        .arg("--stack-dir")
+        .arg(StackFixture::stack_dir())
+        .env("XDG_CACHE_HOME", f.cache.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 play(s)"));
+    // `play` still needs a playbook.
+    let out = std::process::Command::new(bin)
+        .arg("play")
+        .arg("-i")
+        .arg(&inv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`play` runs a playbook"));
+    // An even ensemble through the CLI: exit 2, nothing run.
+    let g = StackFixture::new("[masters]\nm1\nm2\n[agents]\na1\n");
+    let out = std::process::Command::new(bin)
+        .arg("validate")
+        .arg("-i")
+        .arg(g.dir.path().join("inventory.ini"))
+        .arg("--stack-dir")
+        .arg(StackFixture::stack_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be odd"));
 }

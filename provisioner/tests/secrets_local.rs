@@ -86,6 +86,7 @@ fn request(dir: &Path) -> RunRequest {
         command_timeout: Duration::from_secs(60),
         tags: vec![],
         skip_tags: vec![],
+        stack: None,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct RunConfig {
     /// `--tags` and `--skip-tags`.
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
+    /// Stack runs: variables at role-defaults precedence (`bundle`), over the roles' own
+    /// defaults. Empty for a playbook run.
+    pub stack_vars: Vars,
 }
 
 /// Per-host state that lives across steps.
@@ -225,6 +228,7 @@ impl Runner {
         for (_, d) in &play.role_defaults {
             defaults.extend(d.clone());
         }
+        defaults.extend(self.cfg.stack_vars.clone());
         stack.set(VarLevel::RoleDefaults, defaults);
         let (facts, set_facts) = self.with_state(host, |s| (s.facts.clone(), s.set_facts.clone()));
         stack.set(VarLevel::Facts, facts);

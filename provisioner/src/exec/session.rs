@@ -39,6 +39,18 @@ pub struct RunRequest {
     pub command_timeout: Duration,
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
+    /// Set for a run of the bundled stack (`apply` with no playbook, see `crate::stack`).
+    pub stack: Option<StackRun>,
+}
+
+/// What a run of the bundled stack adds to a playbook run.
+#[derive(Clone, Debug, Default)]
+pub struct StackRun {
+    /// Variables at role-defaults precedence (`bundle`): above the roles' `defaults/`, below
+    /// every inventory level, as `group_vars/all` would be for ansible-playbook.
+    pub vars: Vars,
+    /// Problems of the stack itself (its bundle), reported with every other problem.
+    pub diags: Diagnostics,
 }
 
 /// Everything validated and planned, ready to run.
@@ -54,6 +66,17 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     let mut diags = Diagnostics::new();
     let inventory = match crate::resolve::inventory::load_sources(&req.inventory) {
         Ok(mut inv) => {
+            if let Some(stack) = &req.stack {
+                // Default groups first (before group_vars and host selection), then the
+                // topology rules of docs/stack.md, located at the (first) inventory source.
+                let file = req
+                    .inventory
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                crate::stack::prepare_inventory(&mut inv, &req.extra_vars, &file, &mut diags);
+                diags.extend(stack.diags.clone());
+            }
             let pb_dir = playbook_dir(&req.playbook);
             if let Err(d) = crate::resolve::inventory::load_playbook_vars(&mut inv, &pb_dir) {
                 diags.extend(d);
@@ -122,13 +145,14 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     }
     if diags.is_empty() {
         let no_stack_vars = serde_json::Map::new();
+        let stack_vars = req.stack.as_ref().map(|st| &st.vars).unwrap_or(&no_stack_vars);
         diags.extend(crate::resolve::undefined::check(
             &playbook,
             &crate::resolve::undefined::Context {
                 inventory: &inventory,
                 play_hosts: &play_hosts,
                 extra_vars: &req.extra_vars,
-                stack_vars: &no_stack_vars,
+                stack_vars,
             },
         ));
     }
@@ -294,6 +318,11 @@ pub async fn run(
         playbook_dir: playbook_dir(&req.playbook),
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
+        stack_vars: req
+            .stack
+            .as_ref()
+            .map(|s| s.vars.clone())
+            .unwrap_or_default(),
     };
     let mut runner = Runner::new(
         playbook.plays.clone(),

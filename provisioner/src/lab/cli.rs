@@ -48,6 +48,12 @@ pub enum LabCommand {
         /// Install missing packages first (apt-get update + install).
         #[arg(long)]
         install_deps: bool,
+        /// Only the hosts: do not apply the bundled stack.
+        #[arg(long)]
+        bare: bool,
+        /// Apply the stack from this directory (shaped like `roles/`) instead of the built-in one.
+        #[arg(long = "stack-dir", conflicts_with = "bare")]
+        stack_dir: Option<PathBuf>,
     },
     /// Show each host's address and state.
     Status,
@@ -74,6 +80,26 @@ pub enum LabCommand {
 fn fail(e: &Error) -> ExitCode {
     eprint_line(&format!("error: {e}"));
     ExitCode::from(e.exit_code() as u8)
+}
+
+fn print_up(name: &str, r: &super::UpReport, secs: f64) {
+    if r.changed_nothing() {
+        print_line(&format!(
+            "lab {name}: already up, nothing changed ({} hosts running: {}); inventory {}",
+            r.already_running.len(),
+            r.already_running.join(" "),
+            r.inventory.display()
+        ));
+    } else {
+        print_line(&format!(
+            "lab {name} is up in {secs:.1}s: created [{}], booted [{}], already running [{}]",
+            r.created.join(" "),
+            r.booted.join(" "),
+            r.already_running.join(" ")
+        ));
+        print_line(&format!("inventory: {}", r.inventory.display()));
+        print_line(&format!("try: provisioner lab ssh --name {name} master1"));
+    }
 }
 
 pub fn run(args: LabArgs) -> ExitCode {
@@ -105,7 +131,21 @@ pub fn run(args: LabArgs) -> ExitCode {
             subnet,
             inventory,
             install_deps,
+            bare,
+            stack_dir,
         } => {
+            // The stack installs the Mesos stand-in (testkit) in place of Mesos: find it first,
+            // before any host is made. `--bare` records where it would be and goes on.
+            let standin = match super::standin_path() {
+                Ok(p) => p,
+                Err(e) => return fail(&e),
+            };
+            if !bare && !standin.is_file() {
+                return fail(&Error::Usage(format!(
+                    "the Mesos stand-in is not built ({} is missing): run `cargo build -p testkit` (same profile as this provisioner), or `lab up --bare` for hosts without the stack",
+                    standin.display()
+                )));
+            }
             let opts = UpOptions {
                 name: name.clone(),
                 masters,
@@ -114,30 +154,41 @@ pub fn run(args: LabArgs) -> ExitCode {
                 subnet,
                 inventory,
                 install_deps,
+                mesos_artifact: Some(standin),
             };
-            super::up(&opts, &sink).map(|r| {
-                if let Some(pb) = &spinner {
-                    pb.finish_and_clear();
+            let up = super::up(&opts, &sink);
+            if let Some(pb) = &spinner {
+                pb.finish_and_clear();
+            }
+            let report = match up {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            print_up(&name, &report, start.elapsed().as_secs_f64());
+            if bare {
+                return ExitCode::SUCCESS;
+            }
+            print_line(&format!(
+                "applying the stack to lab {name} (a re-run changes nothing when it is converged)"
+            ));
+            let code = crate::cli::apply_stack(&report.inventory, stack_dir);
+            if code != ExitCode::SUCCESS {
+                eprint_line(&format!(
+                    "error: lab {name} is up, but applying the stack failed (above); fix it and re-run `provisioner lab up --name {name}`, or `provisioner apply -i {}`",
+                    report.inventory.display()
+                ));
+                return code;
+            }
+            match crate::stack::builtin_bundle() {
+                Ok(b) => {
+                    print_line("endpoints:");
+                    for (what, at) in super::endpoints(&report.hosts, &b) {
+                        print_line(&format!("  {what:<22} {at}"));
+                    }
                 }
-                let secs = start.elapsed().as_secs_f64();
-                if r.changed_nothing() {
-                    print_line(&format!(
-                        "lab {name}: already up, nothing changed ({} hosts running: {}); inventory {}",
-                        r.already_running.len(),
-                        r.already_running.join(" "),
-                        r.inventory.display()
-                    ));
-                } else {
-                    print_line(&format!(
-                        "lab {name} is up in {secs:.1}s: created [{}], booted [{}], already running [{}]",
-                        r.created.join(" "),
-                        r.booted.join(" "),
-                        r.already_running.join(" ")
-                    ));
-                    print_line(&format!("inventory: {}", r.inventory.display()));
-                    print_line(&format!("try: provisioner lab ssh --name {name} master1"));
-                }
-            })
+                Err(e) => return fail(&e),
+            }
+            Ok(())
         }
         LabCommand::Status => super::status(&name).map(|s| {
             print_line(&format!(

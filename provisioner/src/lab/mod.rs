@@ -101,6 +101,9 @@ pub struct UpOptions {
     pub subnet: Option<String>,
     pub inventory: Option<PathBuf>,
     pub install_deps: bool,
+    /// The Mesos stand-in binary on this machine; written to the inventory as
+    /// `mesos_source: local` + `mesos_local_artifact` (the stack installs it instead of Mesos).
+    pub mesos_artifact: Option<PathBuf>,
 }
 
 /// What `lab up` did.
@@ -112,6 +115,8 @@ pub struct UpReport {
     pub already_running: Vec<String>,
     pub inventory: PathBuf,
     pub inventory_written: bool,
+    /// Every host of the lab (for the endpoints printed after the stack is applied).
+    pub hosts: Vec<HostSpec>,
 }
 
 impl UpReport {
@@ -434,13 +439,71 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
     if let Some(e) = first_err {
         return Err(e);
     }
-    let text = inventory::render(&spec.name, &hosts, &paths.key(), &paths.known_hosts());
+    let text = inventory::render(
+        &spec.name,
+        &hosts,
+        &paths.key(),
+        &paths.known_hosts(),
+        opts.mesos_artifact.as_deref(),
+    );
     if std::fs::read_to_string(&inventory_path).ok().as_deref() != Some(text.as_str()) {
         sys::write(&inventory_path, &text)?;
         report.inventory_written = true;
     }
     report.inventory = inventory_path;
+    report.hosts = hosts;
     Ok(report)
+}
+
+/// Where `lab up` looks for the Mesos stand-in: next to the running binary (the same cargo
+/// target directory, where `cargo build -p testkit` puts it).
+pub fn standin_path() -> Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Environment(format!("cannot find the running binary: {e}")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    Ok(dir.join(STANDIN_BINARY))
+}
+
+/// The file name of the Mesos stand-in (crate `testkit`).
+pub const STANDIN_BINARY: &str = "mesos-standin";
+
+/// The stack's endpoints on a lab, for humans: (what, where).
+pub fn endpoints(
+    hosts: &[HostSpec],
+    bundle: &cluster_core::bundle::Bundle,
+) -> Vec<(String, String)> {
+    let port = |c: &str, p: &str| {
+        bundle
+            .component(c)
+            .and_then(|c| c.ports.get(p))
+            .map(|p| p.value)
+    };
+    let masters: Vec<&HostSpec> = hosts
+        .iter()
+        .filter(|h| h.role == spec::Role::Master)
+        .collect();
+    let mut out = Vec::new();
+    if let Some(p) = port("mesos_master", "http") {
+        for m in &masters {
+            out.push((
+                format!("Mesos master {}", m.name),
+                format!("http://{}:{p}/", m.ip),
+            ));
+        }
+    }
+    if let Some(mon) = masters.first() {
+        if let Some(p) = port("prometheus", "http") {
+            out.push(("Prometheus".into(), format!("http://{}:{p}/", mon.ip)));
+        }
+        if let Some(p) = port("alertmanager", "http") {
+            out.push(("Alertmanager".into(), format!("http://{}:{p}/", mon.ip)));
+        }
+    }
+    if let Some(p) = port("zookeeper", "client") {
+        let zk: Vec<String> = masters.iter().map(|m| format!("{}:{p}", m.ip)).collect();
+        out.push(("ZooKeeper".into(), zk.join(",")));
+    }
+    out
 }
 
 /// One host's part of `up`: (created, booted).
@@ -797,6 +860,31 @@ mod tests {
         o.masters = Some(3);
         let err = resolve_spec(&o, Some(&st)).unwrap_err().to_string();
         assert!(err.contains("already exists with masters 1"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_name_masters_monitoring_and_zookeeper() {
+        let spec = LabSpec {
+            name: "lab".into(),
+            subnet: "10.240.0.0/24".parse().unwrap(),
+            masters: 3,
+            agents: 1,
+            extra: 0,
+        };
+        let b = cluster_core::bundle::Bundle::builtin().unwrap();
+        let e = endpoints(&spec.hosts(), &b);
+        let text: Vec<String> = e.iter().map(|(a, b)| format!("{a} {b}")).collect();
+        assert_eq!(
+            text,
+            [
+                "Mesos master master1 http://10.240.0.11:5050/",
+                "Mesos master master2 http://10.240.0.12:5050/",
+                "Mesos master master3 http://10.240.0.13:5050/",
+                "Prometheus http://10.240.0.11:9090/",
+                "Alertmanager http://10.240.0.11:9093/",
+                "ZooKeeper 10.240.0.11:2181,10.240.0.12:2181,10.240.0.13:2181",
+            ]
+        );
     }
 
     #[test]

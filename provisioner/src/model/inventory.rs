@@ -73,6 +73,40 @@ impl Inventory {
         self.groups.get(name)
     }
 
+    /// Add a group that the inventory does not define, as a child of `all` holding `hosts`
+    /// (known hosts only, in the given order). Used by stack runs for default groups
+    /// (`zookeeper` = the masters, ...). Returns false, changing nothing, if the group exists.
+    pub fn add_implicit_group(&mut self, name: &str, hosts: &[String]) -> bool {
+        if self.groups.contains_key(name) {
+            return false;
+        }
+        let members: Vec<String> = hosts
+            .iter()
+            .filter(|h| self.hosts.contains_key(h.as_str()))
+            .cloned()
+            .collect();
+        for h in &members {
+            if let Some(host) = self.hosts.get_mut(h) {
+                host.direct_groups.push(name.to_string());
+            }
+        }
+        self.groups.insert(
+            name.to_string(),
+            Group {
+                name: name.to_string(),
+                priority: 1,
+                depth: 1,
+                parents: vec!["all".to_string()],
+                hosts: members,
+                ..Group::default()
+            },
+        );
+        if let Some(all) = self.groups.get_mut("all") {
+            all.children.push(name.to_string());
+        }
+        true
+    }
+
     /// Host names in inventory order (the order of Ansible's `groups['all']`).
     pub fn host_names(&self) -> Vec<&str> {
         self.group_hosts("all")

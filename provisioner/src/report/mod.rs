@@ -17,6 +17,11 @@ pub fn print_line(s: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{s}");
 }
 
+/// Write text to standard output as is (it carries its own newlines).
+pub fn print_raw(s: &str) {
+    let _ = write!(std::io::stdout().lock(), "{s}");
+}
+
 /// Write one line to standard error.
 pub fn eprint_line(s: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{s}");

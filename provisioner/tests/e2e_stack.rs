@@ -1,0 +1,780 @@
+//! End-to-end proofs of the bundled stack on a `provisioner lab` with the stack applied
+//! (`lab up` without `--bare`; `.ci/test` with `CI_LAB_STACK=1`). `PROVISIONER_LAB_INVENTORY`
+//! names the lab's inventory; without it every test fails (never skips).
+//!
+//! Written against docs/stack.md. Tests that change the cluster (attributes, a ZooKeeper
+//! setting) put it back before they end. Run with `--test-threads=1`.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn lab_inventory() -> PathBuf {
+    let p = std::env::var_os("PROVISIONER_LAB_INVENTORY").expect(
+        "PROVISIONER_LAB_INVENTORY is not set: these tests need a lab with the stack applied (CI_LAB_STACK=1 bash .ci/test)",
+    );
+    PathBuf::from(p)
+}
+
+fn inventory(inv: &Path) -> provisioner::model::inventory::Inventory {
+    provisioner::resolve::inventory::load(inv).expect("lab inventory loads")
+}
+
+fn group(inv: &Path, g: &str) -> Vec<String> {
+    let i = inventory(inv);
+    let hosts: Vec<String> = i.group_hosts(g).into_iter().map(str::to_string).collect();
+    match (g, hosts.is_empty()) {
+        ("zookeeper", true) => group(inv, "masters"),
+        ("monitoring", true) => group(inv, "masters").into_iter().take(1).collect(),
+        _ => hosts,
+    }
+}
+
+fn var(inv: &Path, host: &str, k: &str) -> Option<Value> {
+    inventory(inv).host_vars(host).get(k).cloned()
+}
+
+fn address(inv: &Path, host: &str) -> String {
+    var(inv, host, "ansible_host")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| host.to_string())
+}
+
+fn provisioner(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(args)
+        .output()
+        .expect("run provisioner");
+    eprintln!(
+        "$ provisioner {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
+fn apply(inv: &Path, extra: &[&str]) -> Output {
+    let i = inv.display().to_string();
+    let mut args = vec!["apply", "-i", i.as_str(), "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = provisioner(&args);
+    assert_eq!(out.status.code(), Some(0), "apply failed");
+    out
+}
+
+/// JSON events of a run, one per line.
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn changed_tasks(out: &Output) -> Vec<String> {
+    events(out)
+        .iter()
+        .filter(|e| e["event"] == "task_finished" && e["status"] == "changed")
+        .map(|e| format!("{} on {}", e["task"], e["host"]))
+        .collect()
+}
+
+/// Run a command on a lab host with the system ssh client (strict host keys), as root.
+fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
+    let vars = inventory(inv).host_vars(name);
+    let s = |k: &str| {
+        vars.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let known_hosts = s("ansible_ssh_common_args")
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("UserKnownHostsFile=").map(str::to_string))
+        .expect("lab inventory names its known_hosts");
+    Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={known_hosts}"),
+            "-i",
+            &s("ansible_ssh_private_key_file"),
+            &format!("{}@{}", s("ansible_user"), s("ansible_host")),
+            &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
+        ])
+        .output()
+        .expect("run ssh")
+}
+
+fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
+    let o = ssh(inv, name, cmd);
+    assert!(
+        o.status.success(),
+        "{name}: `{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn bundle() -> cluster_core::bundle::Bundle {
+    cluster_core::bundle::Bundle::builtin().unwrap()
+}
+
+fn port(component: &str, name: &str) -> u16 {
+    bundle().component(component).unwrap().ports[name].value
+}
+
+/// A plain HTTP/1.0 GET from the control machine over the lab bridge: (status, body).
+fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn http_json(host: &str, port: u16, path: &str) -> Value {
+    let (status, body) = http_get(host, port, path)
+        .unwrap_or_else(|| panic!("GET http://{host}:{port}{path}: no answer"));
+    assert_eq!(status, 200, "GET http://{host}:{port}{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
+}
+
+/// ZooKeeper's `srvr` four-letter word, from the control machine: the `Mode:` it reports.
+fn zk_mode(addr: &str) -> Option<String> {
+    let sa = (addr, port("zookeeper", "client"))
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"srvr").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Mode: ").map(|m| m.trim().to_string()))
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn main_pid(inv: &Path, host: &str, unit: &str) -> String {
+    ssh_ok(
+        inv,
+        host,
+        &format!("systemctl show -p MainPID --value {unit}"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// A `host_vars/<host>.yml` next to the inventory for the duration of a test.
+struct HostVars {
+    path: PathBuf,
+    created_dir: Option<PathBuf>,
+}
+
+impl HostVars {
+    fn new(inv: &Path, host: &str, yaml: &str) -> HostVars {
+        let dir = inv.parent().unwrap_or(Path::new(".")).join("host_vars");
+        let created_dir = (!dir.exists()).then(|| dir.clone());
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{host}.yml"));
+        assert!(
+            !path.exists(),
+            "{} exists; not overwriting it",
+            path.display()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        HostVars { path, created_dir }
+    }
+}
+
+impl Drop for HostVars {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.created_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A DNS A query to 127.0.0.1:53 on the host (python3 is in every lab host): the addresses.
+fn resolve_on(inv: &Path, host: &str, name: &str) -> Vec<String> {
+    let script = r#"
+import socket, struct, sys, random
+name = sys.argv[1]
+q = struct.pack(">HHHHHH", random.randint(0, 65535), 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(q, ("127.0.0.1", 53)); r, _ = s.recvfrom(4096)
+an = struct.unpack(">H", r[6:8])[0]; i = len(q)
+for _ in range(an):
+    if r[i] & 0xC0 == 0xC0: i += 2
+    else:
+        while r[i]: i += r[i] + 1
+        i += 1
+    t, c, ttl, l = struct.unpack(">HHIH", r[i:i+10]); i += 10
+    if t == 1: print(".".join(str(b) for b in r[i:i+4]))
+    i += l
+"#;
+    let cmd = format!(
+        "python3 -c {} {}",
+        provisioner::shell::quote(script),
+        provisioner::shell::quote(name)
+    );
+    let o = ssh(inv, host, &cmd);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn dns_domain(inv: &Path) -> String {
+    let m = group(inv, "masters");
+    var(inv, &m[0], "dns_domain")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "mesos".into())
+}
+
+// ---------------------------------------------------------------- ZooKeeper
+
+#[test]
+fn zookeeper_has_one_leader_the_rest_follow_and_clients_must_authenticate() {
+    let inv = lab_inventory();
+    let zk = group(&inv, "zookeeper");
+    let modes: Vec<String> = zk
+        .iter()
+        .map(|h| zk_mode(&address(&inv, h)).unwrap_or_else(|| format!("{h}: no answer")))
+        .collect();
+    assert_eq!(
+        modes.iter().filter(|m| *m == "leader").count(),
+        1,
+        "modes: {modes:?}"
+    );
+    assert_eq!(
+        modes.iter().filter(|m| *m == "follower").count(),
+        zk.len() - 1,
+        "modes: {modes:?}"
+    );
+    // SASL: a client without credentials cannot list the tree.
+    let o = ssh(
+        &inv,
+        &zk[0],
+        "JVMFLAGS= CLIENT_JVMFLAGS= timeout 60 /usr/share/zookeeper/bin/zkCli.sh -server 127.0.0.1:2181 ls / 2>&1",
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !text.contains("zookeeper]"),
+        "an unauthenticated client listed the tree:\n{text}"
+    );
+}
+
+// ---------------------------------------------------------------- Mesos
+
+fn master_states(inv: &Path) -> Vec<(String, Value)> {
+    let p = port("mesos_master", "http");
+    group(inv, "masters")
+        .into_iter()
+        .map(|m| {
+            let st = http_json(&address(inv, &m), p, "/master/state");
+            (m, st)
+        })
+        .collect()
+}
+
+#[test]
+fn exactly_one_master_leads() {
+    let inv = lab_inventory();
+    let p = port("mesos_master", "http");
+    for m in group(&inv, "masters") {
+        let (status, _) = http_get(&address(&inv, &m), p, "/health").expect("master /health");
+        assert_eq!(status, 200, "{m} /health");
+    }
+    let states = poll("a Mesos leader", Duration::from_secs(120), || {
+        let s = master_states(&inv);
+        s.iter()
+            .all(|(_, st)| st["leader"].is_string())
+            .then_some(s)
+    });
+    let leaders: BTreeSet<String> = states
+        .iter()
+        .map(|(_, st)| st["leader"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        1,
+        "masters disagree on the leader: {leaders:?}"
+    );
+    let leader = leaders.into_iter().next().unwrap();
+    let leading: Vec<&String> = states
+        .iter()
+        .filter(|(_, st)| st["pid"].as_str() == Some(leader.as_str()))
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(leading.len(), 1, "masters that are the leader: {leading:?}");
+}
+
+#[test]
+fn every_agent_is_registered_with_the_leader() {
+    let inv = lab_inventory();
+    let agents = group(&inv, "agents");
+    let want: BTreeSet<String> = agents.iter().map(|a| address(&inv, a)).collect();
+    poll("every agent registered", Duration::from_secs(180), || {
+        let states = master_states(&inv);
+        let (_, st) = states
+            .iter()
+            .find(|(_, st)| st["pid"].is_string() && st["pid"] == st["leader"])?;
+        let slaves = st["slaves"].as_array()?;
+        let have: BTreeSet<String> = slaves
+            .iter()
+            .filter(|s| s["active"].as_bool().unwrap_or(true))
+            .flat_map(|s| {
+                let host = s["hostname"].as_str().unwrap_or_default().to_string();
+                let pid_ip = s["pid"]
+                    .as_str()
+                    .and_then(|p| p.split_once('@'))
+                    .and_then(|(_, a)| a.split(':').next())
+                    .unwrap_or_default()
+                    .to_string();
+                [host, pid_ip]
+            })
+            .collect();
+        let named: BTreeSet<String> = agents.iter().cloned().collect();
+        (want.is_subset(&have) || named.is_subset(&have)).then_some(())
+    });
+}
+
+// ---------------------------------------------------------------- DNS
+
+#[test]
+fn dnsmasq_on_every_host_resolves_every_host_and_forwards_the_mesos_domain() {
+    let inv = lab_inventory();
+    let all = group(&inv, "all");
+    let masters: BTreeSet<String> = group(&inv, "masters")
+        .iter()
+        .map(|m| address(&inv, m))
+        .collect();
+    let domain = dns_domain(&inv);
+    for h in &all {
+        let active = ssh_ok(&inv, h, "systemctl is-active dnsmasq");
+        assert_eq!(active.trim(), "active", "{h}");
+        for other in &all {
+            assert_eq!(
+                resolve_on(&inv, h, other),
+                [address(&inv, other)],
+                "{h} resolving {other}"
+            );
+        }
+        let leader = resolve_on(&inv, h, &format!("leader.{domain}"));
+        assert!(
+            leader.len() == 1 && masters.contains(&leader[0]),
+            "{h}: leader.{domain} -> {leader:?}, masters {masters:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- Docker and CNI
+
+#[test]
+fn docker_runs_on_agents_with_our_daemon_json() {
+    let inv = lab_inventory();
+    for a in group(&inv, "agents") {
+        assert_eq!(
+            ssh_ok(&inv, &a, "systemctl is-active docker").trim(),
+            "active",
+            "{a}"
+        );
+        let text = ssh_ok(&inv, &a, "cat /etc/docker/daemon.json");
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{a}: daemon.json is not JSON ({e}): {text}"));
+        assert!(json.is_object(), "{a}: {text}");
+        let info = ssh_ok(&inv, &a, "docker info");
+        assert!(info.contains("Server Version: 20.10"), "{a}: {info}");
+        if let Some(reg) =
+            var(&inv, &a, "docker_registry").and_then(|v| v.as_str().map(str::to_string))
+        {
+            assert!(
+                text.contains(&reg),
+                "{a}: docker_registry {reg} not in daemon.json"
+            );
+        }
+    }
+}
+
+#[test]
+fn cni_configs_are_valid_with_the_derived_disjoint_subnets() {
+    let inv = lab_inventory();
+    let agents = group(&inv, "agents");
+    let supernet = var(&inv, &agents[0], "cni_supernet")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "10.200.0.0/16".into());
+    let derived = cluster_core::derive::cni_subnets(&supernet, agents.len()).unwrap();
+    let mut seen = BTreeSet::new();
+    for (i, a) in agents.iter().enumerate() {
+        let files = ssh_ok(
+            &inv,
+            a,
+            "ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist 2>/dev/null || true",
+        );
+        let files: Vec<&str> = files.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!files.is_empty(), "{a}: no CNI config in /etc/cni/net.d");
+        let mut subnets = Vec::new();
+        for f in files {
+            let text = ssh_ok(&inv, a, &format!("cat {f}"));
+            let conf: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{a}:{f}: not JSON ({e})"));
+            assert!(
+                conf["cniVersion"].is_string() && conf["name"].is_string(),
+                "{a}:{f}"
+            );
+            let plugins: Vec<Value> = match conf["plugins"].as_array() {
+                Some(p) => p.clone(),
+                None => vec![conf.clone()],
+            };
+            for p in plugins {
+                let ty = p["type"].as_str().unwrap_or_default().to_string();
+                assert!(!ty.is_empty(), "{a}:{f}: plugin without type");
+                ssh_ok(&inv, a, &format!("test -x /usr/lib/cni/{ty}"));
+                let ipam = &p["ipam"];
+                if let Some(s) = ipam["subnet"].as_str() {
+                    subnets.push(s.to_string());
+                }
+                for r in ipam["ranges"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+                {
+                    if let Some(s) = r["subnet"].as_str() {
+                        subnets.push(s.to_string());
+                    }
+                }
+            }
+        }
+        assert!(
+            subnets.contains(&derived[i].to_string()),
+            "{a}: subnets {subnets:?}, derived {}",
+            derived[i]
+        );
+        for s in subnets {
+            assert!(
+                seen.insert(s.clone()),
+                "{a}: subnet {s} is used by another agent"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- monitoring
+
+#[test]
+fn prometheus_reports_every_node_exporter_up() {
+    let inv = lab_inventory();
+    let mon = address(&inv, &group(&inv, "monitoring")[0]);
+    let ne = port("node_exporter", "http");
+    let want: BTreeSet<String> = group(&inv, "all")
+        .iter()
+        .map(|h| format!("{}:{ne}", address(&inv, h)))
+        .collect();
+    poll(
+        "every node_exporter target up",
+        Duration::from_secs(180),
+        || {
+            let t = http_json(&mon, port("prometheus", "http"), "/api/v1/targets");
+            let up: BTreeSet<String> = t["data"]["activeTargets"]
+                .as_array()?
+                .iter()
+                .filter(|x| x["health"] == "up")
+                .filter_map(|x| x["labels"]["instance"].as_str().map(str::to_string))
+                .collect();
+            // Instances may be named by address or by host name.
+            let by_name: BTreeSet<String> = group(&inv, "all")
+                .iter()
+                .map(|h| format!("{h}:{ne}"))
+                .collect();
+            (want.is_subset(&up) || by_name.is_subset(&up)).then_some(())
+        },
+    );
+    let (status, _) =
+        http_get(&mon, port("alertmanager", "http"), "/-/healthy").expect("alertmanager");
+    assert_eq!(status, 200);
+}
+
+// ---------------------------------------------------------------- storage
+
+#[test]
+fn a_file_written_to_shared_storage_on_one_agent_is_read_on_another() {
+    let inv = lab_inventory();
+    let agents = group(&inv, "agents");
+    assert!(
+        agents.len() >= 2,
+        "this proof needs two agents, the lab has {agents:?}"
+    );
+    let token = format!("e2e-{}", std::process::id());
+    let path = format!("/mnt/shared/{token}");
+    ssh_ok(&inv, &agents[0], &format!("echo {token} > {path} && sync"));
+    let got = poll(
+        "the file on the other agent",
+        Duration::from_secs(30),
+        || {
+            let o = ssh(&inv, &agents[1], &format!("cat {path}"));
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        },
+    );
+    ssh_ok(&inv, &agents[1], &format!("rm -f {path}"));
+    assert_eq!(got, token);
+}
+
+// ---------------------------------------------------------------- TLS and secrets
+
+#[test]
+fn certificates_verify_against_the_ca_with_the_right_sans() {
+    let inv = lab_inventory();
+    let domain = dns_domain(&inv);
+    for h in group(&inv, "all") {
+        ssh_ok(
+            &inv,
+            &h,
+            "openssl verify -CAfile /etc/provisioner/tls/ca.crt /etc/provisioner/tls/node.crt",
+        );
+        let sans = ssh_ok(
+            &inv,
+            &h,
+            "openssl x509 -noout -ext subjectAltName -in /etc/provisioner/tls/node.crt",
+        );
+        for want in [
+            format!("DNS:{h}"),
+            format!("DNS:{h}.{domain}"),
+            format!("IP Address:{}", address(&inv, &h)),
+        ] {
+            assert!(sans.contains(&want), "{h}: {want} not in {sans}");
+        }
+        let mode = ssh_ok(&inv, &h, "stat -c %a /etc/provisioner/tls/node.key");
+        assert_eq!(mode.trim(), "600", "{h}: node.key mode");
+    }
+}
+
+/// The ZooKeeper SASL passwords as the hosts hold them (JAAS `password="..."`).
+fn zookeeper_secrets(inv: &Path) -> Vec<String> {
+    let zk = group(inv, "zookeeper");
+    let out = ssh_ok(
+        inv,
+        &zk[0],
+        "grep -rhoE 'password=\"[^\"]+\"' /etc/zookeeper /etc/mesos /etc/mesos-master 2>/dev/null || true",
+    );
+    out.lines()
+        .filter_map(|l| l.strip_prefix("password=\"")?.strip_suffix('"'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn no_secret_appears_in_any_output() {
+    let inv = lab_inventory();
+    let secrets = zookeeper_secrets(&inv);
+    assert!(
+        !secrets.is_empty(),
+        "found no ZooKeeper SASL password on the hosts (docs/stack.md: SASL auth)"
+    );
+    let i = inv.display().to_string();
+    let runs = [
+        provisioner(&["apply", "-i", &i, "-v", "-D"]),
+        provisioner(&["apply", "-i", &i, "--output", "json", "-v"]),
+        provisioner(&["plan", "-i", &i, "-v"]),
+    ];
+    for out in &runs {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for s in &secrets {
+            assert!(!all.contains(s.as_str()), "a secret appears in the output");
+        }
+    }
+    // Nor in the state dir in clear.
+    let state = inv.parent().unwrap().join(format!(
+        ".{}.state",
+        inv.file_stem().unwrap().to_string_lossy()
+    ));
+    let listing = Command::new("grep")
+        .arg("-rlF")
+        .args(secrets.iter().flat_map(|s| ["-e".to_string(), s.clone()]))
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).trim().is_empty(),
+        "a secret is stored in clear under {}",
+        state.display()
+    );
+}
+
+// ---------------------------------------------------------------- convergence
+
+#[test]
+fn a_second_apply_changes_nothing() {
+    let inv = lab_inventory();
+    apply(&inv, &[]);
+    let out = apply(&inv, &[]);
+    assert_eq!(changed_tasks(&out), Vec::<String>::new());
+    let i = inv.display().to_string();
+    let plan = provisioner(&["plan", "-i", &i, "--exit-code"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "plan after apply wants changes"
+    );
+}
+
+#[test]
+fn changing_one_agents_attributes_restarts_that_agent_only() {
+    let inv = lab_inventory();
+    let agents = group(&inv, "agents");
+    let masters = group(&inv, "masters");
+    apply(&inv, &[]);
+    let pids = |inv: &Path| -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for a in &agents {
+            m.insert(a.clone(), main_pid(inv, a, "mesos-agent"));
+        }
+        for h in &masters {
+            m.insert(h.clone(), main_pid(inv, h, "mesos-master"));
+        }
+        m
+    };
+    let before = pids(&inv);
+    {
+        let _hv = HostVars::new(
+            &inv,
+            &agents[0],
+            &format!("mesos_attributes:\n  e2e_rack: r{}\n", std::process::id()),
+        );
+        apply(&inv, &[]);
+        let after = pids(&inv);
+        for (h, pid) in &before {
+            if h == &agents[0] {
+                assert_ne!(&after[h], pid, "{h}: mesos-agent was not restarted");
+            } else {
+                assert_eq!(
+                    &after[h], pid,
+                    "{h}: restarted, but only {} changed",
+                    agents[0]
+                );
+            }
+        }
+        let attrs = ssh_ok(
+            &inv,
+            &agents[0],
+            "cat /etc/mesos-agent/attributes 2>/dev/null || grep -r e2e_rack /etc/mesos-agent",
+        );
+        assert!(attrs.contains("e2e_rack"), "{attrs}");
+    }
+    // Back to the inventory's own attributes.
+    apply(&inv, &[]);
+}
+
+#[test]
+fn changing_a_zookeeper_setting_rolls_one_member_at_a_time_and_quorum_holds() {
+    let inv = lab_inventory();
+    let zk = group(&inv, "zookeeper");
+    let addrs: Vec<String> = zk.iter().map(|h| address(&inv, h)).collect();
+    let quorum = zk.len() / 2 + 1;
+    apply(&inv, &[]);
+    let before: Vec<String> = zk.iter().map(|h| main_pid(&inv, h, "zookeeper")).collect();
+
+    // Watch the ensemble while the change rolls: every sample must show a quorum serving and
+    // at most one member down.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples: Arc<Mutex<Vec<Vec<Option<String>>>>> = Arc::default();
+    let watcher = {
+        let (stop, samples, addrs) = (stop.clone(), samples.clone(), addrs.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let modes: Vec<Option<String>> = addrs.iter().map(|a| zk_mode(a)).collect();
+                samples.lock().unwrap().push(modes);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let extra = format!(
+        r#"{{"zookeeper_extra_config": {{"maxClientCnxns": "{}"}}}}"#,
+        100 + std::process::id() % 100
+    );
+    let out = apply(&inv, &["-e", &extra]);
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let after: Vec<String> = zk.iter().map(|h| main_pid(&inv, h, "zookeeper")).collect();
+    for (i, h) in zk.iter().enumerate() {
+        assert_ne!(before[i], after[i], "{h}: zookeeper was not restarted");
+    }
+    let samples = samples.lock().unwrap();
+    assert!(samples.len() > 3, "too few samples of the ensemble");
+    for (n, s) in samples.iter().enumerate() {
+        let serving = s
+            .iter()
+            .filter(|m| matches!(m.as_deref(), Some("leader" | "follower")))
+            .count();
+        assert!(
+            serving >= quorum,
+            "sample {n}: only {serving} of {} members serving: {s:?}",
+            zk.len()
+        );
+        assert!(
+            zk.len() - serving <= 1,
+            "sample {n}: more than one member down at once: {s:?}"
+        );
+    }
+    // Each member's restart is its own step of the run (one member at a time).
+    let restarts = events(&out)
+        .iter()
+        .filter(|e| e["event"] == "task_finished" && e["status"] == "changed")
+        .filter(|e| {
+            e["task"].as_str().is_some_and(|t| {
+                let t = t.to_lowercase();
+                t.contains("restart") && t.contains("zookeeper")
+            })
+        })
+        .count();
+    assert_eq!(restarts, zk.len(), "one zookeeper restart per member");
+    // Put the setting back (another roll) and check the ensemble is whole again.
+    apply(&inv, &[]);
+    poll("the ensemble whole again", Duration::from_secs(120), || {
+        let modes: Vec<Option<String>> = addrs.iter().map(|a| zk_mode(a)).collect();
+        modes.iter().all(|m| m.is_some()).then_some(())
+    });
+}
