@@ -145,7 +145,11 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     }
     if diags.is_empty() {
         let no_stack_vars = serde_json::Map::new();
-        let stack_vars = req.stack.as_ref().map(|st| &st.vars).unwrap_or(&no_stack_vars);
+        let stack_vars = req
+            .stack
+            .as_ref()
+            .map(|st| &st.vars)
+            .unwrap_or(&no_stack_vars);
         diags.extend(crate::resolve::undefined::check(
             &playbook,
             &crate::resolve::undefined::Context {

@@ -5,67 +5,123 @@
 //! For free-form modules (`command`, `shell`) only the module's own options are taken as `k=v`;
 //! everything else stays as the raw command (`_raw_params`).
 
-/// Split on whitespace outside quotes, keeping quotes (as Ansible's `split_args` does).
+/// Ansible's `_get_quote_state`: the quote still open after `token` (a quote preceded by a
+/// backslash does not count).
+fn quote_state(token: &str, mut quote: Option<char>) -> Option<char> {
+    let mut prev: Option<char> = None;
+    for c in token.chars() {
+        if (c == '"' || c == '\'') && prev != Some('\\') {
+            match quote {
+                Some(q) if q == c => quote = None,
+                Some(_) => {}
+                None => quote = Some(c),
+            }
+        }
+        prev = Some(c);
+    }
+    quote
+}
+
+/// Ansible's `_count_jinja2_blocks`.
+fn jinja_depth(token: &str, depth: usize, open: &str, close: &str) -> usize {
+    let (o, c) = (token.matches(open).count(), token.matches(close).count());
+    if o == c {
+        depth
+    } else {
+        (depth as isize + o as isize - c as isize).max(0) as usize
+    }
+}
+
+/// Ansible's `split_args` (ansible-core 2.14, `parsing/splitter.py`), ported line by line:
+/// split on spaces and newlines outside quotes and Jinja blocks, keeping quotes. Newlines
+/// stay at the end of the word before them and runs of spaces stay as trailing spaces, so
+/// `join_args` gives back the original text (a multi-line `shell: |` keeps its lines).
 fn split_args(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+    let mut params: Vec<String> = Vec::new();
+    let items: Vec<&str> = s.split('\n').collect();
     let mut quote: Option<char> = None;
-    let mut in_word = false;
-    let mut chars = s.chars().peekable();
-    // Jinja blocks `{{ }}` and `{% %}` keep their spaces.
-    let mut jinja_depth = 0usize;
-    while let Some(c) = chars.next() {
-        if let Some(q) = quote {
-            cur.push(c);
-            if c == '\\' {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
+    let (mut print_depth, mut block_depth, mut comment_depth) = (0usize, 0usize, 0usize);
+    for (itemidx, item) in items.iter().enumerate() {
+        let tokens: Vec<&str> = item.split(' ').collect();
+        let mut line_continuation = false;
+        for (idx, &token) in tokens.iter().enumerate() {
+            if token.is_empty() && idx != 0 {
+                if let Some(last) = params.last_mut() {
+                    last.push(' ');
                 }
-            } else if c == q {
-                quote = None;
+                continue;
             }
-            continue;
-        }
-        if (c == '{') && matches!(chars.peek(), Some('{') | Some('%')) {
-            jinja_depth += 1;
-            cur.push(c);
-            if let Some(n) = chars.next() {
-                cur.push(n);
+            if token == "\\" && quote.is_none() {
+                line_continuation = true;
+                continue;
             }
-            in_word = true;
-            continue;
-        }
-        if jinja_depth > 0 && matches!(c, '}' | '%') && chars.peek() == Some(&'}') {
-            jinja_depth -= 1;
-            cur.push(c);
-            if let Some(n) = chars.next() {
-                cur.push(n);
+            let was_inside_quotes = quote.is_some();
+            quote = quote_state(token, quote);
+            let inside_quotes = quote.is_some();
+            let in_block = print_depth > 0 || block_depth > 0 || comment_depth > 0;
+            let mut appended = false;
+            if inside_quotes && !was_inside_quotes && !in_block {
+                params.push(token.to_string());
+                appended = true;
+            } else if in_block || inside_quotes || was_inside_quotes {
+                let last = params
+                    .last_mut()
+                    .ok_or_else(|| format!("cannot split `{s}`"))?;
+                if idx == 0 && was_inside_quotes {
+                    last.push_str(token);
+                } else if tokens.len() > 1 {
+                    if idx > 0 {
+                        last.push(' ');
+                    }
+                    last.push_str(token);
+                } else {
+                    last.push('\n');
+                    last.push_str(token);
+                }
+                appended = true;
             }
-            continue;
-        }
-        if c.is_whitespace() && jinja_depth == 0 {
-            if in_word {
-                out.push(std::mem::take(&mut cur));
-                in_word = false;
+            for (depth, open, close) in [
+                (&mut print_depth, "{{", "}}"),
+                (&mut block_depth, "{%", "%}"),
+                (&mut comment_depth, "{#", "#}"),
+            ] {
+                let before = *depth;
+                *depth = jinja_depth(token, before, open, close);
+                if *depth != before && !appended {
+                    params.push(token.to_string());
+                    appended = true;
+                }
             }
-            continue;
+            let in_block = print_depth > 0 || block_depth > 0 || comment_depth > 0;
+            if !in_block && !inside_quotes && !appended && !token.is_empty() {
+                params.push(token.to_string());
+            }
         }
-        if c == '"' || c == '\'' {
-            quote = Some(c);
+        if items.len() > 1 && itemidx != items.len() - 1 && !line_continuation {
+            if let Some(last) = params.last_mut() {
+                last.push('\n');
+            }
         }
-        cur.push(c);
-        in_word = true;
     }
     if quote.is_some() {
         return Err(format!("unbalanced quotes in `{s}`"));
     }
-    if jinja_depth > 0 {
+    if print_depth > 0 || block_depth > 0 || comment_depth > 0 {
         return Err(format!("unbalanced jinja2 block or expression in `{s}`"));
     }
-    if in_word {
-        out.push(cur);
+    Ok(params)
+}
+
+/// Ansible's `join_args`: words joined by a space, except after a word that ends a line.
+fn join_args(words: &[String]) -> String {
+    let mut out = String::new();
+    for w in words {
+        if !(out.is_empty() || out.ends_with('\n')) {
+            out.push(' ');
+        }
+        out.push_str(w);
     }
-    Ok(out)
+    out
 }
 
 /// Ansible's `unquote`: strip one pair of matching outer quotes (unless the closing one is
@@ -195,7 +251,7 @@ pub fn parse_kv(
         }
         map.insert(
             "_raw_params".to_string(),
-            serde_json::Value::String(raw.join(" ")),
+            serde_json::Value::String(join_args(&raw)),
         );
     }
     Ok(map)
@@ -238,6 +294,35 @@ mod tests {
         assert_eq!(m["content"], json!("{{ x }}\n"));
         assert_eq!(m["other"], json!("a\tb"));
         assert_eq!(m["path"], json!("/x\\=y"));
+    }
+
+    #[test]
+    fn multi_line_shell_keeps_its_newlines_and_spacing() {
+        // ansible-core 2.14: `cmd` of a `shell: |` block is the block's text, newlines,
+        // indentation and trailing newline included.
+        let text = "if [ -f /a ]; then echo v2\nelif [ -d /b ]; then\n  echo  v1\nfi\n";
+        let m = parse_kv(text, true).unwrap();
+        assert_eq!(m["_raw_params"], json!(text));
+    }
+
+    #[test]
+    fn multi_line_shell_with_jinja_and_own_options() {
+        let text = "{% for p in ports %}\nss -H 'sport = :{{ p }}'\n{% endfor %}\nchdir=/tmp\n";
+        let m = parse_kv(text, true).unwrap();
+        assert_eq!(
+            m["_raw_params"],
+            json!("{% for p in ports %}\nss -H 'sport = :{{ p }}'\n{% endfor %}\n")
+        );
+        assert_eq!(m["chdir"], json!("/tmp"));
+    }
+
+    #[test]
+    fn key_value_lines_are_trimmed() {
+        let m = parse_kv("src=a\ndest=b\n", false).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(m),
+            json!({"src": "a", "dest": "b"})
+        );
     }
 
     #[test]
