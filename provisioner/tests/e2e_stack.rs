@@ -569,12 +569,12 @@ fn certificates_verify_against_the_ca_with_the_right_sans() {
         ssh_ok(
             &inv,
             &h,
-            "openssl verify -CAfile /etc/provisioner/tls/ca.crt /etc/provisioner/tls/node.crt",
+            "openssl verify -CAfile /etc/provisioner/tls/ca.crt /etc/provisioner/tls/host.crt",
         );
         let sans = ssh_ok(
             &inv,
             &h,
-            "openssl x509 -noout -ext subjectAltName -in /etc/provisioner/tls/node.crt",
+            "openssl x509 -noout -ext subjectAltName -in /etc/provisioner/tls/host.crt",
         );
         for want in [
             format!("DNS:{h}"),
@@ -583,8 +583,8 @@ fn certificates_verify_against_the_ca_with_the_right_sans() {
         ] {
             assert!(sans.contains(&want), "{h}: {want} not in {sans}");
         }
-        let mode = ssh_ok(&inv, &h, "stat -c %a /etc/provisioner/tls/node.key");
-        assert_eq!(mode.trim(), "600", "{h}: node.key mode");
+        let mode = ssh_ok(&inv, &h, "stat -c %a /etc/provisioner/tls/host.key");
+        assert_eq!(mode.trim(), "600", "{h}: host.key mode");
     }
 }
 

@@ -39,6 +39,8 @@ pub fn render(
         ))
     ));
     out.push_str(&format!("    lab_name: {}\n", q(lab)));
+    // nspawn hosts have a read-only /proc/sys: the common role writes sysctl files only.
+    out.push_str("    apply_sysctls: false\n");
     if let Some(a) = mesos_artifact {
         out.push_str("    mesos_source: local\n");
         out.push_str(&format!(
@@ -61,6 +63,11 @@ pub fn render(
     group_with_vars(&mut out, "agents", Role::Agent);
     if of(Role::Extra).next().is_some() {
         group_with_vars(&mut out, "extra", Role::Extra);
+        // The lab's extra hosts are the stack's storage hosts (GlusterFS bricks).
+        out.push_str("    storage:\n      hosts:\n");
+        for h in of(Role::Extra) {
+            out.push_str(&format!("        {}:\n", h.name));
+        }
     }
     out.push_str("    zookeeper:\n      hosts:\n");
     for h in of(Role::Master) {
@@ -143,5 +150,6 @@ mod tests {
         let text = render("lab", &hosts(2), Path::new("/k"), Path::new("/kh"), None);
         let doc = &crate::yaml::load_str(&text, "lab.yml").unwrap()[0];
         assert_eq!(group_hosts(doc, "extra"), ["extra1", "extra2"]);
+        assert_eq!(group_hosts(doc, "storage"), ["extra1", "extra2"]);
     }
 }

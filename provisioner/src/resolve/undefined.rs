@@ -55,6 +55,7 @@ pub struct Context<'a> {
 pub fn check(pb: &Playbook, ctx: &Context<'_>) -> Diagnostics {
     let produced = produced_names(pb);
     let gathers_facts = pb.plays.iter().any(|p| p.gather_facts);
+    let templar = template::Templar::new(".");
     // (loc, message) -> hosts
     let mut found: BTreeMap<(Loc, String), Vec<String>> = BTreeMap::new();
     for (pi, play) in pb.plays.iter().enumerate() {
@@ -66,6 +67,12 @@ pub fn check(pb: &Playbook, ctx: &Context<'_>) -> Diagnostics {
             for task in tasks {
                 let mut vars = base.clone();
                 vars.extend(task.vars.clone());
+                vars.extend(ctx.inventory.magic_vars(host));
+                // A task whose `when` is already false for this host never reads its arguments.
+                // (A `when` that cannot be evaluated yet, e.g. on a registered result, is checked.)
+                if statically_false(&templar, &task.when, &vars) {
+                    continue;
+                }
                 let known = |name: &str| {
                     vars.contains_key(name)
                         || produced.contains(name)
@@ -107,6 +114,27 @@ pub fn check(pb: &Playbook, ctx: &Context<'_>) -> Diagnostics {
         );
     }
     diags
+}
+
+/// Whether `when` evaluates to false with the variables known before the run.
+fn statically_false(
+    templar: &template::Templar,
+    when: &[Value],
+    vars: &Map<String, Value>,
+) -> bool {
+    if when.is_empty() {
+        return false;
+    }
+    let mut exprs = Vec::new();
+    for c in when {
+        match c {
+            Value::Bool(false) => return true,
+            Value::Bool(true) => {}
+            Value::String(s) => exprs.push(s.clone()),
+            _ => return false,
+        }
+    }
+    matches!(templar.eval_when(&exprs, vars), Ok(false))
 }
 
 /// If `name`'s value is a template reading an undefined variable, say which.

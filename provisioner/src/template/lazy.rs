@@ -254,7 +254,8 @@ pub(crate) fn template_str(
     }
     let shared = ctx.shared.clone();
     let env = shared.env.clone();
-    let data = escape_backslashes(s);
+    let escaped = escape_backslashes(s);
+    let data = super::chain::rewrite(&escaped).into_owned();
     let root = Value::from_dyn_object(ctx.clone());
     let syntax_err = |e: &minijinja::Error| {
         TemplateError::new(

@@ -35,6 +35,8 @@ use crate::diag::{Diagnostic, Loc};
 
 pub use lazy::HostVarsSource;
 
+mod chain;
+
 /// Serves the `password` and `provisioner_tls` lookups. The template module stays pure: the
 /// engine plugs its encrypted store in with [`Templar::with_secrets`]. Values come back as
 /// [`Secret`](crate::secret::Secret)s; the implementation is responsible for registering them
@@ -221,6 +223,7 @@ pub(crate) fn build_env(
 ) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_function("__chain", chain::chain);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax.trim_blocks(trim_blocks);
     syntax.lstrip_blocks(lstrip_blocks);
@@ -359,6 +362,7 @@ impl Templar {
                 _ => return Ok(python_truth(&v)),
             }
         }
+        let expr = chain::rewrite_expr(&expr);
         let presented = format!("{{% if {expr} %}} True {{% else %}} False {{% endif %}}");
         let tmpl = self.env.template_from_str(&presented).map_err(|e| {
             wrap(TemplateError::new(

@@ -331,3 +331,36 @@ fn dict_builds_from_pairs_like_python() {
     );
     assert!(render("{{ dict([['a', 1, 2]]) }}", json!({})).is_err());
 }
+
+#[test]
+fn undefined_attribute_chains_fall_back_to_default_like_ansible() {
+    // Regression (roles-core engine-bugs/undefined-chain-default.yml): a `default()` at the end
+    // of a chain through an undefined variable or a missing key failed.
+    let t = templar();
+    let v = vars(serde_json::json!({"bundle": {"components": {}}, "h": {"x": {}}}));
+    let r = |s: &str| t.render_str(s, &v);
+    assert_eq!(
+        r("{{ nothere.a.b | default(2181) }}").unwrap(),
+        serde_json::json!("2181")
+    );
+    assert_eq!(
+        r("{{ bundle.components.zk.ports.client | default(2181) }}").unwrap(),
+        serde_json::json!("2181")
+    );
+    assert_eq!(
+        r("{{ h['x'].ipv4.address | d('none') }}").unwrap(),
+        serde_json::json!("none")
+    );
+    assert!(t
+        .eval_when(
+            &[
+                "nothere.a is not defined".into(),
+                "h.x.y is undefined".into()
+            ],
+            &v
+        )
+        .unwrap());
+    // Without a guard it is still an error naming the variable.
+    let e = r("{{ nothere.a.b }}").unwrap_err();
+    assert!(e.message.contains("nothere"), "{}", e.message);
+}
