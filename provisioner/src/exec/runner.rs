@@ -71,6 +71,9 @@ struct CallResult {
 /// The shared outcome of a `run_once` task: the first host runs it, the others take its result.
 type RunOnceCell = Arc<tokio::sync::OnceCell<(StepOutcome, Vars)>>;
 
+/// Encoded control-node files by (path, size, modification time).
+type LocalFiles = HashMap<(PathBuf, u64, Option<std::time::SystemTime>), Arc<str>>;
+
 /// A run_once task of one batch: (play, task, batch).
 type RunOnceKey = (usize, usize, usize);
 
@@ -96,6 +99,8 @@ pub struct Runner {
     run_once: Mutex<HashMap<RunOnceKey, RunOnceCell>>,
     /// Hosts the walker stopped (failed, unreachable, aborted).
     stopped: Mutex<BTreeSet<String>>,
+    /// Control-node files already read and encoded in this run.
+    local_files: Mutex<LocalFiles>,
     redactor: Arc<Redactor>,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
     rescuable: std::collections::HashSet<crate::diag::Loc>,
@@ -185,6 +190,7 @@ impl Runner {
             conns: tokio::sync::Mutex::new(HashMap::new()),
             run_once: Mutex::new(HashMap::new()),
             stopped: Mutex::new(BTreeSet::new()),
+            local_files: Mutex::new(HashMap::new()),
             redactor,
             rescuable,
         }
@@ -1426,19 +1432,37 @@ impl Runner {
             }
             "copy" | "unarchive" if !remote => {
                 let path = self.find_local(task, "files", &src)?;
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                args.insert(
-                    "_content_b64".into(),
-                    json!(base64::Engine::encode(
-                        &base64::engine::general_purpose::STANDARD,
-                        bytes
-                    )),
-                );
+                args.insert("_content_b64".into(), Value::String(self.local_b64(&path)?));
                 Ok(())
             }
             _ => Ok(()),
         }
+    }
+
+    /// A control-node file as base64, read and encoded once per run (the same artifact is often
+    /// copied to many hosts). Keyed by path, size and modification time.
+    fn local_b64(&self, path: &Path) -> Result<String, String> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+        if let Some(hit) = self
+            .local_files
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(hit.to_string());
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let encoded: Arc<str> = Arc::from(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            bytes,
+        ));
+        if let Ok(mut c) = self.local_files.lock() {
+            c.insert(key, encoded.clone());
+        }
+        Ok(encoded.to_string())
     }
 
     fn search_dirs(&self, task: &Task, sub: &str) -> Vec<PathBuf> {

@@ -281,15 +281,26 @@ fn unguarded_refs(src: &str, is_expr: bool) -> BTreeSet<String> {
     names.into_iter().filter(|n| !is_guarded(src, n)).collect()
 }
 
+/// Names `src` guards (`name.attr | default(...)`, `name is defined`, ...), found in one pass.
+fn guarded_names(src: &str) -> std::collections::HashSet<String> {
+    static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(
+            r"\b([A-Za-z_][A-Za-z0-9_]*)(?:\s*(?:\.\w+|\[[^\]]*\]))*\s*(?:\|\s*(?:default|d|mandatory)\b|is\s+(?:not\s+)?(?:defined|undefined|none))",
+        )
+        .ok()
+    });
+    match re {
+        Some(re) => re
+            .captures_iter(src)
+            .filter_map(|c| c.get(1).map(|m| m.as_str().to_string()))
+            .collect(),
+        None => std::collections::HashSet::new(),
+    }
+}
+
 fn is_guarded(src: &str, name: &str) -> bool {
-    let n = regex::escape(name);
-    // `name`, optionally followed by attribute/index access, then a guard.
-    let pattern = format!(
-        r"\b{n}\b(?:\s*(?:\.\w+|\[[^\]]*\]))*\s*(?:\|\s*(?:default|d|mandatory)\b|is\s+(?:not\s+)?(?:defined|undefined|none))"
-    );
-    Regex::new(&pattern)
-        .map(|re| re.is_match(src))
-        .unwrap_or(true)
+    guarded_names(src).contains(name)
 }
 
 #[cfg(test)]
