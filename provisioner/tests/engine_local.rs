@@ -145,7 +145,14 @@ impl Fixture {
         mode: Mode,
         connector: LocalConnector,
     ) -> (Vec<RunEvent>, Recap, Vec<(String, String)>) {
-        let req = self.request(mode);
+        self.run_req(self.request(mode), connector)
+    }
+
+    fn run_req(
+        &self,
+        req: RunRequest,
+        connector: LocalConnector,
+    ) -> (Vec<RunEvent>, Recap, Vec<(String, String)>) {
         let prepared = session::prepare(&req).unwrap_or_else(|e| panic!("{e}"));
         let events = Arc::new(Mutex::new(Vec::new()));
         let log = connector.log.clone();
@@ -327,20 +334,7 @@ fn failing_task_stops_that_host_keeps_its_handlers_pending_and_the_next_run_fire
         extra_vars: req_vars,
         ..f.request(Mode::Apply)
     };
-    let prepared = session::prepare(&req).unwrap();
-    let events2 = Arc::new(Mutex::new(Vec::new()));
-    let sink: Arc<dyn provisioner::exec::events::EventSink> = events2.clone();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(session::run(
-            &req,
-            prepared,
-            Arc::new(LocalConnector::default()),
-            sink,
-            rx,
-        ))
-        .unwrap();
+    let _ = f.run_req(req, LocalConnector::default());
     assert_eq!(
         std::fs::read_to_string(f.host_file("h2", "handler.log")).unwrap(),
         "restarted\n"
@@ -446,20 +440,7 @@ fn tags_select_tasks_and_block_tags_reach_their_children() {
         tags: vec!["a".into()],
         ..f.request(Mode::Apply)
     };
-    let prepared = session::prepare(&req).unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(session::run(
-            &req,
-            prepared,
-            Arc::new(LocalConnector::default()),
-            sink,
-            rx,
-        ))
-        .unwrap();
+    let _ = f.run_req(req, LocalConnector::default());
     assert!(f.host_file("h1", "a").exists());
     assert!(!f.host_file("h1", "b").exists());
     assert!(f.host_file("h1", "always").exists());
@@ -556,20 +537,7 @@ fn run_once_runs_on_the_first_running_host_of_the_batch() {
         extra_vars: extra,
         ..f.request(Mode::Apply)
     };
-    let prepared = session::prepare(&req).unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(session::run(
-            &req,
-            prepared,
-            Arc::new(LocalConnector::default()),
-            sink,
-            rx,
-        ))
-        .unwrap();
+    let _ = f.run_req(req, LocalConnector::default());
     assert_eq!(
         std::fs::read_to_string(f.path("hosts/once")).unwrap(),
         "h2\n"

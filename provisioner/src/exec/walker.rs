@@ -225,64 +225,14 @@ fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::Loc;
-    use crate::model::play::{Batch, Play, Strategy, Task, TaskKind};
+    use crate::model::play::{Batch, Play, Strategy};
     use crate::plan::PlayTarget;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     use std::time::Duration;
 
     fn play(ntasks: usize, strategy: Strategy, serial: Vec<Batch>) -> Play {
-        let task = |i: usize| Task {
-            name: Some(format!("t{i}")),
-            loc: Loc::file("t.yml"),
-            kind: TaskKind::Module {
-                module: "debug".into(),
-                args: Default::default(),
-            },
-            when: vec![],
-            loop_: None,
-            loop_flatten: false,
-            loop_var: "item".into(),
-            index_var: None,
-            loop_label: None,
-            register: None,
-            notify: vec![],
-            listen: vec![],
-            tags: vec![],
-            become_: None,
-            become_user: None,
-            ignore_errors: None,
-            changed_when: vec![],
-            failed_when: vec![],
-            until: vec![],
-            retries: None,
-            delay: None,
-            run_once: false,
-            delegate_to: None,
-            check_mode: None,
-            no_log: false,
-            vars: Default::default(),
-            role: None,
-        };
-        Play {
-            name: "p".into(),
-            loc: Loc::file("site.yml"),
-            hosts: "all".into(),
-            gather_facts: false,
-            become_: None,
-            become_user: None,
-            vars: Default::default(),
-            serial,
-            strategy,
-            any_errors_fatal: false,
-            max_fail_percentage: None,
-            tags: vec![],
-            tasks: (0..ntasks).map(task).collect(),
-            handlers: vec![],
-            role_defaults: vec![],
-            role_vars: vec![],
-        }
+        crate::model::play::test_support::play(ntasks, strategy, serial, false)
     }
 
     fn hosts(n: usize) -> Vec<String> {

@@ -200,3 +200,65 @@ mod tests {
         assert!(!tags_selected(&v(&[]), &[], &v(&["untagged"])));
     }
 }
+
+/// Builders of plays and tasks for the plan and walker tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub fn task(name: &str) -> Task {
+        Task {
+            name: Some(name.into()),
+            loc: Loc::file("t.yml"),
+            kind: TaskKind::Module {
+                module: "debug".into(),
+                args: Default::default(),
+            },
+            when: vec![],
+            loop_: None,
+            loop_flatten: false,
+            loop_var: "item".into(),
+            index_var: None,
+            loop_label: None,
+            register: None,
+            notify: vec![],
+            listen: vec![],
+            tags: vec![],
+            become_: None,
+            become_user: None,
+            ignore_errors: None,
+            changed_when: vec![],
+            failed_when: vec![],
+            until: vec![],
+            retries: None,
+            delay: None,
+            run_once: false,
+            delegate_to: None,
+            check_mode: None,
+            no_log: false,
+            vars: Default::default(),
+            role: None,
+        }
+    }
+
+    pub fn play(ntasks: usize, strategy: Strategy, serial: Vec<Batch>, facts: bool) -> Play {
+        Play {
+            name: "p".into(),
+            loc: Loc::file("site.yml"),
+            hosts: "all".into(),
+            gather_facts: facts,
+            become_: None,
+            become_user: None,
+            vars: Default::default(),
+            serial,
+            strategy,
+            any_errors_fatal: false,
+            max_fail_percentage: None,
+            tags: vec![],
+            tasks: (0..ntasks).map(|i| task(&format!("t{i}"))).collect(),
+            handlers: vec![],
+            role_defaults: vec![],
+            role_vars: vec![],
+        }
+    }
+}
