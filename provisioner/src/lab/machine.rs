@@ -125,6 +125,13 @@ fn customise(root: &Path, cfg: &HostConfig<'_>) -> Result<()> {
         &root.join("etc/apt/sources.list.d/debian.sources"),
         &sources_file(cfg.mirrors),
     )?;
+    // This kernel has no NFS client (sunrpc): the rpc_pipefs mount that NFS packages (pulled in
+    // by GlusterFS) enable can only fail here. Mask it, as the lab adapts hosts to its kernel.
+    let mask = root.join("etc/systemd/system/run-rpc_pipefs.mount");
+    if std::fs::symlink_metadata(&mask).is_err() {
+        std::os::unix::fs::symlink("/dev/null", &mask)
+            .map_err(|e| sys::io_err("cannot mask rpc_pipefs in", root, e))?;
+    }
     let (uid, gid) = user_ids(root, "ops")?;
     let ssh_dir = root.join("home/ops/.ssh");
     let keys = ssh_dir.join("authorized_keys");
