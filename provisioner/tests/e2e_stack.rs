@@ -416,7 +416,11 @@ fn dnsmasq_on_every_host_resolves_every_host_and_forwards_the_mesos_domain() {
                 "{h} resolving {other}"
             );
         }
-        let leader = resolve_on(&inv, h, &format!("leader.{domain}"));
+        // Mesos-DNS learns the leader on its first refresh after start: allow it that long.
+        let leader = poll("leader.mesos to resolve", Duration::from_secs(90), || {
+            let l = resolve_on(&inv, h, &format!("leader.{domain}"));
+            (!l.is_empty()).then_some(l)
+        });
         assert!(
             leader.len() == 1 && masters.contains(&leader[0]),
             "{h}: leader.{domain} -> {leader:?}, masters {masters:?}"
