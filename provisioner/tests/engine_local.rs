@@ -544,6 +544,37 @@ fn run_once_runs_on_the_first_running_host_of_the_batch() {
     );
 }
 
+#[test]
+fn ansible_play_hosts_leaves_out_a_host_that_failed_in_an_earlier_play() {
+    // Regression: a host that failed in the first play stayed in `ansible_play_hosts`, so a
+    // cross-host check of the next play (`map('extract', hostvars, ...)`) failed on the hosts
+    // that were still running (the CI lab: one agent's apt failed, the other failed on that).
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - fail: msg=down
+      when: inventory_hostname == 'h1'
+- hosts: web
+  gather_facts: false
+  serial: 1
+  tasks:
+    - set_fact:
+        mark: "{{ inventory_hostname }}"
+    - copy:
+        dest: "{{ root }}/{{ inventory_hostname }}/seen"
+        content: "{{ ansible_play_hosts | map('extract', hostvars, 'mark') | join(',') }} {{ ansible_play_batch | join(',') }} {{ ansible_play_hosts_all | join(',') }}"
+"#;
+    let f = Fixture::new(pb);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.hosts["h1"].failed, 1);
+    assert_eq!(recap.hosts["h2"].failed, 0, "{events:#?}");
+    assert_eq!(
+        std::fs::read_to_string(f.host_file("h2", "seen")).unwrap(),
+        "h2 h2 h1,h2"
+    );
+}
+
 // ---------------------------------------------------------------- the bundled stack
 
 /// A stack run of `tests/fixtures/stack` (a tiny site.yml) over the local transport.

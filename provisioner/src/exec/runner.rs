@@ -251,10 +251,26 @@ impl Runner {
         stack.set(VarLevel::ExtraVars, self.cfg.extra_vars.clone());
         let mut vars = stack.resolve();
         vars.extend(self.inventory.magic_vars(host));
-        let hosts = self.play_hosts.get(play_idx).cloned().unwrap_or_default();
-        vars.insert("ansible_play_hosts".into(), json!(hosts));
-        vars.insert("ansible_play_hosts_all".into(), json!(hosts));
-        vars.insert("play_hosts".into(), json!(hosts));
+        // As Ansible: `ansible_play_hosts_all` is every host of the play; `ansible_play_hosts`
+        // leaves out hosts that failed or became unreachable (in this play or an earlier one);
+        // `ansible_play_batch` (and its deprecated alias `play_hosts`) is the live part of
+        // this host's `serial` batch.
+        let all = self.play_hosts.get(play_idx).cloned().unwrap_or_default();
+        let stopped = self.stopped_hosts();
+        let live = |hs: &[String]| {
+            hs.iter()
+                .filter(|h| !stopped.contains(*h))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let batch = crate::plan::batches(&all, &play.serial)
+            .into_iter()
+            .find(|b| b.iter().any(|h| h == host))
+            .unwrap_or_default();
+        vars.insert("ansible_play_hosts".into(), json!(live(&all)));
+        vars.insert("ansible_play_batch".into(), json!(live(&batch)));
+        vars.insert("play_hosts".into(), json!(live(&batch)));
+        vars.insert("ansible_play_hosts_all".into(), json!(all));
         vars.insert("ansible_play_name".into(), json!(play.name));
         vars.insert(
             "ansible_check_mode".into(),
