@@ -45,9 +45,11 @@ pub fn hosts_file(host: &HostSpec, all: &[HostSpec]) -> String {
     s
 }
 
+/// apt on lab hosts goes through the lab's apt-cacher-ng; a download the proxy drops under the
+/// load of seven hosts installing at once is retried rather than failing the task.
 pub fn apt_proxy_file(subnet: &Subnet) -> String {
     format!(
-        "Acquire::http::Proxy \"http://{}:{}\";\n",
+        "Acquire::http::Proxy \"http://{}:{}\";\nAcquire::Retries \"5\";\n",
         subnet.bridge_ip(),
         super::proxy::PORT
     )
@@ -414,7 +416,7 @@ mod tests {
         assert!(n.contains("Gateway=10.250.0.1\n"));
         assert_eq!(
             apt_proxy_file(&s),
-            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\n"
+            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\nAcquire::Retries \"5\";\n"
         );
     }
 

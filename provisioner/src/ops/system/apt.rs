@@ -90,6 +90,9 @@ struct AptArgs {
     fail_on_autoremove: bool,
     only_upgrade: bool,
     default_release: Option<String>,
+    lock_timeout: i64,
+    update_retries: i64,
+    update_retry_max_delay: i64,
 }
 
 fn parse(args: &Args) -> Result<AptArgs, OpError> {
@@ -168,6 +171,9 @@ fn parse(args: &Args) -> Result<AptArgs, OpError> {
         fail_on_autoremove: a.bool_or("fail_on_autoremove", false)?,
         only_upgrade: a.bool_or("only_upgrade", false)?,
         default_release: a.str("default_release")?,
+        lock_timeout: a.int_or("lock_timeout", 60)?,
+        update_retries: a.int_or("update_cache_retries", 5)?,
+        update_retry_max_delay: a.int_or("update_cache_retry_max_delay", 12)?,
     })
 }
 
@@ -308,10 +314,30 @@ fn apt_state(facts: &Facts, a: &AptArgs) -> Result<AptState, OpError> {
     }
 }
 
-fn update_script() -> String {
+/// `apt-get update`, retried as Ansible does (`update_cache_retries` times, the delay doubling
+/// up to `update_cache_retry_max_delay` seconds), then the new cache timestamp.
+fn update_script(a: &AptArgs) -> String {
     format!(
-        "{APT_ENV} {APT_GET} update -q >/dev/null || exit $?\nprintf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\""
+        "n=0; d=1\nuntil {APT_ENV} {} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
+         [ \"$n\" -ge {} ] && exit $rc\n  sleep $d; d=$((d*2)); [ $d -gt {} ] && d={}\ndone\n\
+         printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\"",
+        apt_get(a),
+        a.update_retries.max(1),
+        a.update_retry_max_delay.max(1),
+        a.update_retry_max_delay.max(1),
     )
+}
+
+/// apt-get waiting up to `lock_timeout` seconds for the dpkg lock another apt holds (Ansible
+/// waits the same way before giving up).
+fn apt_get(a: &AptArgs) -> String {
+    format!("{APT_GET} -o DPkg::Lock::Timeout={}", a.lock_timeout.max(0))
+}
+
+/// The script that runs an apt-get command line `cmd` (which starts with [`APT_GET`]).
+fn apt_script(a: &AptArgs, cmd: &str) -> String {
+    let rest = cmd.strip_prefix(APT_GET).unwrap_or(cmd);
+    format!("{APT_ENV} {}{rest}", apt_get(a))
 }
 
 fn plan_apt(args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> {
@@ -324,7 +350,7 @@ fn plan_apt(args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> 
     let mut private = Map::new();
     if update {
         actions.push(Action::Exec {
-            script: update_script(),
+            script: update_script(&a),
             stdin: None,
         });
         private.insert("update".into(), json!(true));
@@ -346,7 +372,7 @@ fn plan_apt(args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> 
             ]);
             if sim.contains("The following packages will be REMOVED") {
                 actions.push(Action::Exec {
-                    script: format!("{APT_ENV} {cmd}"),
+                    script: apt_script(&a, &cmd),
                     stdin: None,
                 });
                 private.insert("cleanup".into(), json!(cmd));
@@ -405,7 +431,7 @@ fn plan_apt(args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> 
             &packages,
         ]);
         actions.push(Action::Exec {
-            script: format!("{APT_ENV} {cmd}"),
+            script: apt_script(&a, &cmd),
             stdin: None,
         });
         private.insert(
@@ -528,7 +554,7 @@ fn plan_apt(args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> 
         cmd.push_str(" --allow-change-held-packages");
     }
     actions.push(Action::Exec {
-        script: format!("{APT_ENV} {cmd}"),
+        script: apt_script(&a, &cmd),
         stdin: None,
     });
     private.insert("install".into(), json!(cmd));
