@@ -20,6 +20,9 @@ pub struct HumanFormatter {
     last_header: Option<String>,
 }
 
+/// How many trailing lines of a failure's message the summary after the recap repeats.
+const MAX_FAILURE_LINES: usize = 8;
+
 fn banner(title: &str) -> String {
     let pad = 79usize.saturating_sub(title.len() + 1);
     format!("\n{title} {}", "*".repeat(pad))
@@ -143,6 +146,30 @@ impl HumanFormatter {
                 r.ok, r.changed, r.unreachable, r.failed, r.skipped, r.rescued, r.ignored
             ));
         }
+        if !recap.failures.is_empty() {
+            out.push(String::new());
+            out.push(paint("FAILURES", "31", self.opts.color));
+            for f in &recap.failures {
+                let what = if f.unreachable {
+                    "UNREACHABLE"
+                } else {
+                    "FAILED"
+                };
+                out.push(format!(
+                    "  {}: {what} in TASK [{}] ({})",
+                    f.host, f.task, f.loc
+                ));
+                // A long module message (apt's output) ends with the line that matters.
+                let lines: Vec<&str> = f.msg.trim_end().lines().collect();
+                let from = lines.len().saturating_sub(MAX_FAILURE_LINES);
+                if from > 0 {
+                    out.push(format!("    ... ({from} lines above)"));
+                }
+                for l in &lines[from..] {
+                    out.push(format!("    {l}"));
+                }
+            }
+        }
         out
     }
 }
@@ -212,5 +239,24 @@ mod tests {
         let lines = f.recap(&r);
         assert!(lines[1].starts_with("m1 "));
         assert!(lines[1].contains("ok=1    changed=1    unreachable=0"));
+    }
+
+    #[test]
+    fn failures_are_summed_up_after_the_recap_with_the_end_of_their_message() {
+        let mut r = Recap::default();
+        r.observe(&report("m1", TaskStatus::Ok, vec![]));
+        let mut failed = report("a1", TaskStatus::Failed, vec![]);
+        if let RunEvent::TaskFinished(t) = &mut failed {
+            t.msg = Some((1..=20).map(|i| format!("line {i}\n")).collect());
+        }
+        r.observe(&failed);
+        let f = HumanFormatter::new(HumanOptions::default());
+        let text = f.recap(&r).join("\n");
+        assert!(
+            text.contains("FAILURES\n  a1: FAILED in TASK [web : configure] (roles/web/tasks/main.yml:1:3)\n    ... (12 lines above)\n    line 13\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("    line 20"), "{text}");
+        assert!(!text.contains("m1: "), "{text}");
     }
 }

@@ -17,10 +17,24 @@ pub struct HostRecap {
     pub ignored: u32,
 }
 
+/// A task that failed a host (or found it unreachable), kept for the summary after the recap:
+/// in a long run the first failure is far up the output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub host: String,
+    pub task: String,
+    pub loc: String,
+    pub msg: String,
+    pub unreachable: bool,
+}
+
 /// Counters for every host, folded from events.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Recap {
     pub hosts: BTreeMap<String, HostRecap>,
+    /// Failed and unreachable task results, in the order they happened.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
 }
 
 impl Recap {
@@ -48,6 +62,15 @@ impl Recap {
                     }
                     TaskStatus::Rescued => c.rescued += 1,
                     TaskStatus::Unreachable => c.unreachable += 1,
+                }
+                if matches!(r.status, TaskStatus::Failed | TaskStatus::Unreachable) {
+                    self.failures.push(Failure {
+                        host: r.host.clone(),
+                        task: r.task.clone(),
+                        loc: r.loc.clone(),
+                        msg: r.msg.clone().unwrap_or_default(),
+                        unreachable: r.status == TaskStatus::Unreachable,
+                    });
                 }
             }
             _ => {}
