@@ -61,6 +61,25 @@ struct HostState {
     prefetched: BTreeSet<usize>,
 }
 
+/// Ansible's `MAX_FILE_SIZE_FOR_DIFF`: larger contents are not diffed.
+const MAX_DIFF_BYTES: usize = 104_448;
+
+/// One side of a diff as reported: binary (a NUL in its first 8 KiB, as Ansible checks) or
+/// oversized contents are replaced by a one-line note, as Ansible skips those diffs.
+fn diff_side(text: &str) -> String {
+    let head = &text.as_bytes()[..text.len().min(8192)];
+    if head.contains(&0) {
+        "[diff skipped: binary content]\n".to_string()
+    } else if text.len() > MAX_DIFF_BYTES {
+        format!(
+            "[diff skipped: {} bytes, more than {MAX_DIFF_BYTES}]\n",
+            text.len()
+        )
+    } else {
+        text.to_string()
+    }
+}
+
 /// The outcome of one module call on one host.
 struct CallResult {
     result: Map<String, Value>,
@@ -612,6 +631,65 @@ impl Runner {
         })
     }
 
+    /// `changed_when`, then `failed_when`, as Ansible applies them: each sees the task's result
+    /// under its `register` name as the previous one left it. Returns the variables `until`
+    /// evaluates with.
+    fn result_conditions(&self, task: &Task, call: &mut CallResult, vars: &Vars) -> Vars {
+        let with_result = |call: &CallResult| {
+            let mut v = vars.clone();
+            if let Some(r) = &task.register {
+                v.insert(r.clone(), Value::Object(call.result.clone()));
+            }
+            v
+        };
+        let mut v = with_result(call);
+        if call.status == TaskStatus::Skipped {
+            return v;
+        }
+        for (keyword, conds) in [
+            ("changed_when", &task.changed_when),
+            ("failed_when", &task.failed_when),
+        ] {
+            if conds.is_empty() {
+                continue;
+            }
+            match self.eval_conditions(conds, &v) {
+                Ok(yes) if keyword == "changed_when" => {
+                    call.result.insert("changed".into(), json!(yes));
+                    if call.status != TaskStatus::Failed {
+                        call.status = Self::ok_or_changed(yes);
+                    }
+                }
+                Ok(failed) => {
+                    call.result
+                        .insert("failed_when_result".into(), json!(failed));
+                    call.result.insert("failed".into(), json!(failed));
+                    if failed {
+                        call.status = TaskStatus::Failed;
+                    } else if call.status == TaskStatus::Failed {
+                        call.status =
+                            Self::ok_or_changed(call.result.get("changed") == Some(&json!(true)));
+                    }
+                }
+                Err(e) => {
+                    call.status = TaskStatus::Failed;
+                    call.result
+                        .insert("msg".into(), json!(format!("{keyword}: {e}")));
+                }
+            }
+            v = with_result(call);
+        }
+        v
+    }
+
+    fn ok_or_changed(changed: bool) -> TaskStatus {
+        if changed {
+            TaskStatus::Changed
+        } else {
+            TaskStatus::Ok
+        }
+    }
+
     fn eval_conditions(&self, conds: &[Value], vars: &Vars) -> Result<bool, String> {
         if conds.is_empty() {
             return Ok(true);
@@ -958,55 +1036,7 @@ impl Runner {
             if call.status == TaskStatus::Unreachable {
                 return call;
             }
-            // changed_when / failed_when see the result under the register name.
-            let mut v = vars.clone();
-            if let Some(r) = &task.register {
-                v.insert(r.clone(), Value::Object(call.result.clone()));
-            }
-            if call.status != TaskStatus::Skipped {
-                if !task.changed_when.is_empty() {
-                    match self.eval_conditions(&task.changed_when, &v) {
-                        Ok(changed) => {
-                            call.result.insert("changed".into(), json!(changed));
-                            if call.status != TaskStatus::Failed {
-                                call.status = if changed {
-                                    TaskStatus::Changed
-                                } else {
-                                    TaskStatus::Ok
-                                };
-                            }
-                        }
-                        Err(e) => {
-                            call.status = TaskStatus::Failed;
-                            call.result
-                                .insert("msg".into(), json!(format!("changed_when: {e}")));
-                        }
-                    }
-                }
-                if !task.failed_when.is_empty() {
-                    match self.eval_conditions(&task.failed_when, &v) {
-                        Ok(failed) => {
-                            call.result
-                                .insert("failed_when_result".into(), json!(failed));
-                            call.result.insert("failed".into(), json!(failed));
-                            if failed {
-                                call.status = TaskStatus::Failed;
-                            } else if call.status == TaskStatus::Failed {
-                                call.status = if call.result.get("changed") == Some(&json!(true)) {
-                                    TaskStatus::Changed
-                                } else {
-                                    TaskStatus::Ok
-                                };
-                            }
-                        }
-                        Err(e) => {
-                            call.status = TaskStatus::Failed;
-                            call.result
-                                .insert("msg".into(), json!(format!("failed_when: {e}")));
-                        }
-                    }
-                }
-            }
+            let v = self.result_conditions(task, &mut call, vars);
             if task.until.is_empty() {
                 return call;
             }
@@ -1183,8 +1213,8 @@ impl Runner {
                 .iter()
                 .map(|d| DiffText {
                     label: d.label.clone(),
-                    before: d.before.clone(),
-                    after: d.after.clone(),
+                    before: diff_side(&d.before),
+                    after: diff_side(&d.after),
                 })
                 .collect(),
             Planned::NoChange { .. } => vec![],
@@ -1915,5 +1945,22 @@ mod redactor_tests {
         let mut part = "+AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n".to_string();
         r.redact(&mut part);
         assert_eq!(part, "+********\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_and_oversized_diffs_are_skipped_like_ansible() {
+        // Regression: the stand-in binary's bytes went into every JSON event of its copy task.
+        assert_eq!(diff_side("a\nb\n"), "a\nb\n");
+        assert_eq!(
+            diff_side("ELF\0\u{1}\u{2}"),
+            "[diff skipped: binary content]\n"
+        );
+        let big = "x".repeat(MAX_DIFF_BYTES + 1);
+        assert!(diff_side(&big).starts_with("[diff skipped: 104449 bytes"));
     }
 }
