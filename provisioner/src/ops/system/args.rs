@@ -44,38 +44,8 @@ pub struct A<'a> {
     spec: &'static [ParamSpec],
 }
 
-/// Ansible's truthy strings (compared lower-cased and trimmed), from `convert_bool.BOOLEANS_TRUE`.
-const TRUE_WORDS: &[&str] = &["y", "yes", "on", "1", "true", "t", "1.0"];
-/// Ansible's falsy strings, from `convert_bool.BOOLEANS_FALSE`.
-const FALSE_WORDS: &[&str] = &["n", "no", "off", "0", "false", "f", "0.0"];
-
-/// Parse an Ansible boolean (`boolean(value, strict=True)`).
-pub fn to_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => {
-            let f = n.as_f64()?;
-            if f == 1.0 {
-                Some(true)
-            } else if f == 0.0 {
-                Some(false)
-            } else {
-                None
-            }
-        }
-        Value::String(s) => {
-            let s = s.trim().to_lowercase();
-            if TRUE_WORDS.contains(&s.as_str()) {
-                Some(true)
-            } else if FALSE_WORDS.contains(&s.as_str()) {
-                Some(false)
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
+/// Ansible's `boolean()` (one implementation for every module's arguments).
+pub use crate::ops::files::args::to_bool;
 
 /// Render a scalar the way Ansible's `type='str'` conversion does.
 pub fn to_str(v: &Value) -> Option<String> {
