@@ -62,20 +62,47 @@ pub enum TlsCommand {
         #[arg(long)]
         ca: bool,
     },
+    /// Print the cluster CA certificate (PEM, public) for clients: `curl --cacert`, browsers.
+    Ca {
+        /// The inventory whose state dir holds the CA.
+        #[arg(short = 'i', long = "inventory", required = true)]
+        inventory: PathBuf,
+    },
+}
+
+fn tls_store(inventory: &std::path::Path) -> Result<crate::secrets::SecretStore, Error> {
+    if !inventory.exists() {
+        return Err(Error::Usage(format!(
+            "inventory {} does not exist",
+            inventory.display()
+        )));
+    }
+    Ok(crate::secrets::SecretStore::for_inventory(inventory)?)
 }
 
 fn tls_command(args: TlsArgs) -> std::process::ExitCode {
     match args.command {
-        TlsCommand::Rotate { inventory, ca } => {
-            if !inventory.exists() {
-                return fail(&Error::Usage(format!(
-                    "inventory {} does not exist",
-                    inventory.display()
-                )));
-            }
-            let store = match crate::secrets::SecretStore::for_inventory(&inventory) {
+        TlsCommand::Ca { inventory } => {
+            let store = match tls_store(&inventory) {
                 Ok(s) => s,
-                Err(e) => return fail(&e.into()),
+                Err(e) => return fail(&e),
+            };
+            match store.existing_tls_ca() {
+                Ok(Some(pem)) => {
+                    print_line(pem.trim_end());
+                    std::process::ExitCode::SUCCESS
+                }
+                Ok(None) => fail(&Error::Usage(format!(
+                    "no cluster CA in {} yet: the first apply creates it",
+                    store.dir().display()
+                ))),
+                Err(e) => fail(&e.into()),
+            }
+        }
+        TlsCommand::Rotate { inventory, ca } => {
+            let store = match tls_store(&inventory) {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
             };
             let report = match store.rotate_tls(ca) {
                 Ok(r) => r,

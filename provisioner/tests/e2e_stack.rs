@@ -156,6 +156,53 @@ fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
+/// The cluster CA (`provisioner tls ca`), written once to a file for curl.
+fn cluster_ca(inv: &Path) -> PathBuf {
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let i = inv.display().to_string();
+        let out = provisioner(&["tls", "ca", "-i", &i]);
+        assert!(out.status.success(), "provisioner tls ca failed");
+        let p = std::env::temp_dir().join(format!("e2e-stack-ca-{}.crt", std::process::id()));
+        std::fs::write(&p, &out.stdout).unwrap();
+        p
+    })
+    .clone()
+}
+
+/// GET https://host:port/path from the control machine with curl, verifying the server's
+/// certificate against the cluster CA (and its IP SAN): Mesos speaks libprocess TLS.
+fn mesos_get(inv: &Path, host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let ca = cluster_ca(inv);
+    let o = Command::new("curl")
+        .args(["-sS", "-m", "10", "--cacert"])
+        .arg(&ca)
+        .args([
+            "-w",
+            "\n%{http_code}",
+            &format!("https://{host}:{port}{path}"),
+        ])
+        .output()
+        .expect("run curl");
+    if !o.status.success() {
+        eprintln!(
+            "curl https://{host}:{port}{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
+}
+
+fn mesos_json(inv: &Path, host: &str, port: u16, path: &str) -> Value {
+    let (status, body) = mesos_get(inv, host, port, path)
+        .unwrap_or_else(|| panic!("GET https://{host}:{port}{path}: no answer"));
+    assert_eq!(status, 200, "GET https://{host}:{port}{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
+}
+
 fn http_json(host: &str, port: u16, path: &str) -> Value {
     let (status, body) = http_get(host, port, path)
         .unwrap_or_else(|| panic!("GET http://{host}:{port}{path}: no answer"));
@@ -327,7 +374,7 @@ fn master_states(inv: &Path) -> Vec<(String, Value)> {
     group(inv, "masters")
         .into_iter()
         .map(|m| {
-            let st = http_json(&address(inv, &m), p, "/master/state");
+            let st = mesos_json(inv, &address(inv, &m), p, "/master/state");
             (m, st)
         })
         .collect()
@@ -338,7 +385,8 @@ fn exactly_one_master_leads() {
     let inv = lab_inventory();
     let p = port("mesos_master", "http");
     for m in group(&inv, "masters") {
-        let (status, _) = http_get(&address(&inv, &m), p, "/health").expect("master /health");
+        let (status, _) =
+            mesos_get(&inv, &address(&inv, &m), p, "/health").expect("master /health");
         assert_eq!(status, 200, "{m} /health");
     }
     let states = poll("a Mesos leader", Duration::from_secs(120), || {
@@ -363,6 +411,43 @@ fn exactly_one_master_leads() {
         .map(|(m, _)| m)
         .collect();
     assert_eq!(leading.len(), 1, "masters that are the leader: {leading:?}");
+}
+
+#[test]
+fn mesos_speaks_tls_from_the_cluster_ca_and_refuses_plain_http() {
+    // Masters and agents serve HTTPS with their host certificate (curl checks it against the
+    // cluster CA and the IP SAN); plain HTTP gets no answer. So the agents' registration (next
+    // test) and Mesos-DNS's state reads (the dnsmasq test) went over TLS too.
+    let inv = lab_inventory();
+    let hosts: Vec<(String, u16, &str)> = group(&inv, "masters")
+        .into_iter()
+        .map(|h| (h, port("mesos_master", "http"), "mesos-master"))
+        .chain(
+            group(&inv, "agents")
+                .into_iter()
+                .map(|h| (h, port("mesos_agent", "http"), "mesos-agent")),
+        )
+        .collect();
+    for (h, p, unit) in &hosts {
+        let a = address(&inv, h);
+        let (status, _) = poll(
+            &format!("{h} answering over TLS"),
+            Duration::from_secs(60),
+            || mesos_get(&inv, &a, *p, "/health"),
+        );
+        assert_eq!(status, 200, "{h} /health over TLS");
+        let plain = http_get(&a, *p, "/health");
+        assert!(
+            !matches!(plain, Some((200, _))),
+            "{h}:{p} answered plain HTTP: {plain:?}"
+        );
+        let env = ssh_ok(&inv, h, &format!("systemctl show -p Environment {unit}"));
+        assert!(
+            env.contains("LIBPROCESS_SSL_ENABLED=true")
+                && env.contains("LIBPROCESS_SSL_CA_FILE=/etc/provisioner/tls/ca.crt"),
+            "{h}: {env}"
+        );
+    }
 }
 
 #[test]

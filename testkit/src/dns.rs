@@ -28,6 +28,12 @@ pub struct DnsConfig {
     pub httpon: bool,
     pub dnson: bool,
     pub httpport: u16,
+    /// `mesosHTTPSOn`: read the masters' state over HTTPS, verifying them against `caCertFile`
+    /// and presenting `certFile`/`keyFile` when set.
+    pub mesos_https: bool,
+    pub ca_cert_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
     /// Keys Mesos-DNS does not know (it ignores them; we log them).
     pub unknown_keys: Vec<String>,
 }
@@ -62,6 +68,10 @@ const KNOWN_KEYS: &[&str] = &[
     "stateTimeoutSeconds",
     "SetTruncateBit",
     "ReverseZone",
+    "mesosHTTPSOn",
+    "caCertFile",
+    "certFile",
+    "keyFile",
 ];
 
 pub fn load_config(path: &Path) -> Result<DnsConfig, Vec<String>> {
@@ -193,6 +203,28 @@ pub fn parse_config(text: &str) -> Result<DnsConfig, Vec<String>> {
     }
     let httpon = bool_of("httpon", true, &mut errs);
     let dnson = bool_of("dnson", true, &mut errs);
+    let mesos_https = bool_of("mesosHTTPSOn", false, &mut errs);
+    let file_of = |k: &str, errs: &mut Vec<String>| {
+        let p = str_of(k, errs)
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from);
+        if let Some(p) = &p {
+            if !p.is_file() {
+                errs.push(format!("'{k}': {}: no such file", p.display()));
+            }
+        }
+        p
+    };
+    let ca_cert_file = file_of("caCertFile", &mut errs);
+    let cert_file = file_of("certFile", &mut errs);
+    let key_file = file_of("keyFile", &mut errs);
+    if mesos_https && ca_cert_file.is_none() {
+        // Mesos-DNS would fall back to the system's CAs; the stand-in has none to trust.
+        errs.push("'mesosHTTPSOn' needs 'caCertFile' (the cluster CA)".into());
+    }
+    if cert_file.is_some() != key_file.is_some() {
+        errs.push("'certFile' and 'keyFile' go together".into());
+    }
     if errs.is_empty() {
         Ok(DnsConfig {
             zk,
@@ -206,11 +238,28 @@ pub fn parse_config(text: &str) -> Result<DnsConfig, Vec<String>> {
             httpon,
             dnson,
             httpport,
+            mesos_https,
+            ca_cert_file,
+            cert_file,
+            key_file,
             unknown_keys,
         })
     } else {
         Err(errs)
     }
+}
+
+/// The client TLS of a Mesos-DNS reading the masters over HTTPS (`mesosHTTPSOn`).
+pub fn client_tls(cfg: &DnsConfig) -> Result<Option<crate::tls::Tls>, String> {
+    let (true, Some(ca)) = (cfg.mesos_https, &cfg.ca_cert_file) else {
+        return Ok(None);
+    };
+    let identity = cfg.cert_file.as_deref().zip(cfg.key_file.as_deref());
+    Ok(Some(crate::tls::Tls {
+        server: None,
+        downgrade: false,
+        client: std::sync::Arc::new(crate::tls::client_config(ca, identity)?),
+    }))
 }
 
 /// Name (lowercase, no trailing dot) → addresses.

@@ -1,14 +1,19 @@
 //! A deliberately small HTTP/1.1 server and client (one request per connection,
 //! `Connection: close`, `Content-Length` bodies). Enough for the stand-in's JSON endpoints,
 //! curl, the `uri` module and Prometheus-style probes; it keeps the test crate light.
+//!
+//! When the process has installed libprocess TLS ([`crate::tls::install`]), the server speaks
+//! HTTPS (plain HTTP too with `LIBPROCESS_SSL_SUPPORT_DOWNGRADE`) and the client connects with
+//! TLS, verifying the server's certificate against the cluster CA.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const MAX_BODY: usize = 4 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,13 +90,43 @@ where
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, handler.as_ref())).await;
+            let _ = tokio::time::timeout(IO_TIMEOUT, accept(stream, handler.as_ref())).await;
         });
     }
 }
 
-async fn handle<H, F>(mut stream: TcpStream, handler: &H)
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+async fn accept<H, F>(stream: TcpStream, handler: &H)
 where
+    H: Fn(Request) -> F,
+    F: Future<Output = Response>,
+{
+    let Some(tls) = crate::tls::installed() else {
+        return handle(stream, handler).await;
+    };
+    let Some(server) = tls.server.clone() else {
+        return handle(stream, handler).await;
+    };
+    if tls.downgrade {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] != TLS_HANDSHAKE => return handle(stream, handler).await,
+            Ok(1) => {}
+            _ => return,
+        }
+    }
+    match TlsAcceptor::from(server).accept(stream).await {
+        Ok(s) => handle(s, handler).await,
+        // A plain-HTTP client (or one that does not trust our CA) gets no answer.
+        Err(e) => tracing::debug!("TLS handshake refused: {e}"),
+    }
+}
+
+async fn handle<S, H, F>(mut stream: S, handler: &H)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request) -> F,
     F: Future<Output = Response>,
 {
@@ -118,7 +153,9 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
 }
 
 /// Reads head and body; returns (head text, body bytes).
-async fn read_message(stream: &mut TcpStream) -> Result<(String, Vec<u8>, bool), String> {
+async fn read_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(String, Vec<u8>, bool), String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -160,7 +197,7 @@ async fn read_message(stream: &mut TcpStream) -> Result<(String, Vec<u8>, bool),
     Ok((head, body, len.is_some()))
 }
 
-async fn read_request(stream: &mut TcpStream) -> Result<Request, String> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, String> {
     let (head, body, _) = read_message(stream).await?;
     let line = head.lines().next().unwrap_or_default();
     let mut parts = line.split_whitespace();
@@ -184,51 +221,76 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One request to `addr` (`host:port`); returns status, headers and body.
+type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One request to `addr` (`host:port`); returns status, headers and body. Over TLS when the
+/// process installed it.
 pub async fn request(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
     timeout: Duration,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+) -> Result<Reply, String> {
     let fut = async {
-        let mut stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
-        let body = body.unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        let (head, mut resp_body, had_len) = read_message(&mut stream).await?;
-        if !had_len {
-            stream
-                .read_to_end(&mut resp_body)
-                .await
-                .map_err(|e| e.to_string())?;
+        match crate::tls::installed() {
+            None => exchange(tcp, addr, method, path, body).await,
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let name = crate::tls::server_name(host)?;
+                let stream = TlsConnector::from(tls.client.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("{addr}: TLS: {e}"))?;
+                exchange(stream, addr, method, path, body).await
+            }
         }
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| format!("bad status line from {addr}"))?;
-        let headers = head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        Ok((status, headers, resp_body))
     };
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| format!("{addr}{path}: timed out"))?
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Reply, String> {
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.write_all(body).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let (head, mut resp_body, had_len) = read_message(&mut stream).await?;
+    if !had_len {
+        stream
+            .read_to_end(&mut resp_body)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line from {addr}"))?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, resp_body))
 }
 
 /// GET and parse JSON.

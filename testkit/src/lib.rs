@@ -9,4 +9,5 @@ pub mod election;
 pub mod flags;
 pub mod http;
 pub mod master;
+pub mod tls;
 pub mod zkurl;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use testkit::{agent, dns, flags, master};
+use testkit::{agent, dns, flags, master, tls};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,27 @@ fn zk_file(p: &std::path::Path) -> Result<Option<String>, Vec<String>> {
     }
 }
 
+/// libprocess TLS from this process's `LIBPROCESS_SSL_*` environment: checked (a master or
+/// agent refuses to start on settings libprocess refuses) and, unless `check`, installed.
+fn libprocess_tls(check: bool) -> Result<(), Vec<String>> {
+    let env = tls::parse_env(&|k| std::env::var(k).ok())?;
+    let built = tls::build(&env).map_err(|e| vec![e])?;
+    if let Some(t) = built {
+        tracing::info!(
+            "libprocess TLS on (client certificates {})",
+            if env.require_client_cert {
+                "required"
+            } else {
+                "optional"
+            }
+        );
+        if !check {
+            tls::install(t);
+        }
+    }
+    Ok(())
+}
+
 async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
     match cmd {
         Cmd::Master {
@@ -64,6 +85,7 @@ async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
         } => {
             let f = flags::read_flags_dir(&flags_dir).map_err(|e| vec![e])?;
             let cfg = flags::master_config(f, zk_file(&zf)?)?;
+            libprocess_tls(check)?;
             if check {
                 tracing::info!("master flags are valid");
                 return Ok(());
@@ -77,6 +99,7 @@ async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
         } => {
             let f = flags::read_flags_dir(&flags_dir).map_err(|e| vec![e])?;
             let cfg = flags::agent_config(f, zk_file(&zf)?)?;
+            libprocess_tls(check)?;
             if check {
                 tracing::info!("agent flags are valid");
                 return Ok(());
@@ -85,6 +108,9 @@ async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
         }
         Cmd::Dns { config, check } => {
             let cfg = dns::load_config(&config)?;
+            if let Some(t) = dns::client_tls(&cfg).map_err(|e| vec![e])? {
+                tls::install(t);
+            }
             if check {
                 tracing::info!("mesos-dns config is valid");
                 return Ok(());

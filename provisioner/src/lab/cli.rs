@@ -185,6 +185,11 @@ pub fn run(args: LabArgs) -> ExitCode {
                     for (what, at) in super::endpoints(&report.hosts, &b) {
                         print_line(&format!("  {what:<22} {at}"));
                     }
+                    print_line(&format!(
+                        "  {:<22} provisioner tls ca -i {}  (Mesos speaks TLS: curl --cacert)",
+                        "cluster CA",
+                        report.inventory.display()
+                    ));
                 }
                 Err(e) => return fail(&e),
             }

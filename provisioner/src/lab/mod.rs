@@ -487,7 +487,8 @@ pub fn endpoints(
         for m in &masters {
             out.push((
                 format!("Mesos master {}", m.name),
-                format!("http://{}:{p}/", m.ip),
+                // libprocess TLS is on by default (roles: mesos_tls).
+                format!("https://{}:{p}/", m.ip),
             ));
         }
     }
@@ -877,9 +878,9 @@ mod tests {
         assert_eq!(
             text,
             [
-                "Mesos master master1 http://10.240.0.11:5050/",
-                "Mesos master master2 http://10.240.0.12:5050/",
-                "Mesos master master3 http://10.240.0.13:5050/",
+                "Mesos master master1 https://10.240.0.11:5050/",
+                "Mesos master master2 https://10.240.0.12:5050/",
+                "Mesos master master3 https://10.240.0.13:5050/",
                 "Prometheus http://10.240.0.11:9090/",
                 "Alertmanager http://10.240.0.11:9093/",
                 "ZooKeeper 10.240.0.11:2181,10.240.0.12:2181,10.240.0.13:2181",

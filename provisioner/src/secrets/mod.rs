@@ -360,6 +360,11 @@ impl SecretStore {
             .map_err(|_| SecretsError::Invalid("tls/ca: unreadable".into()))
     }
 
+    /// The CA certificate (PEM) if the CA exists (no CA is created).
+    pub fn existing_tls_ca(&self) -> Result<Option<String>, SecretsError> {
+        Ok(self.load_ca()?.map(|c| c.cert_pem))
+    }
+
     /// The CA certificate (PEM), created on first use.
     pub fn tls_ca(&self) -> Result<String, SecretsError> {
         Ok(self.ca()?.cert_pem)

@@ -16,8 +16,8 @@
 //!
 //! Supported: url, method, body, body_format (json/raw/form-urlencoded), headers, status_code,
 //! return_content, timeout, validate_certs, follow_redirects, url_username/user,
-//! url_password/password, force_basic_auth, http_agent. Not supported: dest, src, creates,
-//! removes, unix_socket, client certificates, form-multipart.
+//! url_password/password, force_basic_auth, http_agent, ca_path, client_cert, client_key. Not
+//! supported: dest, src, creates, removes, unix_socket, form-multipart.
 
 use super::args::{p, pa, req, A};
 use crate::facts::Facts;
@@ -45,6 +45,9 @@ const PARAMS: &[ParamSpec] = &[
     pa("url_password", &["password"]),
     p("force_basic_auth"),
     p("http_agent"),
+    p("ca_path"),
+    p("client_cert"),
+    p("client_key"),
 ];
 
 /// The request, run on the host. Reads the JSON arguments on stdin, prints one JSON line.
@@ -105,7 +108,9 @@ class Redir(U.HTTPRedirectHandler):
 jar = C.LWPCookieJar()
 handlers = [Redir(), U.HTTPCookieProcessor(jar)]
 if url.lower().startswith("https:"):
-    ctx = ssl.create_default_context() if a["validate_certs"] else ssl._create_unverified_context()
+    ctx = ssl.create_default_context(cafile=a["ca_path"]) if a["validate_certs"] else ssl._create_unverified_context()
+    if a["client_cert"]:
+        ctx.load_cert_chain(a["client_cert"], a["client_key"])
     handlers.append(U.HTTPSHandler(context=ctx))
 if a["user"] is not None:
     pw = a["password"] or ""
@@ -190,6 +195,9 @@ struct R {
     password: Option<String>,
     force_basic_auth: bool,
     http_agent: String,
+    ca_path: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
 }
 
 fn parse(args: &Args) -> Result<R, OpError> {
@@ -271,6 +279,9 @@ fn parse(args: &Args) -> Result<R, OpError> {
         password: a.str("url_password")?,
         force_basic_auth: a.bool_or("force_basic_auth", false)?,
         http_agent: a.str_or("http_agent", "ansible-httpget")?,
+        ca_path: a.str("ca_path")?,
+        client_cert: a.str("client_cert")?,
+        client_key: a.str("client_key")?,
     })
 }
 
@@ -282,6 +293,7 @@ pub fn action_for(args: &Args) -> Result<Action, OpError> {
         "headers": r.headers, "timeout": r.timeout, "validate_certs": r.validate_certs,
         "follow_redirects": r.follow_redirects, "user": r.user, "password": r.password,
         "force_basic_auth": r.force_basic_auth, "http_agent": r.http_agent,
+        "ca_path": r.ca_path, "client_cert": r.client_cert, "client_key": r.client_key,
     });
     Ok(Action::Exec {
         script: format!("exec python3 -c {}", quote(SCRIPT)),
