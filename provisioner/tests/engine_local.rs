@@ -575,6 +575,32 @@ fn ansible_play_hosts_leaves_out_a_host_that_failed_in_an_earlier_play() {
     );
 }
 
+#[test]
+fn task_names_are_templated_with_the_first_hosts_vars_as_ansible_shows_them() {
+    // Regression: `TASK [cni | bridge network {{ cni_network_name }}]` was shown raw.
+    // ansible-playbook 2.14 shows "write the web config" and "on localhost" for these.
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  vars:
+    what: the web config
+  tasks:
+    - name: write {{ what }}
+      copy: dest={{ root }}/{{ inventory_hostname }}/a content=x
+    - name: on {{ inventory_hostname }}
+      copy: dest={{ root }}/{{ inventory_hostname }}/b content=x
+"#;
+    let f = Fixture::new(pb);
+    let (events, _, _) = f.run(Mode::Apply, LocalConnector::default());
+    // Every host's results carry the title the first host got (one header per task).
+    for h in ["h1", "h2"] {
+        let names: Vec<String> = statuses(&events, h).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], "write the web config");
+        assert!(names[1] == "on h1" || names[1] == "on h2", "{names:?}");
+        assert_eq!(names[1], statuses(&events, "h1")[1].0);
+    }
+}
+
 // ---------------------------------------------------------------- the bundled stack
 
 /// A stack run of `tests/fixtures/stack` (a tiny site.yml) over the local transport.

@@ -123,6 +123,8 @@ pub struct Runner {
     redactor: Arc<Redactor>,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
     rescuable: std::collections::HashSet<crate::diag::Loc>,
+    /// Task titles with their templates rendered, by (play, task location).
+    titles: Mutex<HashMap<(usize, crate::diag::Loc), String>>,
 }
 
 /// Serves `hostvars`: each host's inventory vars, facts and registered results.
@@ -212,6 +214,7 @@ impl Runner {
             local_files: Mutex::new(HashMap::new()),
             redactor,
             rescuable,
+            titles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -230,6 +233,29 @@ impl Runner {
     /// The run's redactor (to censor anything else reported about this run).
     pub fn redactor(&self) -> Arc<Redactor> {
         self.redactor.clone()
+    }
+
+    /// The task's title as Ansible's linear strategy shows it: a name with `{{ }}` is rendered
+    /// with the variables of the first host that reaches the task (then kept for the others),
+    /// and left as written when it cannot be rendered.
+    fn title(&self, play_idx: usize, task: &Task, host: &str) -> String {
+        let raw = task.display_name();
+        if !raw.contains("{{") {
+            return raw;
+        }
+        let key = (play_idx, task.loc.clone());
+        if let Ok(t) = self.titles.lock() {
+            if let Some(v) = t.get(&key) {
+                return v.clone();
+            }
+        }
+        let vars = self.task_vars(host, play_idx, Some(task));
+        let title = self.templar.render_string(&raw, &vars).unwrap_or(raw);
+        if let Ok(mut t) = self.titles.lock() {
+            t.entry(key).or_insert(title).clone()
+        } else {
+            title
+        }
     }
 
     fn emit(&self, mut e: RunEvent) {
@@ -458,7 +484,7 @@ impl Runner {
         self.emit(RunEvent::TaskFinished(TaskReport {
             host: host.to_string(),
             play,
-            task: task.display_name(),
+            task: self.title(play, task, host),
             loc: task.loc.to_string(),
             status,
             changed,
@@ -732,7 +758,7 @@ impl Runner {
             self.emit(RunEvent::TaskStarted {
                 host: host.to_string(),
                 play: play_idx,
-                task: task.display_name(),
+                task: self.title(play_idx, task, host),
             });
         }
         // Loop items (or one pass without a loop).
