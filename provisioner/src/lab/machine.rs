@@ -45,14 +45,24 @@ pub fn hosts_file(host: &HostSpec, all: &[HostSpec]) -> String {
     s
 }
 
-/// apt on lab hosts goes through the lab's apt-cacher-ng; a download the proxy drops under the
-/// load of seven hosts installing at once is retried rather than failing the task.
+/// apt on lab hosts goes through the lab's apt-cacher-ng. A request the proxy stalls gives up
+/// after 30 s (apt's default is 120 s) and is retried, three times, rather than failing the task.
 pub fn apt_proxy_file(subnet: &Subnet) -> String {
     format!(
-        "Acquire::http::Proxy \"http://{}:{}\";\nAcquire::Retries \"5\";\n",
+        "Acquire::http::Proxy \"http://{}:{}\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\n",
         subnet.bridge_ip(),
         super::proxy::PORT
     )
+}
+
+/// The index files (InRelease) the hosts' sources ask for, as the proxy is asked for them.
+pub fn index_urls(m: &Mirrors) -> Vec<String> {
+    let base = |u: &str| u.trim_end_matches('/').to_string();
+    vec![
+        format!("{}/dists/{SUITE}/InRelease", base(&m.debian)),
+        format!("{}/dists/{SUITE}-updates/InRelease", base(&m.debian)),
+        format!("{}/dists/{SUITE}-security/InRelease", base(&m.security)),
+    ]
 }
 
 pub fn sources_file(m: &Mirrors) -> String {
@@ -416,7 +426,7 @@ mod tests {
         assert!(n.contains("Gateway=10.250.0.1\n"));
         assert_eq!(
             apt_proxy_file(&s),
-            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\nAcquire::Retries \"5\";\n"
+            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\n"
         );
     }
 

@@ -333,6 +333,11 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
             mirrors.debian
         )));
     }
+    for problem in proxy.warm(&machine::index_urls(&mirrors)) {
+        sink(LabEvent::Done(format!(
+            "apt proxy: could not pre-fetch {problem} (hosts will fetch it themselves)"
+        )));
+    }
 
     // 4. State, before any machine runs, so `destroy` can always find what exists.
     let hosts = spec.hosts();

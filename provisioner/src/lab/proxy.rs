@@ -12,6 +12,12 @@ use crate::error::{Error, Result};
 
 pub const PORT: u16 = 3142;
 
+/// How long apt-cacher-ng serves an index file (InRelease) from its cache without asking the
+/// backend. Several hosts refreshing the same index in the same second race inside
+/// apt-cacher-ng ("Failure to move file ... out of the way ... File exists") and the losing
+/// request hangs; `warm` refreshes the indexes once, then every host reads the cached copy.
+const FRESH_INDEX_SECS: u32 = 900;
+
 pub struct Proxy {
     /// Config, logs, pid file and socket: `<lab state>/acng/`.
     pub dir: PathBuf,
@@ -37,6 +43,7 @@ pub fn render_config(p: &Proxy, m: &Mirrors) -> String {
          ForeGround: 0\n\
          ReportPage: acng-report.html\n\
          ExThreshold: 4\n\
+         FreshIndexMaxAge: {FRESH_INDEX_SECS}\n\
          Remap-debrep: file:deb_mirror*.gz /debian {deb} ; {debian}\n\
          Remap-secdeb: /debian-security {sec} ; {security}\n",
         cache = p.cache_dir.display(),
@@ -102,6 +109,45 @@ impl Proxy {
             )));
         }
         Ok(true)
+    }
+
+    /// Fetch each index file the hosts will ask for once, one after the other, so the hosts'
+    /// concurrent `apt-get update` find them fresh in the cache. Best effort: returns the
+    /// problems (the hosts then fetch for themselves).
+    pub fn warm(&self, urls: &[String]) -> Vec<String> {
+        urls.iter()
+            .filter_map(|u| self.get(u).err().map(|e| format!("{u}: {e}")))
+            .collect()
+    }
+
+    /// One GET through the proxy; Ok when it answered 200.
+    fn get(&self, url: &str) -> std::result::Result<(), String> {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddr::from((self.bind, PORT)),
+            Duration::from_secs(5),
+        )
+        .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        let host = url
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).map_err(|e| e.to_string())?;
+        let status = String::from_utf8_lossy(&head[9..12]).to_string();
+        if status != "200" {
+            return Err(format!("HTTP {status}"));
+        }
+        let mut sink = Vec::new();
+        s.read_to_end(&mut sink).map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     pub fn accepts(&self) -> bool {
