@@ -155,6 +155,9 @@ pub struct HttpProbe {
     pub path: String,
     #[serde(default = "default_status")]
     pub status: u16,
+    /// HTTPS, verified against the cluster CA (Mesos with libprocess TLS, `mesos_tls`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 fn default_status() -> u16 {
