@@ -486,7 +486,8 @@ fn differential_against_ansible_playbook() {
 fn differential_keywords_and_more_modules() {
     let reset = "systemctl disable --now provisioner-kw 2>/dev/null; \
         rm -rf /etc/provisioner-kw /etc/systemd/system/provisioner-kw.service \
-        /etc/apt/sources.list.d/provisioner-kw.list; systemctl daemon-reload; true";
+        /etc/apt/sources.list.d/provisioner-kw.list; systemctl daemon-reload; \
+        DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tree >/dev/null 2>&1; true";
     differential("e2e-keywords", reset, &|inv, name| {
         ssh_ok(
             inv,
@@ -497,7 +498,8 @@ fn differential_keywords_and_more_modules() {
                  printf '%s %s %s\\n' \"$f\" \"$(stat -c '%a %U %G' \"$f\")\" \
                  \"$(sed 's/{name}/HOST/g' \"$f\" | sha1sum | cut -c1-40)\"; done; \
                  cat /etc/apt/sources.list.d/provisioner-kw.list; stat -c '%a' /etc/apt/sources.list.d/provisioner-kw.list; \
-                 systemctl is-enabled provisioner-kw; systemctl is-active provisioner-kw"
+                 systemctl is-enabled provisioner-kw; systemctl is-active provisioner-kw; \
+                 dpkg-query -W -f '${{Status}}\\n' tree"
             ),
         )
     });
