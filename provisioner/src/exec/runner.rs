@@ -80,6 +80,66 @@ fn diff_side(text: &str) -> String {
     }
 }
 
+/// What the actions of one `module` call can change, to keep the probe answers gathered before
+/// it that they cannot affect: `Some(paths)` when they only write at, under or above these
+/// absolute paths (file writes, and the file modules' own commands on their `path`/`dest`),
+/// `None` when anything may change (commands, packages, services, ...).
+fn touched_paths(module: &str, args: &ops::Args, actions: &[Action]) -> Option<Vec<String>> {
+    const FILE_MODULES: &[&str] = &[
+        "file",
+        "copy",
+        "template",
+        "lineinfile",
+        "blockinfile",
+        "ini_file",
+    ];
+    let mut paths: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteFile { path, .. } => Some(path.clone()),
+            Action::Exec { .. } => None,
+        })
+        .collect();
+    if paths.len() != actions.len() {
+        let short = module.rsplit('.').next().unwrap_or(module);
+        if !FILE_MODULES.contains(&short) {
+            return None;
+        }
+        let own = ["path", "dest", "name"]
+            .iter()
+            .find_map(|k| args.get(*k).and_then(Value::as_str))?;
+        paths.push(own.to_string());
+    }
+    paths.iter().all(|p| p.starts_with('/')).then(|| {
+        paths
+            .iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect()
+    })
+}
+
+/// Whether a probe answer survives a change confined to `touched` (see [`touched_paths`]):
+/// stat/read of an unrelated path and package state do; commands and unit state do not (a unit
+/// file may have been written). A symlink that leads into a touched path is not followed.
+fn still_valid(probe: &facts::Probe, touched: &[String]) -> bool {
+    let related = |p: &str| {
+        let p = p.trim_end_matches('/');
+        touched.iter().any(|t| {
+            p == t
+                || p.strip_prefix(t.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+                || t.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
+                || p.is_empty()
+                || t.is_empty()
+        })
+    };
+    match probe {
+        facts::Probe::Stat { path, .. } | facts::Probe::Read { path, .. } => !related(path),
+        facts::Probe::Dpkg { .. } => true,
+        facts::Probe::Unit { .. } | facts::Probe::Command { .. } => false,
+    }
+}
+
 /// The outcome of one module call on one host.
 struct CallResult {
     result: Map<String, Value>,
@@ -1249,8 +1309,15 @@ impl Runner {
         let run_actions = !check || m.read_only(&args);
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
+                let touched = touched_paths(module, &args, actions);
                 match self
-                    .perform(&target, actions, become_.clone(), task.no_log)
+                    .perform(
+                        &target,
+                        actions,
+                        touched.as_deref(),
+                        become_.clone(),
+                        task.no_log,
+                    )
                     .await
                 {
                     Ok(o) => o,
@@ -1424,12 +1491,16 @@ impl Runner {
         &self,
         host: &str,
         actions: &[Action],
+        touched: Option<&[String]>,
         become_: Option<Become>,
         no_log: bool,
     ) -> Result<Vec<ActionOutput>, TransportError> {
         if !actions.is_empty() {
-            // The host changes: answers gathered before may be stale from here on.
-            self.with_state(host, |s| s.probe_cache.clear());
+            // The host changes: answers gathered before that this change may affect are stale.
+            self.with_state(host, |s| match touched {
+                None => s.probe_cache.clear(),
+                Some(paths) => s.probe_cache.retain(|(_, p), _| still_valid(p, paths)),
+            });
         }
         let mut outputs = Vec::with_capacity(actions.len());
         for a in actions {
@@ -1988,5 +2059,65 @@ mod tests {
         );
         let big = "x".repeat(MAX_DIFF_BYTES + 1);
         assert!(diff_side(&big).starts_with("[diff skipped: 104449 bytes"));
+    }
+
+    #[test]
+    fn a_file_change_keeps_the_answers_it_cannot_affect() {
+        use facts::Probe;
+        let stat = |p: &str| Probe::Stat {
+            path: p.into(),
+            follow: false,
+        };
+        let touched = vec!["/etc/app".to_string()];
+        assert!(!still_valid(&stat("/etc/app"), &touched));
+        assert!(
+            !still_valid(&stat("/etc/app/conf.d/x"), &touched),
+            "under it"
+        );
+        assert!(!still_valid(&stat("/etc"), &touched), "its parent");
+        assert!(
+            still_valid(&stat("/etc/apparmor"), &touched),
+            "a sibling with the same prefix"
+        );
+        assert!(still_valid(
+            &Probe::Dpkg {
+                packages: vec!["tree".into()]
+            },
+            &touched
+        ));
+        assert!(!still_valid(
+            &Probe::Command {
+                script: "ls".into()
+            },
+            &touched
+        ));
+
+        let mut args = ops::Args::new();
+        args.insert("path".into(), json!("/etc/app/"));
+        let exec = Action::Exec {
+            script: "mkdir -p /etc/app".into(),
+            stdin: None,
+        };
+        assert_eq!(
+            touched_paths("file", &args, std::slice::from_ref(&exec)),
+            Some(vec!["/etc/app".to_string()])
+        );
+        assert_eq!(
+            touched_paths("command", &args, &[exec]),
+            None,
+            "a command may do anything"
+        );
+        args.insert("path".into(), json!("relative"));
+        assert_eq!(
+            touched_paths(
+                "file",
+                &args,
+                &[Action::Exec {
+                    script: "true".into(),
+                    stdin: None
+                }]
+            ),
+            None
+        );
     }
 }
