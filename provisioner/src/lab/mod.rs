@@ -316,7 +316,12 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
     let pubkey =
         std::fs::read_to_string(&pub_path).map_err(|e| sys::io_err("cannot read", &pub_path, e))?;
 
-    // 3. Bridge and apt proxy.
+    // 3. Kernel limits, bridge and apt proxy.
+    for (knob, was, now) in raise_inotify_limits()? {
+        sink(LabEvent::Done(format!(
+            "raised {knob} from {was} to {now} (every host's systemd needs inotify instances)"
+        )));
+    }
     if net::ensure_bridge(&bridge, &spec.subnet)? {
         sink(LabEvent::Done(format!(
             "bridge {bridge} {}/{}",
@@ -471,6 +476,32 @@ pub fn standin_path() -> Result<PathBuf> {
 
 /// The file name of the Mesos stand-in (crate `testkit`).
 pub const STANDIN_BINARY: &str = "mesos-standin";
+
+/// The inotify limits a lab of many hosts needs on this machine (each host's systemd and
+/// journald take inotify instances; Debian's default of 128 instances per user stops the
+/// 21st or so host with "Too many open files"). Raised, never lowered; returns what changed.
+const INOTIFY_FLOORS: &[(&str, u64)] = &[
+    ("fs.inotify.max_user_instances", 8192),
+    ("fs.inotify.max_user_watches", 524_288),
+];
+
+fn raise_inotify_limits() -> Result<Vec<(&'static str, u64, u64)>> {
+    let mut changed = Vec::new();
+    for (knob, floor) in INOTIFY_FLOORS {
+        let path = std::path::PathBuf::from("/proc/sys").join(knob.replace('.', "/"));
+        let was: u64 = std::fs::read_to_string(&path)
+            .map_err(|e| sys::io_err("cannot read", &path, e))?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if was < *floor {
+            std::fs::write(&path, floor.to_string())
+                .map_err(|e| sys::io_err("cannot raise", &path, e))?;
+            changed.push((*knob, was, *floor));
+        }
+    }
+    Ok(changed)
+}
 
 /// The stack's endpoints on a lab, for humans: (what, where).
 pub fn endpoints(
