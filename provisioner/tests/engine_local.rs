@@ -409,6 +409,36 @@ fn a_file_change_drops_the_prefetched_answers_for_its_path_only() {
 }
 
 #[test]
+fn copy_src_is_planned_from_its_checksum_and_sent_only_when_it_differs() {
+    // A large local artifact used to be base64-encoded into every host's task (420 MB peak on
+    // a no-op of the stack); now an unchanged file is only compared by sha1.
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - copy: src=blob.bin dest={{ root }}/{{ inventory_hostname }}/blob mode=0640
+"#;
+    let f = Fixture::new(pb);
+    let blob = |seed: u8| -> Vec<u8> { (0..300_000u32).map(|i| (i as u8) ^ seed).collect() };
+    std::fs::create_dir_all(f.path("files")).unwrap();
+    std::fs::write(f.path("files/blob.bin"), blob(0)).unwrap();
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(recap.total_changed(), 2);
+    assert_eq!(std::fs::read(f.host_file("h2", "blob")).unwrap(), blob(0));
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 0, "unchanged by checksum");
+    // A new local file: check mode shows the change and writes nothing, apply writes it.
+    std::fs::write(f.path("files/blob.bin"), blob(7)).unwrap();
+    let (_, recap, _) = f.run(Mode::Check, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 2);
+    assert_eq!(std::fs::read(f.host_file("h1", "blob")).unwrap(), blob(0));
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 2);
+    assert_eq!(std::fs::read(f.host_file("h1", "blob")).unwrap(), blob(7));
+}
+
+#[test]
 fn delegate_to_runs_on_the_delegated_host_with_the_original_hosts_vars() {
     let pb = r#"
 - hosts: h1

@@ -180,6 +180,8 @@ pub struct Runner {
     stopped: Mutex<BTreeSet<String>>,
     /// Control-node files already read and encoded in this run.
     local_files: Mutex<LocalFiles>,
+    /// sha1 of control-node files already read in this run (same key as `local_files`).
+    local_digests: Mutex<LocalFiles>,
     redactor: Arc<Redactor>,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
     rescuable: std::collections::HashSet<crate::diag::Loc>,
@@ -272,6 +274,7 @@ impl Runner {
             run_once: Mutex::new(HashMap::new()),
             stopped: Mutex::new(BTreeSet::new()),
             local_files: Mutex::new(HashMap::new()),
+            local_digests: Mutex::new(HashMap::new()),
             redactor,
             rescuable,
             titles: Mutex::new(HashMap::new()),
@@ -1291,6 +1294,16 @@ impl Runner {
         };
         let mode = if check { Mode::Check } else { Mode::Apply };
         let planned = match m.plan(&args, &facts, mode) {
+            // Planned from the local file's checksum, and the content differs: send it.
+            Err(e) if e.is_needs_content() => {
+                if let Err(e) = self.inline_local_content(task, &mut args) {
+                    return fail(e);
+                }
+                m.plan(&args, &facts, mode)
+            }
+            other => other,
+        };
+        let planned = match planned {
             Ok(p) => p,
             Err(e) => return fail(e.to_string()),
         };
@@ -1573,7 +1586,17 @@ impl Runner {
                 args.insert("_content".into(), json!(text));
                 Ok(())
             }
-            "copy" | "unarchive" if !remote => {
+            // copy plans from the file's checksum first (an unchanged file is never encoded
+            // or held per host); `inline_local_content` adds the content when it must be sent.
+            "copy" if !remote => {
+                let path = self.find_local(task, "files", &src)?;
+                args.insert(
+                    "_content_sha1".into(),
+                    Value::String(self.local_sha1(&path)?),
+                );
+                Ok(())
+            }
+            "unarchive" if !remote => {
                 let path = self.find_local(task, "files", &src)?;
                 args.insert("_content_b64".into(), Value::String(self.local_b64(&path)?));
                 Ok(())
@@ -1582,30 +1605,57 @@ impl Runner {
         }
     }
 
+    /// The content of a `copy` task's control-node `src`, for a plan that must write it.
+    fn inline_local_content(
+        &self,
+        task: &Task,
+        args: &mut Map<String, Value>,
+    ) -> Result<(), String> {
+        let src = args
+            .get("src")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or("copy: no src to read")?;
+        let path = self.find_local(task, "files", &src)?;
+        args.remove("_content_sha1");
+        args.insert("_content_b64".into(), Value::String(self.local_b64(&path)?));
+        Ok(())
+    }
+
+    /// A control-node file's sha1 (hex), computed once per run.
+    fn local_sha1(&self, path: &Path) -> Result<String, String> {
+        Self::cached_local(&self.local_digests, path, |bytes| {
+            crate::ops::files::sha1::sha1_hex(&bytes)
+        })
+    }
+
     /// A control-node file as base64, read and encoded once per run (the same artifact is often
-    /// copied to many hosts). Keyed by path, size and modification time.
+    /// copied to many hosts).
     fn local_b64(&self, path: &Path) -> Result<String, String> {
+        Self::cached_local(&self.local_files, path, |bytes| {
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+        })
+    }
+
+    /// `derive` of a control-node file's bytes, kept in `cache` by path, size and mtime.
+    fn cached_local(
+        cache: &Mutex<LocalFiles>,
+        path: &Path,
+        derive: impl FnOnce(Vec<u8>) -> String,
+    ) -> Result<String, String> {
         let meta =
             std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-        if let Some(hit) = self
-            .local_files
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(hit.to_string());
         }
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let encoded: Arc<str> = Arc::from(base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            bytes,
-        ));
-        if let Ok(mut c) = self.local_files.lock() {
-            c.insert(key, encoded.clone());
+        let value: Arc<str> = Arc::from(derive(bytes));
+        if let Ok(mut c) = cache.lock() {
+            c.insert(key, value.clone());
         }
-        Ok(encoded.to_string())
+        Ok(value.to_string())
     }
 
     fn search_dirs(&self, task: &Task, sub: &str) -> Vec<PathBuf> {

@@ -91,9 +91,22 @@ pub struct ModuleResult {
 #[error("{0}")]
 pub struct OpError(pub String);
 
+/// The message of [`OpError::needs_content`].
+const NEEDS_CONTENT: &str = "the content of the local file must be sent (internal)";
+
 impl OpError {
     pub fn new(msg: impl Into<String>) -> Self {
         OpError(msg.into())
+    }
+
+    /// A plan made from a control-node file's checksum alone (`copy`'s `_content_sha1`) found
+    /// that the content must be written: the engine plans again with the content.
+    pub fn needs_content() -> Self {
+        OpError(NEEDS_CONTENT.into())
+    }
+
+    pub fn is_needs_content(&self) -> bool {
+        self.0 == NEEDS_CONTENT
     }
 }
 

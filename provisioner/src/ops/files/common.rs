@@ -403,6 +403,9 @@ pub struct WriteFile<'a> {
     pub validate: Option<&'a str>,
     /// Create this parent directory first (`mkdir -p`).
     pub mkdir: Option<String>,
+    /// The sha1 of the content when only that is known (`after` is then empty): a plan that
+    /// would write the content fails with [`OpError::needs_content`].
+    pub after_sha1: Option<String>,
 }
 
 /// The outcome of [`plan_write`].
@@ -447,12 +450,15 @@ pub fn validate_check(validate: Option<&str>) -> Result<(), OpError> {
 /// differs; `chown`/`chgrp`/`chmod` when only attributes differ.
 pub fn plan_write(w: WriteFile<'_>) -> Result<WritePlan, OpError> {
     validate_check(w.validate)?;
-    let checksum = sha1_hex(&w.after);
+    let checksum = w.after_sha1.clone().unwrap_or_else(|| sha1_hex(&w.after));
     let same_content = match (w.current, w.before) {
         (None, _) => false,
-        (Some(_), Some(b)) => b == w.after.as_slice(),
-        (Some(st), None) => st.checksum_sha1.as_deref() == Some(checksum.as_str()),
+        (Some(_), Some(b)) if w.after_sha1.is_none() => b == w.after.as_slice(),
+        (Some(st), _) => st.checksum_sha1.as_deref() == Some(checksum.as_str()),
     };
+    if !same_content && w.after_sha1.is_some() {
+        return Err(OpError::needs_content());
+    }
     let base = match w.current {
         Some(st) => st.clone(),
         None => new_stat("file"),

@@ -36,7 +36,7 @@ const DIFF_READ: u64 = 1024 * 1024;
 pub struct Copy;
 pub struct Template;
 
-const COPY_P: [Param; 25] = [
+const COPY_P: [Param; 26] = [
     Param::new("dest", Kind::Path).required(),
     Param::new("src", Kind::Path),
     Param::new("content", Kind::Str),
@@ -51,6 +51,7 @@ const COPY_P: [Param; 25] = [
     Param::new("decrypt", Kind::Bool),
     Param::new("_original_basename", Kind::Str),
     Param::new("_content_b64", Kind::Str),
+    Param::new("_content_sha1", Kind::Str),
     Param::new("_content", Kind::Str),
     Param::new("_src_mode", Kind::Int),
     FILE_COMMON[0],
@@ -65,7 +66,7 @@ const COPY_P: [Param; 25] = [
 ];
 static COPY_SPECS: [ParamSpec; 25] = specs(&COPY_P);
 
-const TEMPLATE_P: [Param; 28] = [
+const TEMPLATE_P: [Param; 29] = [
     Param::new("src", Kind::Path).required(),
     Param::new("dest", Kind::Path).required(),
     Param::new("backup", Kind::Bool),
@@ -83,6 +84,7 @@ const TEMPLATE_P: [Param; 28] = [
     Param::new("comment_end_string", Kind::Str),
     Param::new("output_encoding", Kind::Str),
     Param::new("_content_b64", Kind::Str),
+    Param::new("_content_sha1", Kind::Str),
     Param::new("_content", Kind::Str),
     Param::new("_src_mode", Kind::Int),
     FILE_COMMON[0],
@@ -100,6 +102,8 @@ static TEMPLATE_SPECS: [ParamSpec; 28] = specs(&TEMPLATE_P);
 /// What to put at dest.
 enum Source {
     Bytes(Vec<u8>),
+    /// A control-node file known by its sha1 (`_content_sha1`): enough to find it unchanged.
+    Digest(String),
     Remote(String),
 }
 
@@ -157,19 +161,25 @@ fn request(module: &str, args: &Args) -> Result<Req, OpError> {
     } else if let Some(s) = &src {
         if remote {
             Source::Remote(s.clone())
+        } else if let Some(c) = engine_content(&p, module)? {
+            Source::Bytes(c)
+        } else if let Some(d) = p.str("_content_sha1") {
+            Source::Digest(d.to_string())
         } else {
-            Source::Bytes(engine_content(&p, module)?.ok_or_else(|| {
-                OpError::new(format!(
-                    "copy: src {s} must be read by the engine and passed as _content_b64"
-                ))
-            })?)
+            return Err(OpError::new(format!(
+                "copy: src {s} must be read by the engine and passed as _content_b64"
+            )));
         }
     } else {
         return Err(OpError::new("src (or content) is required"));
     };
     if p.has("checksum") {
-        if let (Some(want), Source::Bytes(b)) = (p.str("checksum"), &source) {
-            let got = super::sha1::sha1_hex(b);
+        let got = match &source {
+            Source::Bytes(b) => Some(super::sha1::sha1_hex(b)),
+            Source::Digest(d) => Some(d.clone()),
+            Source::Remote(_) => None,
+        };
+        if let (Some(want), Some(got)) = (p.str("checksum"), got) {
             if want != got {
                 return Err(OpError::new(format!(
                     "Copied file does not match the expected checksum. Transfer failed. (expected {want}, got {got})"
@@ -227,7 +237,7 @@ fn probes_for(req: &Req) -> Vec<Probe> {
             path: path.to_string(),
             follow: true,
         });
-        if matches!(req.source, Source::Bytes(_)) {
+        if matches!(req.source, Source::Bytes(_) | Source::Digest(_)) {
             v.push(Probe::Read {
                 path: path.to_string(),
                 max_bytes: DIFF_READ,
@@ -305,14 +315,25 @@ fn plan_copy(module: &str, req: Req, facts: &Facts, mode: Mode) -> Result<Planne
         dest.clone()
     };
     let current = st.exists.then_some(st);
-    match req.source {
-        Source::Bytes(bytes) => {
+    // Ok((content, its sha1 when only that is known)), Err(remote source path).
+    let content = match req.source {
+        Source::Bytes(b) => Ok((b, None)),
+        Source::Digest(d) => Ok((Vec::new(), Some(d))),
+        Source::Remote(s) => Err(s),
+    };
+    match content {
+        Ok((bytes, after_sha1)) => {
             let before = if st.exists && st.size <= DIFF_READ {
                 facts.read(&dest).flatten()
             } else {
                 None
             };
-            let size = bytes.len();
+            // Unchanged content (the only plan a digest allows) has the current size.
+            let size = if after_sha1.is_some() {
+                st.size as usize
+            } else {
+                bytes.len()
+            };
             let w = plan_write(WriteFile {
                 path: &dest,
                 write_path,
@@ -322,13 +343,14 @@ fn plan_copy(module: &str, req: Req, facts: &Facts, mode: Mode) -> Result<Planne
                 attrs: &attrs,
                 validate: p.str("validate"),
                 mkdir: (req.mkdir_parent && !parent_ok).then(|| parent.to_string()),
+                after_sha1,
             })?;
             result.insert("checksum".into(), w.checksum.clone().into());
             result.insert("size".into(), size.into());
             result.insert("state".into(), "file".into());
             Ok(w.into_planned(result))
         }
-        Source::Remote(src) => {
+        Err(src) => {
             let sst = need_stat(facts, &src, true)?;
             if !sst.exists {
                 return Err(OpError::new(format!("Source {src} not found")));

@@ -102,6 +102,7 @@ pub fn plan(
         },
     };
     let w = plan_write(WriteFile {
+        after_sha1: None,
         path,
         write_path: realpath(facts, path),
         current: st,
