@@ -168,6 +168,8 @@ struct At<'a> {
 pub struct Runner {
     plays: Vec<Play>,
     play_hosts: Vec<Vec<String>>,
+    /// Each play's `serial` batches (fixed for the run; computed once, read by every task).
+    play_batches: Vec<Vec<Vec<String>>>,
     inventory: Arc<Inventory>,
     connector: Arc<dyn Connector>,
     sink: Arc<dyn EventSink>,
@@ -261,9 +263,15 @@ impl Runner {
             mark(&p.tasks, false, &mut rescuable);
             mark(&p.handlers, false, &mut rescuable);
         }
+        let play_batches = plays
+            .iter()
+            .zip(&play_hosts)
+            .map(|(p, hs)| crate::plan::batches(hs, &p.serial))
+            .collect();
         Runner {
             plays,
             play_hosts,
+            play_batches,
             inventory,
             connector,
             sink,
@@ -321,6 +329,16 @@ impl Runner {
         }
     }
 
+    /// The `serial` batch of `play` that `host` belongs to: (its index, its hosts).
+    fn batch_of(&self, play: usize, host: &str) -> Option<(usize, &[String])> {
+        self.play_batches
+            .get(play)?
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.iter().any(|h| h == host))
+            .map(|(i, b)| (i, b.as_slice()))
+    }
+
     fn emit(&self, mut e: RunEvent) {
         self.redactor.redact_event(&mut e);
         self.sink.emit(e);
@@ -363,7 +381,11 @@ impl Runner {
         // leaves out hosts that failed or became unreachable (in this play or an earlier one);
         // `ansible_play_batch` (and its deprecated alias `play_hosts`) is the live part of
         // this host's `serial` batch.
-        let all = self.play_hosts.get(play_idx).cloned().unwrap_or_default();
+        let all = self
+            .play_hosts
+            .get(play_idx)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let stopped = self.stopped_hosts();
         let live = |hs: &[String]| {
             hs.iter()
@@ -371,13 +393,10 @@ impl Runner {
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let batch = crate::plan::batches(&all, &play.serial)
-            .into_iter()
-            .find(|b| b.iter().any(|h| h == host))
-            .unwrap_or_default();
-        vars.insert("ansible_play_hosts".into(), json!(live(&all)));
-        vars.insert("ansible_play_batch".into(), json!(live(&batch)));
-        vars.insert("play_hosts".into(), json!(live(&batch)));
+        let batch = self.batch_of(play_idx, host).map_or(&[][..], |(_, b)| b);
+        vars.insert("ansible_play_hosts".into(), json!(live(all)));
+        vars.insert("ansible_play_batch".into(), json!(live(batch)));
+        vars.insert("play_hosts".into(), json!(live(batch)));
         vars.insert("ansible_play_hosts_all".into(), json!(all));
         vars.insert("ansible_play_name".into(), json!(play.name));
         vars.insert(
@@ -664,18 +683,9 @@ impl Runner {
             if task.run_once {
                 // As Ansible: the task runs once per batch, on the batch's first host that is
                 // still running; every host of the batch gets its registered result.
-                let batches = crate::plan::batches(
-                    self.play_hosts
-                        .get(play)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                    &self.plays[play].serial,
-                );
                 let stopped = self.stopped_hosts();
-                let (batch, runner_host) = batches
-                    .iter()
-                    .enumerate()
-                    .find(|(_, b)| b.iter().any(|h| h == host))
+                let (batch, runner_host) = self
+                    .batch_of(play, host)
                     .and_then(|(i, b)| {
                         b.iter()
                             .find(|h| !stopped.contains(*h))
