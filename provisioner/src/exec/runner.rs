@@ -80,19 +80,11 @@ fn diff_side(text: &str) -> String {
     }
 }
 
-/// What the actions of one `module` call can change, to keep the probe answers gathered before
+/// What the actions of one module call can change, to keep the probe answers gathered before
 /// it that they cannot affect: `Some(paths)` when they only write at, under or above these
-/// absolute paths (file writes, and the file modules' own commands on their `path`/`dest`),
-/// `None` when anything may change (commands, packages, services, ...).
-fn touched_paths(module: &str, args: &ops::Args, actions: &[Action]) -> Option<Vec<String>> {
-    const FILE_MODULES: &[&str] = &[
-        "file",
-        "copy",
-        "template",
-        "lineinfile",
-        "blockinfile",
-        "ini_file",
-    ];
+/// absolute paths (file writes, and commands of a module [`ops::Module::confined_to`] its
+/// paths), `None` when anything may change (commands, packages, services, ...).
+fn touched_paths(m: &dyn ops::Module, args: &ops::Args, actions: &[Action]) -> Option<Vec<String>> {
     let mut paths: Vec<String> = actions
         .iter()
         .filter_map(|a| match a {
@@ -101,14 +93,7 @@ fn touched_paths(module: &str, args: &ops::Args, actions: &[Action]) -> Option<V
         })
         .collect();
     if paths.len() != actions.len() {
-        let short = module.rsplit('.').next().unwrap_or(module);
-        if !FILE_MODULES.contains(&short) {
-            return None;
-        }
-        let own = ["path", "dest", "name"]
-            .iter()
-            .find_map(|k| args.get(*k).and_then(Value::as_str))?;
-        paths.push(own.to_string());
+        paths.extend(m.confined_to(args)?);
     }
     paths.iter().all(|p| p.starts_with('/')).then(|| {
         paths
@@ -1332,7 +1317,7 @@ impl Runner {
         let run_actions = !check || m.read_only(&args);
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
-                let touched = touched_paths(module, &args, actions);
+                let touched = touched_paths(m, &args, actions);
                 match self
                     .perform(
                         &target,
@@ -2124,6 +2109,7 @@ mod tests {
     #[test]
     fn a_file_change_keeps_the_answers_it_cannot_affect() {
         use facts::Probe;
+        let module = |name: &str| ops::lookup(name).unwrap();
         let stat = |p: &str| Probe::Stat {
             path: p.into(),
             follow: false,
@@ -2159,18 +2145,18 @@ mod tests {
             stdin: None,
         };
         assert_eq!(
-            touched_paths("file", &args, std::slice::from_ref(&exec)),
+            touched_paths(module("file"), &args, std::slice::from_ref(&exec)),
             Some(vec!["/etc/app".to_string()])
         );
         assert_eq!(
-            touched_paths("command", &args, &[exec]),
+            touched_paths(module("command"), &args, &[exec]),
             None,
             "a command may do anything"
         );
         args.insert("path".into(), json!("relative"));
         assert_eq!(
             touched_paths(
-                "file",
+                module("file"),
                 &args,
                 &[Action::Exec {
                     script: "true".into(),

@@ -134,6 +134,12 @@ pub trait Module: Send + Sync {
     fn read_only(&self, _args: &Args) -> bool {
         false
     }
+    /// When this task's actions change nothing but files at, under or above these absolute
+    /// paths, the paths: the executor then keeps the host-state answers gathered before that
+    /// the change cannot affect. Default `None`: anything may change.
+    fn confined_to(&self, _args: &Args) -> Option<Vec<String>> {
+        None
+    }
     /// Facts needed to decide. Default: none.
     fn probes(&self, _args: &Args) -> Result<Vec<Probe>, OpError> {
         Ok(Vec::new())

@@ -158,6 +158,9 @@ fn edit(p: &Params, original: Option<&[u8]>) -> Result<(Vec<u8>, &'static str), 
 }
 
 impl Module for BlockInFile {
+    fn confined_to(&self, args: &Args) -> Option<Vec<String>> {
+        super::common::own_path(args)
+    }
     fn names(&self) -> &'static [&'static str] {
         &[
             "blockinfile",

@@ -441,6 +441,9 @@ fn plan_copy(module: &str, req: Req, facts: &Facts, mode: Mode) -> Result<Planne
 }
 
 impl Module for Copy {
+    fn confined_to(&self, args: &Args) -> Option<Vec<String>> {
+        super::common::own_path(args)
+    }
     fn names(&self) -> &'static [&'static str] {
         &["copy", "ansible.builtin.copy", "ansible.legacy.copy"]
     }
@@ -456,6 +459,9 @@ impl Module for Copy {
 }
 
 impl Module for Template {
+    fn confined_to(&self, args: &Args) -> Option<Vec<String>> {
+        super::common::own_path(args)
+    }
     fn names(&self) -> &'static [&'static str] {
         &[
             "template",

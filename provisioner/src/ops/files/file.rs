@@ -153,6 +153,9 @@ fn base_result(key: &str, path: &str, state: &str) -> Map<String, Value> {
 }
 
 impl Module for File {
+    fn confined_to(&self, args: &Args) -> Option<Vec<String>> {
+        super::common::own_path(args)
+    }
     fn names(&self) -> &'static [&'static str] {
         &["file", "ansible.builtin.file", "ansible.legacy.file"]
     }

@@ -276,6 +276,9 @@ fn do_ini(p: &Params, text: Option<&str>) -> Result<(bool, String, &'static str)
 }
 
 impl Module for IniFile {
+    fn confined_to(&self, args: &Args) -> Option<Vec<String>> {
+        super::common::own_path(args)
+    }
     fn names(&self) -> &'static [&'static str] {
         &["ini_file", "community.general.ini_file"]
     }

@@ -228,6 +228,9 @@ fn absent(p: &Params, lines: Vec<Vec<u8>>) -> Result<(usize, Vec<Vec<u8>>), OpEr
 }
 
 impl Module for LineInFile {
+    fn confined_to(&self, args: &Args) -> Option<Vec<String>> {
+        super::common::own_path(args)
+    }
     fn names(&self) -> &'static [&'static str] {
         &[
             "lineinfile",
