@@ -293,8 +293,9 @@ impl Runner {
 
     /// The task's title as Ansible's linear strategy shows it: a name with `{{ }}` is rendered
     /// with the variables of the first host that reaches the task (then kept for the others),
-    /// and left as written when it cannot be rendered.
-    fn title(&self, play_idx: usize, task: &Task, host: &str) -> String {
+    /// and left as written when it cannot be rendered. `vars`: the host's task variables when
+    /// the caller has them already.
+    fn title(&self, play_idx: usize, task: &Task, host: &str, vars: Option<&Vars>) -> String {
         let raw = task.display_name();
         if !raw.contains("{{") {
             return raw;
@@ -305,8 +306,13 @@ impl Runner {
                 return v.clone();
             }
         }
-        let vars = self.task_vars(host, play_idx, Some(task));
-        let title = self.templar.render_string(&raw, &vars).unwrap_or(raw);
+        let rendered = match vars {
+            Some(v) => self.templar.render_string(&raw, v),
+            None => self
+                .templar
+                .render_string(&raw, &self.task_vars(host, play_idx, Some(task))),
+        };
+        let title = rendered.unwrap_or(raw);
         if let Ok(mut t) = self.titles.lock() {
             t.entry(key).or_insert(title).clone()
         } else {
@@ -551,7 +557,7 @@ impl Runner {
         self.emit(RunEvent::TaskFinished(TaskReport {
             host: host.to_string(),
             play,
-            task: self.title(play, task, host),
+            task: self.title(play, task, host, None),
             loc: task.loc.to_string(),
             status,
             changed,
@@ -816,7 +822,7 @@ impl Runner {
             self.emit(RunEvent::TaskStarted {
                 host: host.to_string(),
                 play: play_idx,
-                task: self.title(play_idx, task, host),
+                task: self.title(play_idx, task, host, Some(&vars)),
             });
         }
         // Loop items (or one pass without a loop).
