@@ -103,13 +103,12 @@ where
     H: Fn(Request) -> F,
     F: Future<Output = Response>,
 {
-    let Some(tls) = crate::tls::installed() else {
+    let Some((server, downgrade)) =
+        crate::tls::installed().and_then(|t| Some((t.server.clone()?, t.downgrade)))
+    else {
         return handle(stream, handler).await;
     };
-    let Some(server) = tls.server.clone() else {
-        return handle(stream, handler).await;
-    };
-    if tls.downgrade {
+    if downgrade {
         let mut first = [0u8; 1];
         match stream.peek(&mut first).await {
             Ok(1) if first[0] != TLS_HANDSHAKE => return handle(stream, handler).await,

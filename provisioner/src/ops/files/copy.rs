@@ -66,7 +66,7 @@ const COPY_P: [Param; 26] = [
 ];
 static COPY_SPECS: [ParamSpec; 25] = specs(&COPY_P);
 
-const TEMPLATE_P: [Param; 29] = [
+const TEMPLATE_P: [Param; 28] = [
     Param::new("src", Kind::Path).required(),
     Param::new("dest", Kind::Path).required(),
     Param::new("backup", Kind::Bool),
@@ -84,7 +84,6 @@ const TEMPLATE_P: [Param; 29] = [
     Param::new("comment_end_string", Kind::Str),
     Param::new("output_encoding", Kind::Str),
     Param::new("_content_b64", Kind::Str),
-    Param::new("_content_sha1", Kind::Str),
     Param::new("_content", Kind::Str),
     Param::new("_src_mode", Kind::Int),
     FILE_COMMON[0],

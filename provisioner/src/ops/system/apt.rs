@@ -317,14 +317,15 @@ fn apt_state(facts: &Facts, a: &AptArgs) -> Result<AptState, OpError> {
 /// `apt-get update`, retried as Ansible does (`update_cache_retries` times, the delay doubling
 /// up to `update_cache_retry_max_delay` seconds), then the new cache timestamp.
 fn update_script(a: &AptArgs) -> String {
-    format!(
-        "n=0; d=1\nuntil {APT_ENV} {} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
-         [ \"$n\" -ge {} ] && exit $rc\n  sleep $d; d=$((d*2)); [ $d -gt {} ] && d={}\ndone\n\
-         printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\"",
+    let (apt_get, tries, max) = (
         apt_get(a),
         a.update_retries.max(1),
         a.update_retry_max_delay.max(1),
-        a.update_retry_max_delay.max(1),
+    );
+    format!(
+        "n=0; d=1\nuntil {APT_ENV} {apt_get} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
+         [ \"$n\" -ge {tries} ] && exit $rc\n  sleep $d; d=$((d*2)); [ $d -gt {max} ] && d={max}\ndone\n\
+         printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\""
     )
 }
 
