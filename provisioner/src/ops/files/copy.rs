@@ -3,10 +3,12 @@
 //! Engine contract (the control-node side is not the module's business):
 //! - `copy` with `content`: the module uses `content` as is.
 //! - `copy` with `src` (and no `remote_src`): the ENGINE finds the file on the control node
-//!   (role `files/`, playbook dir, ...), reads it, and adds `_content_b64` (base64 of the
-//!   bytes) to the args, and `_src_mode` (int, the file's permission bits) when `mode:
-//!   preserve` is used. `src` stays in the args (it is reported in the result). Without
-//!   `_content_b64` the module refuses to plan. Copying a directory `src` is not supported.
+//!   (role `files/`, playbook dir, ...) and adds `_content_sha1` (its sha1): a plan that finds
+//!   the content unchanged needs nothing more; one that must write it fails with
+//!   `OpError::needs_content`, and the engine plans again with `_content_b64` (base64 of the
+//!   bytes). `_src_mode` (int, the file's permission bits) comes with `mode: preserve`. `src`
+//!   stays in the args (it is reported in the result). Without either the module refuses to
+//!   plan. Copying a directory `src` is not supported.
 //! - `copy` with `remote_src: yes`: `src` is a path on the host; the module probes it and
 //!   copies it with `cat` into a temp file next to `dest`, then renames.
 //! - `template`: the ENGINE renders `src` (with `newline_sequence`, `trim_blocks`, ... which the
