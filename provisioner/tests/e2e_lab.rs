@@ -294,3 +294,194 @@ fn ansible_reads_the_inventory_with_the_expected_groups() {
     assert_eq!(v["monitoring"]["hosts"].as_array().unwrap().len(), 1);
     assert!(!v["agents"]["hosts"].as_array().unwrap().is_empty());
 }
+
+/// `provisioner lab ARGS…` for any lab; returns (success, stdout, stderr).
+fn run_lab(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .arg("lab")
+        .args(args)
+        .env_remove("PROVISIONER_LAB_NAME")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run provisioner");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run_lab_ok(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run_lab(args);
+    assert!(ok, "provisioner lab {args:?} failed:\n{stdout}{stderr}");
+    stdout
+}
+
+/// A 10.N.0.0/24 that no interface of this machine uses.
+fn free_subnet() -> String {
+    let addrs = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    (200..240)
+        .rev()
+        .map(|n| format!("10.{n}."))
+        .find(|p| !addrs.contains(&format!(" inet {p}")))
+        .map(|p| format!("{p}0.0/24"))
+        .expect("a free 10.N.0.0/24")
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Lines of `ps` naming this path (nspawn machines, the apt proxy).
+fn processes_naming(path: &str) -> Vec<String> {
+    let ps = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains(path))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A second lab beside the test lab: both work at once; `down` powers it off and keeps its
+/// disks; `up` boots the same disks again; `destroy` removes its hosts, proxy, bridge, state and
+/// inventory, and leaves the first lab running.
+#[test]
+fn a_second_lab_runs_beside_this_one_and_destroy_removes_all_of_it() {
+    const SIDE: &str = "e2e-side";
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("side.yml").display().to_string();
+    let subnet = free_subnet();
+    let state_dir = format!("/var/lib/provisioner/labs/{SIDE}");
+    run_lab(&["destroy", "--name", SIDE]); // leftovers of an interrupted run
+
+    let body = std::panic::catch_unwind(|| {
+        run_lab_ok(&[
+            "up",
+            "--name",
+            SIDE,
+            "--subnet",
+            &subnet,
+            "--masters",
+            "1",
+            "--agents",
+            "1",
+            "--bare",
+            "--inventory",
+            &inventory,
+        ]);
+        let ssh = |host: &str, cmd: &str| run_lab(&["ssh", "--name", SIDE, host, cmd]);
+        // Both labs answer at the same time, each with its own hosts and proxy.
+        assert_eq!(ssh("master1", "hostname").1.trim(), "master1");
+        assert_eq!(
+            lab.ssh(&lab.first_of("masters"), "hostname").trim(),
+            "master1"
+        );
+        let side_inv = std::fs::read_to_string(&inventory).unwrap();
+        let prefix = subnet.trim_end_matches("0.0/24");
+        assert!(side_inv.contains(&format!("{prefix}0.11")), "{side_inv}");
+        let bridge_ip = format!("{prefix}0.1");
+        let proxy = ssh(
+            "agent1",
+            &format!("timeout 3 bash -c '</dev/tcp/{bridge_ip}/3142' && echo up"),
+        );
+        assert_eq!(
+            proxy.1.trim(),
+            "up",
+            "the second lab's apt proxy: {proxy:?}"
+        );
+        let status = run_lab_ok(&["status", "--name", SIDE]);
+        assert!(status.contains("apt proxy running"), "{status}");
+
+        // down: everything off, the disks kept.
+        ssh("master1", "echo kept | sudo tee /var/tmp/marker");
+        run_lab_ok(&["down", "--name", SIDE]);
+        let status = run_lab_ok(&["status", "--name", SIDE]);
+        assert!(status.contains("apt proxy stopped"), "{status}");
+        for host in ["master1", "agent1"] {
+            let line = status
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(host))
+                .unwrap_or_else(|| panic!("{host} not in status:\n{status}"));
+            assert!(line.contains("stopped"), "{line}");
+        }
+        assert!(!ssh("master1", "true").0, "a powered-off host answered ssh");
+        assert!(processes_naming(&format!("{state_dir}/machines")).is_empty());
+
+        // up again: the same disks boot.
+        let again = run_lab_ok(&["up", "--name", SIDE]);
+        assert!(again.contains("booted [master1 agent1]"), "{again}");
+        // A lab made --bare stays bare.
+        assert!(
+            again.contains("is bare") && !again.contains("applying the stack"),
+            "{again}"
+        );
+        assert_eq!(ssh("master1", "cat /var/tmp/marker").1.trim(), "kept");
+    });
+
+    let destroyed = run_lab(&["destroy", "--name", SIDE]);
+    if let Err(p) = body {
+        std::panic::resume_unwind(p);
+    }
+    assert!(destroyed.0, "destroy failed: {destroyed:?}");
+    assert!(!link_exists("pl-e2e-side"), "the bridge is left");
+    assert!(
+        !std::path::Path::new(&state_dir).exists(),
+        "{state_dir} is left"
+    );
+    assert!(
+        !std::path::Path::new(&inventory).exists(),
+        "the inventory is left"
+    );
+    assert_eq!(processes_naming(&state_dir), Vec::<String>::new());
+    let (ok, _, err) = run_lab(&["status", "--name", SIDE]);
+    assert!(!ok && err.contains(SIDE), "{err}");
+    // The first lab is untouched.
+    for (h, _, _) in &lab.hosts {
+        assert_eq!(lab.ssh(h, "hostname").trim(), h.as_str());
+    }
+}
+
+/// Without root, `lab up` stops before it touches anything and says how to run it.
+#[test]
+fn lab_up_without_root_says_so_and_creates_nothing() {
+    const NAME: &str = "e2e-noroot";
+    // A copy of the binary that an unprivileged user may run, wherever the checkout lives.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("provisioner");
+    std::fs::copy(env!("CARGO_BIN_EXE_provisioner"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["lab", "up", "--name", NAME, "--bare"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("must run as root") && err.contains("sudo"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(&format!("/var/lib/provisioner/labs/{NAME}")).exists());
+    assert!(!link_exists(&format!("pl-{NAME}")));
+}

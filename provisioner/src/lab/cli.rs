@@ -48,9 +48,13 @@ pub enum LabCommand {
         /// Install missing packages first (apt-get update + install).
         #[arg(long)]
         install_deps: bool,
-        /// Only the hosts: do not apply the bundled stack.
-        #[arg(long)]
+        /// Only the hosts: do not apply the bundled stack. Recorded: a later `lab up` of this
+        /// lab stays bare.
+        #[arg(long, conflicts_with = "stack")]
         bare: bool,
+        /// Apply the bundled stack (the default for a new lab; takes a bare lab to the stack).
+        #[arg(long)]
+        stack: bool,
         /// Apply the stack from this directory (shaped like `roles/`) instead of the built-in one.
         #[arg(long = "stack-dir", conflicts_with = "bare")]
         stack_dir: Option<PathBuf>,
@@ -132,15 +136,25 @@ pub fn run(args: LabArgs) -> ExitCode {
             inventory,
             install_deps,
             bare,
+            stack,
             stack_dir,
         } => {
+            let asked = match (bare, stack || stack_dir.is_some()) {
+                (true, _) => Some(false),
+                (false, true) => Some(true),
+                (false, false) => None,
+            };
+            let stack = match super::stack_wanted(&name, asked) {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
             // The stack installs the Mesos stand-in (testkit) in place of Mesos: find it first,
             // before any host is made. `--bare` records where it would be and goes on.
             let standin = match super::standin_path() {
                 Ok(p) => p,
                 Err(e) => return fail(&e),
             };
-            if !bare && !standin.is_file() {
+            if stack && !standin.is_file() {
                 return fail(&Error::Usage(format!(
                     "the Mesos stand-in is not built ({} is missing): run `cargo build -p testkit` (same profile as this provisioner), or `lab up --bare` for hosts without the stack",
                     standin.display()
@@ -155,6 +169,7 @@ pub fn run(args: LabArgs) -> ExitCode {
                 inventory,
                 install_deps,
                 mesos_artifact: Some(standin),
+                stack,
             };
             let up = super::up(&opts, &sink);
             if let Some(pb) = &spinner {
@@ -165,7 +180,12 @@ pub fn run(args: LabArgs) -> ExitCode {
                 Err(e) => return fail(&e),
             };
             print_up(&name, &report, start.elapsed().as_secs_f64());
-            if bare {
+            if !stack {
+                if report.created.is_empty() {
+                    print_line(&format!(
+                    "lab {name} is bare (made with --bare): the stack is not applied; `provisioner lab up --name {name} --stack` applies it"
+                    ));
+                }
                 return ExitCode::SUCCESS;
             }
             print_line(&format!(

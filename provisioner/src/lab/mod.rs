@@ -104,6 +104,9 @@ pub struct UpOptions {
     /// The Mesos stand-in binary on this machine; written to the inventory as
     /// `mesos_source: local` + `mesos_local_artifact` (the stack installs it instead of Mesos).
     pub mesos_artifact: Option<PathBuf>,
+    /// Whether the caller applies the stack after `up` (recorded in the lab's state; see
+    /// [`stack_wanted`]).
+    pub stack: bool,
 }
 
 /// What `lab up` did.
@@ -255,6 +258,28 @@ fn resolve_spec(opts: &UpOptions, existing: Option<&LabState>) -> Result<LabSpec
     Ok(have)
 }
 
+/// Whether `lab up` applies the bundled stack. `asked` is `--stack` (Some(true)), `--bare`
+/// (Some(false)) or neither. Without a flag, a new lab gets the stack and an existing lab keeps
+/// what it was made with. A bare lab can take the stack later (`--stack`); the stack cannot be
+/// taken off a lab (`--bare` on it is refused).
+pub fn stack_wanted(name: &str, asked: Option<bool>) -> Result<bool> {
+    spec::validate_name(name)?;
+    prereq::check_root()?;
+    let recorded = LabState::load(&LabPaths::new(name).state())?.map(|st| st.stack);
+    decide_stack(name, recorded, asked)
+}
+
+fn decide_stack(name: &str, recorded: Option<bool>, asked: Option<bool>) -> Result<bool> {
+    match (recorded, asked) {
+        (Some(true), Some(false)) => Err(Error::Usage(format!(
+            "lab {name} has the stack applied; `--bare` cannot take it off. Run `provisioner lab up --name {name}` without it, or destroy the lab first (`provisioner lab destroy --name {name}`)"
+        ))),
+        (_, Some(a)) => Ok(a),
+        (Some(r), None) => Ok(r),
+        (None, None) => Ok(true),
+    }
+}
+
 /// Bring a lab up: build/reuse the image, create missing hosts, start stopped ones. A second
 /// call on a running lab changes nothing.
 pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
@@ -351,7 +376,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
         (None, Some(p)) => absolute(p)?,
         (None, None) => absolute(&Path::new("inventories").join(format!("{}.yml", spec.name)))?,
     };
-    let st = existing.unwrap_or_else(|| LabState {
+    let mut st = existing.unwrap_or_else(|| LabState {
         version: STATE_VERSION,
         name: spec.name.clone(),
         subnet: spec.subnet.to_string(),
@@ -363,6 +388,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
         mirror: mirrors.debian.clone(),
         security_mirror: mirrors.security.clone(),
         inventory: inventory_path.clone(),
+        stack: opts.stack,
         hosts: hosts
             .iter()
             .map(|h| HostState {
@@ -374,6 +400,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
             })
             .collect(),
     });
+    st.stack = opts.stack;
     st.save(&paths.state())?;
     let image_rootfs = st.image.clone();
     let missing_disk = hosts.iter().any(|h| !paths.machine(&h.name).is_dir());
@@ -868,6 +895,22 @@ mod tests {
     }
 
     #[test]
+    fn a_lab_keeps_its_bare_or_stack_choice_and_the_stack_is_never_taken_off() {
+        // New labs: the stack unless --bare.
+        assert!(decide_stack("l", None, None).unwrap());
+        assert!(!decide_stack("l", None, Some(false)).unwrap());
+        // Existing labs keep what they were made with...
+        assert!(!decide_stack("l", Some(false), None).unwrap());
+        assert!(decide_stack("l", Some(true), None).unwrap());
+        // ...a bare lab can take the stack; the stack cannot be taken off.
+        assert!(decide_stack("l", Some(false), Some(true)).unwrap());
+        let err = decide_stack("l", Some(true), Some(false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--bare") && err.contains("destroy"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_three_masters_two_agents() {
         let s = resolve_spec(&opts(), None).unwrap();
         assert_eq!((s.masters, s.agents, s.extra), (3, 2, 0));
@@ -889,6 +932,7 @@ mod tests {
             mirror: String::new(),
             security_mirror: String::new(),
             inventory: "/inv/lab.yml".into(),
+            stack: true,
             hosts: vec![],
         };
         let same = resolve_spec(&opts(), Some(&st)).unwrap();

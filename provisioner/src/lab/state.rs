@@ -25,7 +25,15 @@ pub struct LabState {
     pub security_mirror: String,
     /// The inventory file this lab wrote (absolute).
     pub inventory: PathBuf,
+    /// Whether `lab up` applies the bundled stack: false for a lab made `--bare` (until a
+    /// `lab up --stack`). Labs recorded before this field existed had the stack.
+    #[serde(default = "stack_by_default")]
+    pub stack: bool,
     pub hosts: Vec<HostState>,
+}
+
+fn stack_by_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +136,7 @@ mod tests {
             mirror: "http://m.example/debian".into(),
             security_mirror: "http://m.example/debian-security".into(),
             inventory: "/inv.yml".into(),
+            stack: false,
             hosts: vec![HostState {
                 name: "master1".into(),
                 role: Role::Master,
@@ -142,5 +151,16 @@ mod tests {
         let err = st.host("agent9").unwrap_err().to_string();
         assert!(err.contains("master1"), "{err}");
         assert_eq!(st.spec().unwrap().hosts()[0].ip.to_string(), "10.250.0.11");
+    }
+
+    #[test]
+    fn a_lab_recorded_before_the_stack_field_had_the_stack() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = r#"{"version": 1, "name": "lab", "subnet": "10.250.0.0/24", "masters": 1,
+            "agents": 0, "extra": 0, "bridge": "pl-lab", "image": "/img", "mirror": "m",
+            "security_mirror": "s", "inventory": "/inv.yml", "hosts": []}"#;
+        std::fs::write(&path, old).unwrap();
+        assert!(LabState::load(&path).unwrap().unwrap().stack);
     }
 }
