@@ -8,14 +8,15 @@ use serde_json::{json, Map, Value};
 /// One POSIX sh script that prints every section the parser needs, each introduced by a
 /// `===<name>===` line. It uses only what a minimal Debian 12 has (coreutils, iproute2,
 /// hostname, awk); `lsb_release`, `systemd-detect-virt` and python3 are used when present.
+/// It runs on every host before every play, so it forks as little as it can: one `uname`, one
+/// `date`, one `id`, one `df` for all mounts, shell builtins for one-line files.
 pub fn gather_script() -> &'static str {
     r#"
 LC_ALL=C; export LC_ALL
-echo '===nodename==='; uname -n
+echo '===uname==='; uname -snrvm
 echo '===fqdn==='; hostname -f 2>/dev/null || uname -n
-echo '===uname==='; uname -s; uname -r; uname -v; uname -m
 echo '===os-release==='; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
-echo '===debian_version==='; cat /etc/debian_version 2>/dev/null
+echo '===debian_version==='; { read -r v </etc/debian_version && echo "$v"; } 2>/dev/null
 echo '===lsb==='; command -v lsb_release >/dev/null 2>&1 && lsb_release -a 2>/dev/null
 echo '===route4==='; ip -o -4 route get 8.8.8.8 2>/dev/null || ip -o -4 route show default 2>/dev/null
 echo '===link==='; ip -o link show 2>/dev/null
@@ -23,21 +24,28 @@ echo '===addr==='; ip -o addr show 2>/dev/null
 echo '===cpuinfo==='; grep -E '^(processor|physical id|cpu cores|siblings)[[:space:]]*:' /proc/cpuinfo 2>/dev/null
 echo '===meminfo==='; grep -E '^(MemTotal|MemFree|SwapTotal|SwapFree):' /proc/meminfo 2>/dev/null
 echo '===python==='; for p in /usr/bin/python3 python3; do if command -v "$p" >/dev/null 2>&1; then command -v "$p"; "$p" -V 2>&1; break; fi; done
-echo '===init==='; cat /proc/1/comm 2>/dev/null; [ -d /run/systemd/system ] && echo run-systemd
+echo '===init==='; { read -r c </proc/1/comm && echo "$c"; } 2>/dev/null; [ -d /run/systemd/system ] && echo run-systemd
 echo '===pkg==='; for m in apt-get dnf yum zypper apk pacman; do command -v $m >/dev/null 2>&1 && { echo $m; break; }; done
-echo '===date==='; date '+%Y %m %d %H %M %S %s %Z %z %A %w %W %N'; date -u '+%Y-%m-%dT%H:%M:%S %Y%m%dT%H%M%S'
+echo '===date==='; date '+%Y %m %d %H %M %S %s %Z %z %A %w %W %N'
 echo '===env==='; printf 'HOME=%s\nPATH=%s\nUSER=%s\nSHELL=%s\nLANG=%s\n' "$HOME" "$PATH" "$USER" "$SHELL" "$LANG"
-echo '===user==='; id -un; id -u; id -g
-echo '===virt==='; command -v systemd-detect-virt >/dev/null 2>&1 && { echo "detect=$(systemd-detect-virt 2>/dev/null)"; echo "container=$(systemd-detect-virt -c 2>/dev/null)"; }; [ -f /run/systemd/container ] && echo "runcontainer=$(cat /run/systemd/container)"; [ -f /.dockerenv ] && echo dockerenv
+echo '===user==='; id
+echo '===virt==='
+if [ -f /run/systemd/container ]; then { read -r c </run/systemd/container; echo "runcontainer=$c"; } 2>/dev/null
+elif command -v systemd-detect-virt >/dev/null 2>&1; then echo "detect=$(systemd-detect-virt 2>/dev/null)"; fi
+[ -f /.dockerenv ] && echo dockerenv
 echo '===mounts==='
-while read -r dev mnt fs opts rest; do
-  case "$dev" in
-    /*|*:/*)
-      m=$(printf '%b' "$mnt")
-      df -P -B1 -- "$m" 2>/dev/null | awk -v d="$dev" -v m="$mnt" -v f="$fs" -v o="$opts" 'NR==2 {print d "\t" m "\t" f "\t" o "\t" $2 "\t" $4}'
-      ;;
-  esac
-done < /proc/mounts
+df -B1 -a --output=size,avail,target 2>/dev/null | awk '
+  NR > 1 && $1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ {
+    t = $0; sub(/^[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+/, "", t); size[t] = $1; avail[t] = $2
+  }
+  END {
+    while ((getline line < "/proc/mounts") > 0) {
+      split(line, f, " ")
+      if (f[1] !~ /^\// && f[1] !~ /:\//) continue
+      t = f[2]; gsub(/\\040/, " ", t); gsub(/\\011/, "\t", t); gsub(/\\012/, "\n", t); gsub(/\\134/, "\\", t)
+      if (t in size) print f[1] "\t" f[2] "\t" f[3] "\t" f[4] "\t" size[t] "\t" avail[t]
+    }
+  }'
 echo '===end==='
 "#
 }
@@ -105,8 +113,20 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
     };
     let mut f = Map::new();
 
+    // `uname -snrvm`: system, nodename, release, the version (it has spaces), machine.
+    let uname_line = first("uname");
+    let mut un = uname_line.splitn(4, ' ');
+    let (system, nodename, release) = (
+        un.next().unwrap_or_default(),
+        un.next().unwrap_or_default().to_string(),
+        un.next().unwrap_or_default(),
+    );
+    let (version, machine) = un
+        .next()
+        .and_then(|rest| rest.rsplit_once(' '))
+        .unwrap_or_default();
+
     // names
-    let nodename = first("nodename");
     if nodename.is_empty() {
         return Err("host facts: no nodename in the gather output".into());
     }
@@ -130,14 +150,12 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
     f.insert("fqdn".into(), json!(fqdn));
 
     // kernel
-    let un = get("uname");
-    let un = |i: usize| un.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
-    f.insert("system".into(), json!(un(0)));
-    f.insert("kernel".into(), json!(un(1)));
-    f.insert("kernel_version".into(), json!(un(2)));
-    f.insert("machine".into(), json!(un(3)));
-    f.insert("architecture".into(), json!(un(3)));
-    f.insert("userspace_architecture".into(), json!(un(3)));
+    f.insert("system".into(), json!(system));
+    f.insert("kernel".into(), json!(release));
+    f.insert("kernel_version".into(), json!(version));
+    f.insert("machine".into(), json!(machine));
+    f.insert("architecture".into(), json!(machine));
+    f.insert("userspace_architecture".into(), json!(machine));
 
     // distribution
     let mut osr: Map<String, Value> = Map::new();
@@ -514,11 +532,27 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
     );
 
     // date_time
-    let date = get("date");
-    if let (Some(local), Some(utc)) = (date.first(), date.get(1)) {
-        let w: Vec<&str> = local.split_whitespace().collect();
-        let u: Vec<&str> = utc.split_whitespace().collect();
-        if w.len() >= 13 && u.len() >= 2 {
+    let date = first("date");
+    let w: Vec<&str> = date.split_whitespace().collect();
+    // UTC from the epoch (one `date` on the host, not two).
+    let utc = w
+        .get(6)
+        .and_then(|e| e.parse::<i64>().ok())
+        .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        });
+    if let Some(utc) = utc {
+        let u = [utc.as_str()];
+        if w.len() >= 13 {
             let micro = &w[12][..w[12].len().min(6)];
             f.insert("date_time".into(), json!({
                 "date": format!("{}-{}-{}", w[0], w[1], w[2]),
@@ -545,19 +579,23 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
         }
     }
     f.insert("env".into(), Value::Object(env));
-    let user = get("user");
-    if let Some(u) = user.first() {
-        f.insert("user_id".into(), json!(u.trim()));
-    }
-    if let (Some(uid), Some(gid)) = (user.get(1), user.get(2)) {
-        f.insert(
-            "user_uid".into(),
-            json!(uid.trim().parse::<u64>().unwrap_or(0)),
-        );
-        f.insert(
-            "user_gid".into(),
-            json!(gid.trim().parse::<u64>().unwrap_or(0)),
-        );
+    // `id`: uid=0(root) gid=0(root) groups=0(root)
+    let id = first("user");
+    let id_field = |key: &str| -> Option<(u64, Option<&str>)> {
+        let v = id
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?;
+        let (num, name) = match v.split_once('(') {
+            Some((n, rest)) => (n, rest.strip_suffix(')')),
+            None => (v, None),
+        };
+        Some((num.parse().ok()?, name))
+    };
+    if let (Some((uid, name)), Some((gid, _))) = (id_field("uid"), id_field("gid")) {
+        let name = name.map_or_else(|| uid.to_string(), str::to_string);
+        f.insert("user_id".into(), json!(name));
+        f.insert("user_uid".into(), json!(uid));
+        f.insert("user_gid".into(), json!(gid));
     }
 
     // virtualization (best effort)
