@@ -827,3 +827,61 @@ fn cli_bundle_show_and_stack_validation() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be odd"));
 }
+
+/// The order of play headers and task results in the event stream: (play index) for
+/// `PlayStarted`, (play index, task) for `TaskFinished`.
+fn play_order(events: &[RunEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::PlayStarted { play, .. } => Some(format!("PLAY {play}")),
+            RunEvent::TaskFinished(r) if r.host == "h1" => Some(format!("{} {}", r.play, r.task)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_play_header_comes_when_the_play_begins_not_all_up_front() {
+    // Regression: every PLAY header was printed before the first task of the run.
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: one
+      debug: msg=1
+- hosts: nomatch
+  tasks:
+    - debug: msg=never
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: two
+      debug: msg=2
+- hosts: nomatch
+  tasks:
+    - debug: msg=never
+"#;
+    let f = Fixture::new(pb);
+    let (events, _, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(
+        play_order(&events),
+        ["PLAY 0", "0 one", "PLAY 1", "PLAY 2", "2 two", "PLAY 3"]
+    );
+
+    // A run that stops (every host failed) announces no later play.
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: down
+      fail: msg=down
+- hosts: web
+  gather_facts: false
+  tasks:
+    - debug: msg=never
+"#;
+    let f = Fixture::new(pb);
+    let (events, _, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(play_order(&events), ["PLAY 0", "0 down"]);
+}

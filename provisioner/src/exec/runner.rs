@@ -174,6 +174,8 @@ pub struct Runner {
     rescuable: std::collections::HashSet<crate::diag::Loc>,
     /// Task titles with their templates rendered, by (play, task location).
     titles: Mutex<HashMap<(usize, crate::diag::Loc), String>>,
+    /// How many plays have had their `PlayStarted` (in order, as each begins to run).
+    announced: Mutex<usize>,
 }
 
 /// Serves `hostvars`: each host's inventory vars, facts and registered results.
@@ -271,6 +273,36 @@ impl Runner {
             redactor,
             rescuable,
             titles: Mutex::new(HashMap::new()),
+            announced: Mutex::new(0),
+        }
+    }
+
+    /// Emit `PlayStarted` for every play up to `play` not announced yet, in order: a play's
+    /// header comes when it begins to run (as ansible-playbook prints it), and a play with no
+    /// hosts is announced when the run reaches it.
+    fn announce_through(&self, play: usize) {
+        let Ok(mut next) = self.announced.lock() else {
+            return;
+        };
+        while *next <= play && *next < self.plays.len() {
+            self.sink.emit(RunEvent::PlayStarted {
+                play: *next,
+                name: self.plays[*next].name.clone(),
+                hosts: self.play_hosts[*next].clone(),
+            });
+            *next += 1;
+        }
+    }
+
+    /// After the walk: announce the plays without hosts that follow the last play that ran
+    /// (a play with hosts that never began, because the run stopped, stays unannounced).
+    pub fn announce_trailing_empty_plays(&self) {
+        let next = self.announced.lock().map(|n| *n).unwrap_or(usize::MAX);
+        if let Some(last) = (next..self.play_hosts.len())
+            .take_while(|&i| self.play_hosts[i].is_empty())
+            .last()
+        {
+            self.announce_through(last);
         }
     }
 
@@ -1847,6 +1879,13 @@ impl StepRunner for Runner {
             let Some(host) = node.host.clone() else {
                 return StepOutcome::Ok;
             };
+            let play = match node.step {
+                Step::Facts { play }
+                | Step::Task { play, .. }
+                | Step::Handlers { play }
+                | Step::Barrier { play, .. } => play,
+            };
+            self.announce_through(play);
             match node.step {
                 Step::Facts { play } => self.gather_facts(&host, play).await,
                 Step::Task { play, task } => {

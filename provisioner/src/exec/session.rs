@@ -366,14 +366,9 @@ pub async fn run(
             }
         }
     }
-    for (pi, play) in playbook.plays.iter().enumerate() {
-        sink.emit(RunEvent::PlayStarted {
-            play: pi,
-            name: play.name.clone(),
-            hosts: play_hosts[pi].clone(),
-        });
-    }
+    // Each play's PlayStarted comes from the runner as the play begins.
     let summary = walk(&plan, runner.clone(), req.forks, &policies, cancel).await;
+    runner.announce_trailing_empty_plays();
     runner.close().await;
     if req.mode == Mode::Apply {
         if let Some(p) = &pending_path {

@@ -63,8 +63,11 @@ impl HumanFormatter {
         let c = self.opts.color;
         let mut out = Vec::new();
         match e {
-            RunEvent::PlayStarted { name, .. } => {
+            RunEvent::PlayStarted { name, hosts, .. } => {
                 out.push(banner(&format!("PLAY [{name}]")));
+                if hosts.is_empty() {
+                    out.push(paint("skipping: no hosts matched", "36", c));
+                }
                 self.last_header = None;
             }
             RunEvent::TaskFinished(r) => {
@@ -203,6 +206,20 @@ mod tests {
         assert!(a[0].contains("TASK [web : configure]"));
         assert_eq!(a[1], "changed: [m1]");
         assert_eq!(b, vec!["ok: [m2]"]);
+    }
+
+    #[test]
+    fn a_play_without_hosts_says_so_under_its_header() {
+        let mut f = HumanFormatter::new(HumanOptions::default());
+        let play = |hosts: Vec<String>| RunEvent::PlayStarted {
+            play: 0,
+            name: "storage".into(),
+            hosts,
+        };
+        let empty = f.format(&play(vec![]));
+        assert!(empty[0].starts_with("\nPLAY [storage] ***"), "{empty:?}");
+        assert_eq!(empty[1], "skipping: no hosts matched");
+        assert_eq!(f.format(&play(vec!["s1".into()])).len(), 1);
     }
 
     #[test]
