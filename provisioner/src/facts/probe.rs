@@ -53,8 +53,15 @@ for i, f in enumerate(P):
         S[i] = "exec /bin/sh -c " + q(d(f[1]))
 D = None
 if S:
-    D = "/tmp/.provisioner-probe-" + binascii.hexlify(os.urandom(8)).decode()
-    os.mkdir(D, 0o700)
+    for base in (os.environ.get("TMPDIR"), "/tmp", "/var/tmp", "/dev/shm"):
+        if not base: continue
+        D = os.path.join(base, ".provisioner-probe-" + binascii.hexlify(os.urandom(8)).decode())
+        try:
+            os.mkdir(D, 0o700)
+            break
+        except OSError:
+            D = None
+    if D is None: sys.exit("probe: cannot create a private directory for command output (TMPDIR, /tmp, /var/tmp, /dev/shm)")
     argv = ["/bin/sh", "-c", 'd=$1; shift; for i; do eval "s=\\$S$i"; ( eval "$s" ) </dev/null >"$d/$i.o" 2>"$d/$i.e"; echo $? >"$d/$i.rc"; done', "sh", D] + [str(i) for i in S]
     env = dict(os.environ)
     for i, script in S.items(): env["S%d" % i] = script
@@ -70,42 +77,48 @@ if S:
 def result(i, ext):
     try:
         with open("%s/%d.%s" % (D, i, ext), "rb") as fh: return fh.read()
-    except OSError: return b""
-for i, f in enumerate(P):
-    k = f[0]
-    w("@@ %d %s\n" % (i, k))
-    if k == "stat":
-        path, follow = d(f[1]), f[2] == "1"
-        if os.path.exists(path) if follow else os.path.lexists(path):
-            st = os.stat(path) if follow else os.lstat(path)
-            meta = "%x %d %d %d %d %s %s\n" % (st.st_mode, st.st_uid, st.st_gid, st.st_size, int(st.st_mtime), uname(st.st_uid), gname(st.st_gid))
-            w("meta %s\n" % b(meta.encode()))
-            link = os.path.islink(path)
-            if not follow and link:
-                w("target %s\n" % b(os.fsencode(os.readlink(path)) + b"\n"))
-            if os.path.isfile(path) and os.access(path, os.R_OK) and (not link or follow):
-                h = sha1()
-                with open(path, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""): h.update(chunk)
-                w("sha1 %s\n" % h.hexdigest())
-        else:
-            w("absent\n")
-    elif k == "read":
-        path = d(f[1])
-        if os.path.isfile(path) and os.access(path, os.R_OK):
-            with open(path, "rb") as fh: w("content %s\n" % b(fh.read(int(f[2]))))
-        else:
-            w("missing\n")
-    elif k in ("dpkg", "unit"):
-        if i in S: w("out %s\n" % b(result(i, "o")))
-    elif k == "command":
-        w("rc %s\n" % (result(i, "rc").strip().decode() or "127"))
-        w("stdout %s\nstderr %s\n" % (b(result(i, "o")), b(result(i, "e"))))
-w("@@ end\n")
-o.flush()
-if D:
-    for n in os.listdir(D): os.unlink(os.path.join(D, n))
-    os.rmdir(D)
+    except OSError:
+        if ext == "rc": sys.exit("probe: command %d did not run" % i)
+        return b""
+def answer():
+    for i, f in enumerate(P):
+        k = f[0]
+        w("@@ %d %s\n" % (i, k))
+        if k == "stat":
+            path, follow = d(f[1]), f[2] == "1"
+            if os.path.exists(path) if follow else os.path.lexists(path):
+                st = os.stat(path) if follow else os.lstat(path)
+                meta = "%x %d %d %d %d %s %s\n" % (st.st_mode, st.st_uid, st.st_gid, st.st_size, int(st.st_mtime), uname(st.st_uid), gname(st.st_gid))
+                w("meta %s\n" % b(meta.encode()))
+                link = os.path.islink(path)
+                if not follow and link:
+                    w("target %s\n" % b(os.fsencode(os.readlink(path)) + b"\n"))
+                if os.path.isfile(path) and os.access(path, os.R_OK) and (not link or follow):
+                    h = sha1()
+                    with open(path, "rb") as fh:
+                        for chunk in iter(lambda: fh.read(1 << 20), b""): h.update(chunk)
+                    w("sha1 %s\n" % h.hexdigest())
+            else:
+                w("absent\n")
+        elif k == "read":
+            path = d(f[1])
+            if os.path.isfile(path) and os.access(path, os.R_OK):
+                with open(path, "rb") as fh: w("content %s\n" % b(fh.read(int(f[2]))))
+            else:
+                w("missing\n")
+        elif k in ("dpkg", "unit"):
+            if i in S: w("out %s\n" % b(result(i, "o")))
+        elif k == "command":
+            w("rc %s\n" % result(i, "rc").strip().decode())
+            w("stdout %s\nstderr %s\n" % (b(result(i, "o")), b(result(i, "e"))))
+    w("@@ end\n")
+    o.flush()
+try:
+    answer()
+finally:
+    if D:
+        for n in os.listdir(D): os.unlink(os.path.join(D, n))
+        os.rmdir(D)
 "#;
 
 /// The probes for [`PY`]: one line each, fields separated by one space, every string from the
@@ -547,10 +560,12 @@ mod tests {
                 script: "if then; echo $$ is not the batch shell".into(),
             },
         ];
+        // An unusable TMPDIR: the python answerer falls back to /tmp for command output.
         let run = |script: &str| {
             std::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(script)
+                .env("TMPDIR", "/nonexistent/tmp")
                 .output()
                 .unwrap()
                 .stdout
