@@ -409,6 +409,35 @@ fn a_file_change_drops_the_prefetched_answers_for_its_path_only() {
 }
 
 #[test]
+fn a_change_to_a_symlinks_target_drops_the_prefetched_answers_read_through_the_link() {
+    // Regression: answers were kept per path, so a stat read through a symlink (gathered up
+    // front) survived a change to the file it points at, and reported the old content.
+    let pb = r#"
+- hosts: h1
+  gather_facts: false
+  tasks:
+    - copy: dest={{ root }}/h1/real.conf content="new\n"
+    - stat: path={{ root }}/h1/link.conf follow=yes
+      register: via_link
+    - stat: path={{ root }}/h1/dirlink/real.conf
+      register: via_dir
+    - copy: dest={{ root }}/h1/seen content="{{ via_link.stat.checksum }} {{ via_dir.stat.checksum }}"
+"#;
+    let f = Fixture::new(pb);
+    std::fs::write(f.host_file("h1", "real.conf"), "old\n").unwrap();
+    std::os::unix::fs::symlink("real.conf", f.host_file("h1", "link.conf")).unwrap();
+    std::os::unix::fs::symlink(".", f.host_file("h1", "dirlink")).unwrap();
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    let sha1_new: String = {
+        use sha1::Digest;
+        let d = sha1::Sha1::digest(b"new\n");
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(f.read("h1", "seen"), format!("{sha1_new} {sha1_new}"));
+}
+
+#[test]
 fn copy_src_is_planned_from_its_checksum_and_sent_only_when_it_differs() {
     // A large local artifact used to be base64-encoded into every host's task (420 MB peak on
     // a no-op of the stack); now an unchanged file is only compared by sha1.

@@ -188,6 +188,7 @@ fn run_case(module: &str, case: &Value) -> Result<(), String> {
                 .iter()
                 .map(|p| (p.clone(), answer(&files, &commands, p)))
                 .collect(),
+            ..Default::default()
         };
         let check = m.plan(&args, &facts, Mode::Check);
         let apply = m.plan(&args, &facts, Mode::Apply);

@@ -235,6 +235,7 @@ fn run_case(file: &str, module: &str, case: &Value) -> Result<(), String> {
     }
     let facts = Facts {
         answers: probes.into_iter().zip(answers).collect(),
+        ..Default::default()
     };
     let planned = match m.plan(&args, &facts, mode) {
         Ok(p) => p,

@@ -56,7 +56,10 @@ pub fn run(module: &str, args: Value, mode: Mode) -> (Planned, ModuleResult) {
             (p, r)
         })
         .collect();
-    let facts = Facts { answers };
+    let facts = Facts {
+        answers,
+        ..Default::default()
+    };
     let planned = m.plan(&args, &facts, mode).unwrap();
     let mut outputs = Vec::new();
     if mode == Mode::Apply || m.read_only(&args) {

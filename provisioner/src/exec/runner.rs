@@ -6,7 +6,7 @@
 //! send its actions. Then `changed_when`/`failed_when`/`until`, `register`, `notify`.
 //! Engine modules (`debug`, `set_fact`, `fail`, `assert`, `meta`) never touch the host.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,6 +59,8 @@ struct HostState {
     probe_cache: HashMap<(Option<String>, facts::Probe), facts::ProbeResult>,
     /// Plays whose probes were gathered up front on this host.
     prefetched: BTreeSet<usize>,
+    /// Probed paths that are, or lie under, a symlink (from every probe answer of the run).
+    via_link: HashSet<String>,
 }
 
 /// Ansible's `MAX_FILE_SIZE_FOR_DIFF`: larger contents are not diffed.
@@ -105,7 +107,7 @@ fn touched_paths(m: &dyn ops::Module, args: &ops::Args, actions: &[Action]) -> O
 
 /// Whether a probe answer survives a change confined to `touched` (see [`touched_paths`]):
 /// stat/read of an unrelated path and package state do; commands and unit state do not (a unit
-/// file may have been written). A symlink that leads into a touched path is not followed.
+/// file may have been written). Symlinks are the caller's part (see [`shows_a_link`]).
 fn still_valid(probe: &facts::Probe, touched: &[String]) -> bool {
     let related = |p: &str| {
         let p = p.trim_end_matches('/');
@@ -122,6 +124,17 @@ fn still_valid(probe: &facts::Probe, touched: &[String]) -> bool {
         facts::Probe::Stat { path, .. } | facts::Probe::Read { path, .. } => !related(path),
         facts::Probe::Dpkg { .. } => true,
         facts::Probe::Unit { .. } | facts::Probe::Command { .. } => false,
+    }
+}
+
+/// Whether a probe reads a path that is, or lies under, a symlink: what it shows may change
+/// with a change to any other path.
+fn shows_a_link(probe: &facts::Probe, via_link: &HashSet<String>) -> bool {
+    match probe {
+        facts::Probe::Stat { path, .. } | facts::Probe::Read { path, .. } => {
+            via_link.contains(path)
+        }
+        _ => false,
     }
 }
 
@@ -171,7 +184,7 @@ pub struct Runner {
     local_digests: Mutex<LocalFiles>,
     redactor: Arc<Redactor>,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
-    rescuable: std::collections::HashSet<crate::diag::Loc>,
+    rescuable: HashSet<crate::diag::Loc>,
     /// Task titles with their templates rendered, by (play, task location).
     titles: Mutex<HashMap<(usize, crate::diag::Loc), String>>,
     /// How many plays have had their `PlayStarted` (in order, as each begins to run).
@@ -224,12 +237,8 @@ impl Runner {
                 hosts: hosts.clone(),
             }));
         let redactor = Arc::new(Redactor::from_inventory(&inventory, &cfg.extra_vars));
-        let mut rescuable = std::collections::HashSet::new();
-        fn mark(
-            tasks: &[Task],
-            inside: bool,
-            out: &mut std::collections::HashSet<crate::diag::Loc>,
-        ) {
+        let mut rescuable = HashSet::new();
+        fn mark(tasks: &[Task], inside: bool, out: &mut HashSet<crate::diag::Loc>) {
             for t in tasks {
                 if inside {
                     out.insert(t.loc.clone());
@@ -1286,7 +1295,10 @@ impl Runner {
                 })
             })
             .flatten()
-            .map(|answers| Facts { answers });
+            .map(|answers| Facts {
+                answers,
+                ..Default::default()
+            });
         let facts = if probes.is_empty() {
             Facts::default()
         } else if let Some(f) = cached {
@@ -1320,7 +1332,10 @@ impl Runner {
                     ))
                 }
                 Ok(o) => match facts::probe::parse_probe_output(&probes, &o.stdout) {
-                    Ok(f) => f,
+                    Ok(f) => {
+                        self.with_state(&target, |s| s.via_link.extend(f.via_link.clone()));
+                        f
+                    }
                     Err(e) => return fail(format!("cannot parse the host's state: {e}")),
                 },
             }
@@ -1524,6 +1539,7 @@ impl Runner {
             }
             if let Ok(f) = facts::probe::parse_probe_output(&probes, &out.stdout) {
                 self.with_state(host, |s| {
+                    s.via_link.extend(f.via_link);
                     for (p, r) in f.answers {
                         s.probe_cache.insert((user.clone(), p), r);
                     }
@@ -1544,8 +1560,13 @@ impl Runner {
         if !actions.is_empty() {
             // The host changes: answers gathered before that this change may affect are stale.
             self.with_state(host, |s| match touched {
-                None => s.probe_cache.clear(),
-                Some(paths) => s.probe_cache.retain(|(_, p), _| still_valid(p, paths)),
+                // A change through a symlink may land anywhere.
+                Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {
+                    let via_link = &s.via_link;
+                    s.probe_cache
+                        .retain(|(_, p), _| still_valid(p, paths) && !shows_a_link(p, via_link));
+                }
+                _ => s.probe_cache.clear(),
             });
         }
         let mut outputs = Vec::with_capacity(actions.len());

@@ -89,6 +89,9 @@ pub enum ProbeResult {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     pub answers: Vec<(Probe, ProbeResult)>,
+    /// Paths of `Stat`/`Read` probes that are, or lie under, a symlink: a change to another
+    /// path may change what they show.
+    pub via_link: Vec<String>,
 }
 
 impl Facts {

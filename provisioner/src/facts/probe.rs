@@ -36,6 +36,12 @@ def w(s): o.write(s.encode())
 def b(data): return binascii.b2a_base64(data, newline=False).decode()
 def d(field): return os.fsdecode(binascii.a2b_base64(field))
 def q(s): return "'" + s.replace("'", "'\\''") + "'"
+def vialink(p):
+    while p:
+        if os.path.islink(p): return True
+        if "/" not in p: return False
+        p = p.rsplit("/", 1)[0]
+    return False
 def uname(u):
     try: return pwd.getpwuid(u).pw_name
     except KeyError: return "UNKNOWN"
@@ -84,6 +90,7 @@ def answer():
     for i, f in enumerate(P):
         k = f[0]
         w("@@ %d %s\n" % (i, k))
+        if k in ("stat", "read") and vialink(d(f[1])): w("link 1\n")
         if k == "stat":
             path, follow = d(f[1]), f[2] == "1"
             if os.path.exists(path) if follow else os.path.lexists(path):
@@ -170,6 +177,8 @@ pub fn probe_script_sh(probes: &[Probe]) -> String {
 fn shell_body(probes: &[Probe]) -> String {
     let mut s = String::new();
     s.push_str("__t=$(mktemp -d 2>/dev/null || echo /tmp/.provisioner-probe.$$)\n");
+    // Whether the path or one of its parents is a symlink (shell builtins only).
+    s.push_str("__vialink() { __p=$1; while [ -n \"$__p\" ]; do [ -L \"$__p\" ] && return 0; case $__p in */*) __p=${__p%/*};; *) return 1;; esac; done; return 1; }\n");
     s.push_str("mkdir -p \"$__t\" 2>/dev/null; trap 'rm -rf \"$__t\"' EXIT\n");
     for (i, p) in probes.iter().enumerate() {
         match p {
@@ -177,6 +186,7 @@ fn shell_body(probes: &[Probe]) -> String {
             Probe::Read { path, max_bytes } => {
                 let q = quote(path);
                 s.push_str(&format!("echo '@@ {i} read'\n"));
+                s.push_str(&format!("__vialink {q} && echo 'link 1'\n"));
                 s.push_str(&format!(
                     "if [ -f {q} ] && [ -r {q} ]; then printf 'content '; head -c {max_bytes} -- {q} | {B64}; echo; else echo missing; fi\n"
                 ));
@@ -221,6 +231,7 @@ fn stat_snippet(s: &mut String, i: usize, path: &str, follow: bool) {
     let q = quote(path);
     let l = if follow { "-L " } else { "" };
     s.push_str(&format!("echo '@@ {i} stat'\n"));
+    s.push_str(&format!("__vialink {q} && echo 'link 1'\n"));
     // With follow, a dangling symlink does not exist (like os.stat); without, it does (lstat).
     let exists = if follow {
         format!("[ -e {q} ]")
@@ -291,11 +302,17 @@ pub fn parse_probe_output(probes: &[Probe], stdout: &[u8]) -> Result<Facts, Stri
         ));
     }
     let mut answers = Vec::with_capacity(probes.len());
+    let mut via_link = Vec::new();
     for (i, (probe, (idx, tag, fields))) in probes.iter().zip(sections).enumerate() {
         if idx != i {
             return Err(format!("probe output: answer {idx} where {i} was expected"));
         }
         let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        if let (Probe::Stat { path, .. } | Probe::Read { path, .. }, Some("1")) =
+            (probe, field("link"))
+        {
+            via_link.push(path.clone());
+        }
         let result = match (probe, tag.as_str()) {
             (Probe::Stat { .. }, "stat") => ProbeResult::Stat(parse_stat(&field)?),
             (Probe::Read { .. }, "read") => ProbeResult::Read(match field("content") {
@@ -323,7 +340,7 @@ pub fn parse_probe_output(probes: &[Probe], stdout: &[u8]) -> Result<Facts, Stri
         };
         answers.push((probe.clone(), result));
     }
-    Ok(Facts { answers })
+    Ok(Facts { answers, via_link })
 }
 
 fn parse_stat<'a>(field: &dyn Fn(&str) -> Option<&'a str>) -> Result<FileStat, String> {
@@ -574,6 +591,8 @@ mod tests {
         let sh = run(&probe_script_sh(&probes));
         assert_eq!(String::from_utf8_lossy(&py), String::from_utf8_lossy(&sh));
         let facts = parse_probe_output(&probes, &py).unwrap();
+        // Both stats of the symlink, and nothing else, are reported as read through a link.
+        assert_eq!(facts.via_link, [path(&l), path(&l)]);
         assert_eq!(
             facts.answers[9].1,
             ProbeResult::Command(CommandOutput {

@@ -433,7 +433,16 @@ mod tests {
                 (p, r)
             })
             .collect();
-        let planned = APT_KEY.plan(args, &Facts { answers }, Mode::Apply).unwrap();
+        let planned = APT_KEY
+            .plan(
+                args,
+                &Facts {
+                    answers,
+                    ..Default::default()
+                },
+                Mode::Apply,
+            )
+            .unwrap();
         let mut outs = Vec::new();
         if let Planned::Change { actions, .. } = &planned {
             for a in actions {
