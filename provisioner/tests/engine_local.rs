@@ -914,3 +914,51 @@ fn each_play_header_comes_when_the_play_begins_not_all_up_front() {
     let (events, _, _) = f.run(Mode::Apply, LocalConnector::default());
     assert_eq!(play_order(&events), ["PLAY 0", "0 down"]);
 }
+
+#[test]
+fn meta_tasks_show_a_header_once_and_no_host_result_as_ansible_does() {
+    // Regression: `meta: flush_handlers` reported `ok: [host]` and counted in the recap;
+    // ansible-playbook 2.14 prints only `TASK [meta]` (then the handlers) and ok=3 here.
+    let pb = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: touch
+      copy: dest={{ root }}/{{ inventory_hostname }}/a content=x
+      notify: h
+    - meta: flush_handlers
+    - name: flush now
+      meta: flush_handlers
+    - meta: noop
+    - name: after
+      copy: dest={{ root }}/{{ inventory_hostname }}/b content=x
+  handlers:
+    - name: h
+      copy: dest={{ root }}/{{ inventory_hostname }}/h content=x
+"#;
+    let f = Fixture::new(pb);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    let order: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::MetaTask { task, .. } => Some(format!("TASK {task}")),
+            RunEvent::TaskFinished(r) if r.host == "h1" => Some(r.task.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "touch",
+            "TASK meta",
+            "h",
+            "TASK flush now",
+            "TASK meta",
+            "after"
+        ]
+    );
+    for h in ["h1", "h2"] {
+        assert_eq!(recap.hosts[h].ok, 3, "{h}: {events:#?}");
+        assert_eq!(recap.hosts[h].changed, 3);
+    }
+}

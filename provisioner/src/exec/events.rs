@@ -70,6 +70,12 @@ pub enum RunEvent {
         task: String,
     },
     TaskFinished(TaskReport),
+    /// A `meta` task (flush_handlers, noop) began: ansible-playbook shows its header and no
+    /// host result. Once per task and serial batch.
+    MetaTask {
+        play: usize,
+        task: String,
+    },
     /// A remote command, shown with `-v`. Censored for `no_log` tasks.
     Command {
         host: String,

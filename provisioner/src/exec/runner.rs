@@ -189,6 +189,8 @@ pub struct Runner {
     titles: Mutex<HashMap<(usize, crate::diag::Loc), String>>,
     /// How many plays have had their `PlayStarted` (in order, as each begins to run).
     announced: Mutex<usize>,
+    /// `meta` tasks whose header was shown, by (play, task location, serial batch).
+    meta_shown: Mutex<HashSet<(usize, crate::diag::Loc, usize)>>,
 }
 
 /// Serves `hostvars`: each host's inventory vars, facts and registered results.
@@ -283,6 +285,7 @@ impl Runner {
             rescuable,
             titles: Mutex::new(HashMap::new()),
             announced: Mutex::new(0),
+            meta_shown: Mutex::new(HashSet::new()),
         }
     }
 
@@ -579,6 +582,12 @@ impl Runner {
             task,
             handler,
         } = *at;
+        // A meta task that did its work has no host result (its header came first).
+        if status == TaskStatus::Ok
+            && matches!(&task.kind, TaskKind::Module { module, .. } if module == "meta")
+        {
+            return;
+        }
         let msg = if task.no_log {
             (status != TaskStatus::Ok && status != TaskStatus::Skipped)
                 .then(|| "the output has been hidden due to the fact that 'no_log: true' was specified for this result".to_string())
@@ -1237,6 +1246,18 @@ impl Runner {
                     .get("_raw_params")
                     .and_then(Value::as_str)
                     .unwrap_or("");
+                // The header once per task and batch, before any handler it runs.
+                let batch = self.batch_of(play, host).map_or(0, |b| b.0);
+                let first = self
+                    .meta_shown
+                    .lock()
+                    .is_ok_and(|mut m| m.insert((play, task.loc.clone(), batch)));
+                if first {
+                    self.emit(RunEvent::MetaTask {
+                        play,
+                        task: self.title(play, task, host, Some(vars)),
+                    });
+                }
                 return match what {
                     "flush_handlers" => {
                         let o = self.flush_handlers(host, play).await;

@@ -70,6 +70,11 @@ impl HumanFormatter {
                 }
                 self.last_header = None;
             }
+            RunEvent::MetaTask { task, .. } => {
+                let header = format!("TASK [{task}]");
+                out.push(banner(&header));
+                self.last_header = Some(header);
+            }
             RunEvent::TaskFinished(r) => {
                 let kind = if r.handler { "RUNNING HANDLER" } else { "TASK" };
                 let header = format!("{kind} [{}]", r.task);
@@ -220,6 +225,17 @@ mod tests {
         assert!(empty[0].starts_with("\nPLAY [storage] ***"), "{empty:?}");
         assert_eq!(empty[1], "skipping: no hosts matched");
         assert_eq!(f.format(&play(vec!["s1".into()])).len(), 1);
+    }
+
+    #[test]
+    fn a_meta_task_shows_its_header_only() {
+        let mut f = HumanFormatter::new(HumanOptions::default());
+        let lines = f.format(&RunEvent::MetaTask {
+            play: 0,
+            task: "meta".into(),
+        });
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("\nTASK [meta] ***"), "{lines:?}");
     }
 
     #[test]
