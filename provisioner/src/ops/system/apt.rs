@@ -314,16 +314,26 @@ fn apt_state(facts: &Facts, a: &AptArgs) -> Result<AptState, OpError> {
     }
 }
 
+/// Seconds one `apt-get update` attempt may take before it is killed and retried. apt can hang
+/// for good on a proxy that drops a connection mid-answer (seen with apt-cacher-ng refreshing
+/// an InRelease for several hosts in the same second); a killed attempt is retried like a
+/// failed one.
+const UPDATE_ATTEMPT_SECS: u32 = 300;
+
 /// `apt-get update`, retried as Ansible does (`update_cache_retries` times, the delay doubling
-/// up to `update_cache_retry_max_delay` seconds), then the new cache timestamp.
+/// up to `update_cache_retry_max_delay` seconds), each attempt bounded by
+/// [`UPDATE_ATTEMPT_SECS`], then the new cache timestamp.
 fn update_script(a: &AptArgs) -> String {
     let (apt_get, tries, max) = (
         apt_get(a),
         a.update_retries.max(1),
         a.update_retry_max_delay.max(1),
     );
+    let t = UPDATE_ATTEMPT_SECS;
     format!(
-        "n=0; d=1\nuntil {APT_ENV} {apt_get} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
+        "n=0; d=1; t=\ncommand -v timeout >/dev/null 2>&1 && t='timeout -k 10 {t}'\n\
+         until {APT_ENV} $t {apt_get} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
+         [ $rc -eq 124 ] && echo \"apt-get update did not finish in {t} s; killed (attempt $n)\" >&2\n  \
          [ \"$n\" -ge {tries} ] && exit $rc\n  sleep $d; d=$((d*2)); [ $d -gt {max} ] && d={max}\ndone\n\
          printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\""
     )
