@@ -550,23 +550,20 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
                 t.second()
             )
         });
-    if let Some(utc) = utc {
-        let u = [utc.as_str()];
-        if w.len() >= 13 {
-            let micro = &w[12][..w[12].len().min(6)];
-            f.insert("date_time".into(), json!({
-                "date": format!("{}-{}-{}", w[0], w[1], w[2]),
-                "day": w[2], "epoch": w[6], "epoch_int": w[6], "hour": w[3],
-                "iso8601": format!("{}Z", u[0]),
-                "iso8601_basic": format!("{}{}{}T{}{}{}{}", w[0], w[1], w[2], w[3], w[4], w[5], micro),
-                "iso8601_basic_short": format!("{}{}{}T{}{}{}", w[0], w[1], w[2], w[3], w[4], w[5]),
-                "iso8601_micro": format!("{}.{}Z", u[0], micro),
-                "minute": w[4], "month": w[1], "second": w[5],
-                "time": format!("{}:{}:{}", w[3], w[4], w[5]),
-                "tz": w[7], "tz_dst": w[7], "tz_offset": w[8],
-                "weekday": w[9], "weekday_number": w[10], "weeknumber": w[11], "year": w[0],
-            }));
-        }
+    if let Some(utc) = utc.filter(|_| w.len() >= 13) {
+        let micro = &w[12][..w[12].len().min(6)];
+        f.insert("date_time".into(), json!({
+            "date": format!("{}-{}-{}", w[0], w[1], w[2]),
+            "day": w[2], "epoch": w[6], "epoch_int": w[6], "hour": w[3],
+            "iso8601": format!("{}Z", utc),
+            "iso8601_basic": format!("{}{}{}T{}{}{}{}", w[0], w[1], w[2], w[3], w[4], w[5], micro),
+            "iso8601_basic_short": format!("{}{}{}T{}{}{}", w[0], w[1], w[2], w[3], w[4], w[5]),
+            "iso8601_micro": format!("{}.{}Z", utc, micro),
+            "minute": w[4], "month": w[1], "second": w[5],
+            "time": format!("{}:{}:{}", w[3], w[4], w[5]),
+            "tz": w[7], "tz_dst": w[7], "tz_offset": w[8],
+            "weekday": w[9], "weekday_number": w[10], "weeknumber": w[11], "year": w[0],
+        }));
     }
 
     // env, user
