@@ -1921,13 +1921,7 @@ impl StepRunner for Runner {
             let Some(host) = node.host.clone() else {
                 return StepOutcome::Ok;
             };
-            let play = match node.step {
-                Step::Facts { play }
-                | Step::Task { play, .. }
-                | Step::Handlers { play }
-                | Step::Barrier { play, .. } => play,
-            };
-            self.announce_through(play);
+            self.announce_through(node.step.play());
             match node.step {
                 Step::Facts { play } => self.gather_facts(&host, play).await,
                 Step::Task { play, task } => {

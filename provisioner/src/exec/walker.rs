@@ -91,7 +91,7 @@ pub async fn walk<R: StepRunner>(
         // Start everything that is ready.
         while let Some(i) = ready.pop() {
             let node = plan.node(i).clone();
-            let play = play_of(&node.step);
+            let play = node.step.play();
             match &node.host {
                 None => {
                     // Barriers finish at once; batch ends check the failure budget.
@@ -173,7 +173,7 @@ pub async fn walk<R: StepRunner>(
                     };
                     stopped.insert(host.clone(), reason);
                     runner.host_stopped(host, reason);
-                    let play = play_of(&node.step);
+                    let play = node.step.play();
                     failed_in_batch.entry((play, node.batch)).or_default().insert(host.clone());
                     let policy = policies.get(play).copied().unwrap_or_default();
                     if policy.any_errors_fatal {
@@ -193,15 +193,6 @@ pub async fn walk<R: StepRunner>(
     }
     summary.cancelled |= *cancel.borrow();
     summary
-}
-
-fn play_of(s: &Step) -> usize {
-    match s {
-        Step::Facts { play }
-        | Step::Task { play, .. }
-        | Step::Handlers { play }
-        | Step::Barrier { play, .. } => *play,
-    }
 }
 
 fn complete(

@@ -30,6 +30,18 @@ pub enum Step {
     Barrier { play: usize, label: String },
 }
 
+impl Step {
+    /// The play this step belongs to.
+    pub fn play(&self) -> usize {
+        match self {
+            Step::Facts { play }
+            | Step::Task { play, .. }
+            | Step::Handlers { play }
+            | Step::Barrier { play, .. } => *play,
+        }
+    }
+}
+
 /// One node: a step on a host, or a barrier (no host).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
