@@ -106,9 +106,10 @@ fn touched_paths(m: &dyn ops::Module, args: &ops::Args, actions: &[Action]) -> O
 }
 
 /// Whether a probe answer survives a change confined to `touched` (see [`touched_paths`]):
-/// stat/read of an unrelated path and package state do; commands and unit state do not (a unit
-/// file may have been written). Symlinks are the caller's part (see [`shows_a_link`]).
-fn still_valid(probe: &facts::Probe, touched: &[String]) -> bool {
+/// stat/read of an unrelated path that is not, and is not under, a symlink (`via_link`: what
+/// it shows may change with any other path) and package state do; commands and unit state do
+/// not (a unit file may have been written).
+fn still_valid(probe: &facts::Probe, touched: &[String], via_link: &HashSet<String>) -> bool {
     let related = |p: &str| {
         let p = p.trim_end_matches('/');
         touched.iter().any(|t| {
@@ -120,21 +121,9 @@ fn still_valid(probe: &facts::Probe, touched: &[String]) -> bool {
                 || t.is_empty()
         })
     };
-    match probe {
-        facts::Probe::Stat { path, .. } | facts::Probe::Read { path, .. } => !related(path),
-        facts::Probe::Dpkg { .. } => true,
-        facts::Probe::Unit { .. } | facts::Probe::Command { .. } => false,
-    }
-}
-
-/// Whether a probe reads a path that is, or lies under, a symlink: what it shows may change
-/// with a change to any other path.
-fn shows_a_link(probe: &facts::Probe, via_link: &HashSet<String>) -> bool {
-    match probe {
-        facts::Probe::Stat { path, .. } | facts::Probe::Read { path, .. } => {
-            via_link.contains(path)
-        }
-        _ => false,
+    match probe.path() {
+        Some(path) => !related(path) && !via_link.contains(path),
+        None => matches!(probe, facts::Probe::Dpkg { .. }),
     }
 }
 
@@ -1585,7 +1574,7 @@ impl Runner {
                 Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {
                     let via_link = &s.via_link;
                     s.probe_cache
-                        .retain(|(_, p), _| still_valid(p, paths) && !shows_a_link(p, via_link));
+                        .retain(|(_, p), _| still_valid(p, paths, via_link));
                 }
                 _ => s.probe_cache.clear(),
             });
@@ -2196,27 +2185,30 @@ mod tests {
             follow: false,
         };
         let touched = vec!["/etc/app".to_string()];
-        assert!(!still_valid(&stat("/etc/app"), &touched));
+        let none = HashSet::new();
+        assert!(!still_valid(&stat("/etc/app"), &touched, &none));
         assert!(
-            !still_valid(&stat("/etc/app/conf.d/x"), &touched),
+            !still_valid(&stat("/etc/app/conf.d/x"), &touched, &none),
             "under it"
         );
-        assert!(!still_valid(&stat("/etc"), &touched), "its parent");
+        assert!(!still_valid(&stat("/etc"), &touched, &none), "its parent");
         assert!(
-            still_valid(&stat("/etc/apparmor"), &touched),
+            still_valid(&stat("/etc/apparmor"), &touched, &none),
             "a sibling with the same prefix"
         );
         assert!(still_valid(
             &Probe::Dpkg {
                 packages: vec!["tree".into()]
             },
-            &touched
+            &touched,
+            &none
         ));
         assert!(!still_valid(
             &Probe::Command {
                 script: "ls".into()
             },
-            &touched
+            &touched,
+            &none
         ));
 
         let mut args = ops::Args::new();

@@ -85,6 +85,16 @@ pub enum ProbeResult {
     Command(CommandOutput),
 }
 
+impl Probe {
+    /// The path a `Stat` or `Read` probe looks at.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Probe::Stat { path, .. } | Probe::Read { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// Probe answers, in the order of the probes asked. Ops look them up by probe.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {

@@ -308,10 +308,8 @@ pub fn parse_probe_output(probes: &[Probe], stdout: &[u8]) -> Result<Facts, Stri
             return Err(format!("probe output: answer {idx} where {i} was expected"));
         }
         let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
-        if let (Probe::Stat { path, .. } | Probe::Read { path, .. }, Some("1")) =
-            (probe, field("link"))
-        {
-            via_link.push(path.clone());
+        if let (Some(path), Some("1")) = (probe.path(), field("link")) {
+            via_link.push(path.to_string());
         }
         let result = match (probe, tag.as_str()) {
             (Probe::Stat { .. }, "stat") => ProbeResult::Stat(parse_stat(&field)?),
