@@ -23,9 +23,10 @@ const B64: &str = "base64 -w0";
 /// modules built into the interpreter (no `json`, `base64`, `hashlib` or `subprocess`, which
 /// pull in `re` and OpenSSL and doubled its start-up) and reads the probes as lines of
 /// space-separated fields (see [`py_probes`]). It answers `stat` and `read` itself. The probes
-/// that run a program (`dpkg`, `unit`, `command`) go to ONE `sh` started once, which runs each
-/// with `/bin/sh -c` into files of a private directory: forking python per command cost 2-3 ms
-/// each on a lab host, a shell's fork+exec about 1 ms.
+/// that run a program (`dpkg`, `unit`, `command`: their command lines come from [`program`], as
+/// for the sh answerer) go to ONE `sh` started once, which runs each into files of a private
+/// directory: forking python per command cost 2-3 ms each on a lab host, a shell's fork+exec
+/// about 1 ms.
 const PY: &str = r#"import binascii, grp, os, pwd, sys
 try:
     from _sha1 import sha1
@@ -35,7 +36,6 @@ o = sys.stdout.buffer
 def w(s): o.write(s.encode())
 def b(data): return binascii.b2a_base64(data, newline=False).decode()
 def d(field): return os.fsdecode(binascii.a2b_base64(field))
-def q(s): return "'" + s.replace("'", "'\\''") + "'"
 def vialink(p):
     while p:
         if os.path.islink(p): return True
@@ -51,12 +51,7 @@ def gname(g):
 P = [l.split(" ") for l in sys.argv[1].split("\n")] if sys.argv[1] else []
 S = {}
 for i, f in enumerate(P):
-    if f[0] == "dpkg" and len(f) > 1:
-        S[i] = "exec dpkg-query -W -f='${Package}\t${binary:Package}\t${db:Status-Status}\t${Version}\n' -- " + " ".join(q(d(x)) for x in f[1:]) + " 2>/dev/null"
-    elif f[0] == "unit":
-        S[i] = "exec systemctl show -p LoadState,ActiveState,SubState,UnitFileState -- " + q(d(f[1])) + " 2>/dev/null"
-    elif f[0] == "command":
-        S[i] = "exec /bin/sh -c " + q(d(f[1]))
+    if f[0] in ("dpkg", "unit", "command") and len(f) > 1: S[i] = "exec " + d(f[1])
 D = None
 if S:
     for base in (os.environ.get("TMPDIR"), "/tmp", "/var/tmp", "/dev/shm"):
@@ -129,20 +124,20 @@ finally:
 "#;
 
 /// The probes for [`PY`]: one line each, fields separated by one space, every string from the
-/// task (paths, package and unit names, scripts) in base64 so it holds no space or newline.
+/// task (paths, and the command lines of [`program`]) in base64 so it holds no space or newline.
 fn py_probes(probes: &[Probe]) -> String {
     let e = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let with_program = |tag: &str, p: &Probe| {
+        program(p).map_or(tag.to_string(), |cmd| format!("{tag} {}", e(&cmd)))
+    };
     probes
         .iter()
         .map(|p| match p {
             Probe::Stat { path, follow } => format!("stat {} {}", e(path), u8::from(*follow)),
             Probe::Read { path, max_bytes } => format!("read {} {max_bytes}", e(path)),
-            Probe::Dpkg { packages } => std::iter::once("dpkg".to_string())
-                .chain(packages.iter().map(|n| e(n)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            Probe::Unit { name } => format!("unit {}", e(name)),
-            Probe::Command { script } => format!("command {}", e(script)),
+            Probe::Dpkg { .. } => with_program("dpkg", p),
+            Probe::Unit { .. } => with_program("unit", p),
+            Probe::Command { .. } => with_program("command", p),
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -174,6 +169,32 @@ pub fn probe_script_sh(probes: &[Probe]) -> String {
     format!("LC_ALL=C; export LC_ALL\n{}", shell_body(probes))
 }
 
+/// The command line a probe runs, the same for both answerers: `dpkg-query` for a `Dpkg` probe
+/// (none without packages), `systemctl show` for a `Unit`, the script under `/bin/sh -c` for a
+/// `Command` (its own shell: `exit` and `$$` are its own). Only stdout is the answer for the
+/// first two.
+fn program(probe: &Probe) -> Option<String> {
+    match probe {
+        Probe::Dpkg { packages } if !packages.is_empty() => {
+            let names: Vec<String> = packages.iter().map(|n| quote(n)).collect();
+            Some(format!(
+                "dpkg-query -W -f='${{Package}}\\t${{binary:Package}}\\t${{db:Status-Status}}\\t${{Version}}\\n' -- {} 2>/dev/null",
+                names.join(" ")
+            ))
+        }
+        Probe::Unit { name } => Some(format!(
+            "systemctl show -p LoadState,ActiveState,SubState,UnitFileState -- {} 2>/dev/null",
+            quote(name)
+        )),
+        Probe::Command { script } => Some(command_line(script)),
+        _ => None,
+    }
+}
+
+fn command_line(script: &str) -> String {
+    format!("/bin/sh -c {}", quote(script))
+}
+
 fn shell_body(probes: &[Probe]) -> String {
     let mut s = String::new();
     s.push_str("__t=$(mktemp -d 2>/dev/null || echo /tmp/.provisioner-probe.$$)\n");
@@ -191,31 +212,22 @@ fn shell_body(probes: &[Probe]) -> String {
                     "if [ -f {q} ] && [ -r {q} ]; then printf 'content '; head -c {max_bytes} -- {q} | {B64}; echo; else echo missing; fi\n"
                 ));
             }
-            Probe::Dpkg { packages } => {
-                s.push_str(&format!("echo '@@ {i} dpkg'\n"));
-                if !packages.is_empty() {
-                    let names = packages
-                        .iter()
-                        .map(|n| quote(n))
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    s.push_str(&format!(
-                        "printf 'out '; dpkg-query -W -f='${{Package}}\\t${{binary:Package}}\\t${{db:Status-Status}}\\t${{Version}}\\n' -- {names} 2>/dev/null | {B64}; echo\n"
-                    ));
+            Probe::Dpkg { .. } | Probe::Unit { .. } => {
+                let tag = if matches!(p, Probe::Dpkg { .. }) {
+                    "dpkg"
+                } else {
+                    "unit"
+                };
+                s.push_str(&format!("echo '@@ {i} {tag}'\n"));
+                if let Some(cmd) = program(p) {
+                    s.push_str(&format!("printf 'out '; {cmd} | {B64}; echo\n"));
                 }
-            }
-            Probe::Unit { name } => {
-                s.push_str(&format!("echo '@@ {i} unit'\n"));
-                s.push_str(&format!(
-                    "printf 'out '; systemctl show -p LoadState,ActiveState,SubState,UnitFileState -- {} 2>/dev/null | {B64}; echo\n",
-                    quote(name)
-                ));
             }
             Probe::Command { script } => {
                 s.push_str(&format!("echo '@@ {i} command'\n"));
                 s.push_str(&format!(
-                    "/bin/sh -c {} </dev/null >\"$__t/o\" 2>\"$__t/e\"; echo \"rc $?\"\n",
-                    quote(script)
+                    "{} </dev/null >\"$__t/o\" 2>\"$__t/e\"; echo \"rc $?\"\n",
+                    command_line(script)
                 ));
                 s.push_str(&format!(
                     "printf 'stdout '; {B64} <\"$__t/o\"; echo; printf 'stderr '; {B64} <\"$__t/e\"; echo\n"
