@@ -104,21 +104,11 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `provisioner lab ARGS… --name <this lab>`; its stdout, or a panic with its output.
     fn provisioner(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .arg("lab")
-            .args(args)
-            .args(["--name", &self.name])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run provisioner");
-        assert!(
-            out.status.success(),
-            "provisioner lab {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut args = args.to_vec();
+        args.extend(["--name", &self.name]);
+        run_lab_ok(&args)
     }
 
     fn status_of(&self, host: &str) -> String {
