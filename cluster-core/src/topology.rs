@@ -119,21 +119,46 @@ pub fn validate_topology(
             }
         }
         let in_stack = masters.contains(h) || agents.contains(h);
-        match var(h, "mesos_source").and_then(Value::as_str) {
-            None | Some("aventer") => {}
-            Some("local") => {
-                let artifact = var(h, "mesos_local_artifact")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty());
-                if in_stack && artifact.is_none() {
-                    out.push(Problem::whole(format!(
-                        "{h}: mesos_source is `local` but mesos_local_artifact (the control-node path of the Mesos binary) is not set"
-                    )));
+        let source = var(h, "mesos_source").and_then(Value::as_str);
+        // Mesos-DNS runs on the masters; its source defaults to mesos_source.
+        let dns_source = var(h, "mesos_dns_source")
+            .and_then(Value::as_str)
+            .or(source);
+        for (what, src, artifact, used, thing) in [
+            (
+                "mesos_source",
+                source,
+                "mesos_local_artifact",
+                in_stack,
+                "a Mesos build tarball",
+            ),
+            (
+                "mesos_dns_source",
+                dns_source,
+                "mesos_dns_local_artifact",
+                masters.contains(h),
+                "a Mesos-DNS binary",
+            ),
+        ] {
+            match src {
+                None | Some("aventer") => {}
+                Some("local") => {
+                    let path = var(h, artifact)
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty());
+                    if used && path.is_none() {
+                        out.push(Problem::whole(format!(
+                            "{h}: {what} is `local` but {artifact} (the control-node path of {thing}) is not set"
+                        )));
+                    }
                 }
+                Some(other) if what == "mesos_source" || var(h, what).is_some() => {
+                    out.push(Problem::whole(format!(
+                        "{h}: {what} `{other}` is not one of aventer, local"
+                    )))
+                }
+                Some(_) => {}
             }
-            Some(other) => out.push(Problem::whole(format!(
-                "{h}: mesos_source `{other}` is not one of aventer, local"
-            ))),
         }
     }
     // The CNI supernet must hold a /24 for every agent (taken from the first agent's view).
@@ -235,7 +260,8 @@ mod tests {
         let v = vars(&[
             (
                 "m1",
-                json!({"mesos_quorum": 2, "mesos_source": "local", "mesos_local_artifact": "/x"}),
+                json!({"mesos_quorum": 2, "mesos_source": "local", "mesos_local_artifact": "/x",
+                        "mesos_dns_local_artifact": "/y"}),
             ),
             ("a1", json!({"cni_supernet": "10.200.0.0/16"})),
         ]);
@@ -296,6 +322,21 @@ mod tests {
             m[1].contains("m2: mesos_quorum is set to 1 but 3 masters need 2"),
             "{m:?}"
         );
+
+        // Mesos-DNS follows mesos_source on the masters and needs its own binary.
+        let v = vars(&[(
+            "m1",
+            json!({"mesos_source": "local", "mesos_local_artifact": "/x"}),
+        )]);
+        assert_eq!(
+            msgs(&g, &v),
+            ["m1: mesos_dns_source is `local` but mesos_dns_local_artifact (the control-node path of a Mesos-DNS binary) is not set"]
+        );
+        let v = vars(&[(
+            "m1",
+            json!({"mesos_source": "local", "mesos_local_artifact": "/x", "mesos_dns_source": "aventer"}),
+        )]);
+        assert!(msgs(&g, &v).is_empty());
 
         let v = vars(&[(
             "a1",

@@ -76,6 +76,31 @@ fn libprocess_tls(check: bool) -> Result<(), Vec<String>> {
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::mesos_dns_args;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn installed_as_mesos_dns_it_takes_mesos_dns_flags() {
+        for given in [
+            v(&["/usr/local/sbin/mesos-dns", "-config=/etc/c.json"]),
+            v(&["mesos-dns", "-config", "/etc/c.json"]),
+            v(&["mesos-dns", "--config=/etc/c.json"]),
+        ] {
+            assert_eq!(
+                &mesos_dns_args(given)[1..],
+                v(&["dns", "--config", "/etc/c.json"])
+            );
+        }
+        let other = v(&["mesos-standin", "dns", "--config", "/x"]);
+        assert_eq!(mesos_dns_args(other.clone()), other);
+    }
+}
+
 async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
     match cmd {
         Cmd::Master {
@@ -120,6 +145,38 @@ async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
     }
 }
 
+/// Installed as `mesos-dns` (the roles' `mesos_dns_source: local`), the stand-in takes
+/// Mesos-DNS's own command line, `mesos-dns -config=FILE` (or `-config FILE`), as `dns --config
+/// FILE`.
+fn mesos_dns_args(args: Vec<String>) -> Vec<String> {
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if invoked_as != "mesos-dns" {
+        return args;
+    }
+    let mut out = vec![args[0].clone(), "dns".to_string()];
+    let mut rest = args.into_iter().skip(1);
+    while let Some(a) = rest.next() {
+        match a
+            .strip_prefix("-config")
+            .or_else(|| a.strip_prefix("--config"))
+        {
+            Some(v) if v.starts_with('=') => {
+                out.extend(["--config".to_string(), v[1..].to_string()]);
+            }
+            Some("") => {
+                out.push("--config".to_string());
+                out.extend(rest.next());
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -128,7 +185,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(mesos_dns_args(std::env::args().collect()));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -58,6 +58,15 @@ pub enum LabCommand {
         /// Apply the stack from this directory (shaped like `roles/`) instead of the built-in one.
         #[arg(long = "stack-dir", conflicts_with = "bare")]
         stack_dir: Option<PathBuf>,
+        /// A Mesos build tarball on this machine (e.g. mesos-1.11.0-debian12-amd64.tar.gz): the
+        /// stack installs it (`mesos_source: local`), with the Mesos-DNS test stand-in. Recorded:
+        /// later `lab up`s keep it. Without one, Mesos comes from AVENTER's repository.
+        #[arg(
+            long = "mesos-artifact",
+            env = "PROVISIONER_MESOS_ARTIFACT",
+            value_name = "TARBALL"
+        )]
+        mesos_artifact: Option<PathBuf>,
     },
     /// Show each host's address and state.
     Status,
@@ -138,6 +147,7 @@ pub fn run(args: LabArgs) -> ExitCode {
             bare,
             stack,
             stack_dir,
+            mesos_artifact,
         } => {
             let asked = match (bare, stack || stack_dir.is_some()) {
                 (true, _) => Some(false),
@@ -148,18 +158,11 @@ pub fn run(args: LabArgs) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
             };
-            // The stack installs the Mesos stand-in (testkit) in place of Mesos: find it first,
-            // before any host is made. `--bare` records where it would be and goes on.
-            let standin = match super::standin_path() {
-                Ok(p) => p,
+            // Where Mesos comes from, settled before any host is made.
+            let mesos = match super::mesos_from(&name, mesos_artifact.as_deref(), stack, &sink) {
+                Ok(m) => m,
                 Err(e) => return fail(&e),
             };
-            if stack && !standin.is_file() {
-                return fail(&Error::Usage(format!(
-                    "the Mesos stand-in is not built ({} is missing): run `cargo build -p testkit` (same profile as this provisioner), or `lab up --bare` for hosts without the stack",
-                    standin.display()
-                )));
-            }
             let opts = UpOptions {
                 name: name.clone(),
                 masters,
@@ -168,7 +171,7 @@ pub fn run(args: LabArgs) -> ExitCode {
                 subnet,
                 inventory,
                 install_deps,
-                mesos_artifact: Some(standin),
+                mesos,
                 stack,
             };
             let up = super::up(&opts, &sink);

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::spec::{HostSpec, Role};
+use super::MesosFrom;
 
 /// A YAML double-quoted string (JSON string syntax is valid YAML).
 fn q(s: &str) -> String {
@@ -11,14 +12,15 @@ fn q(s: &str) -> String {
 
 /// Render the inventory: groups `masters`, `agents`, `zookeeper` (the masters), `monitoring`
 /// (the first master) and `extra` (when any), with connection settings under `all.vars`.
-/// With `mesos_artifact`, the stack installs that file (the Mesos stand-in) instead of Mesos:
-/// `mesos_source: local`, `mesos_local_artifact: <path>`.
+/// With a Mesos artifact, the stack installs that build (`mesos_source: local`,
+/// `mesos_local_artifact`) and the Mesos-DNS stand-in (`mesos_dns_source: local`,
+/// `mesos_dns_local_artifact`); without one, both come from AVENTER's repository.
 pub fn render(
     lab: &str,
     hosts: &[HostSpec],
     key: &Path,
     known_hosts: &Path,
-    mesos_artifact: Option<&Path>,
+    mesos: &MesosFrom,
 ) -> String {
     let mut out = String::new();
     out.push_str(&format!(
@@ -41,11 +43,18 @@ pub fn render(
     out.push_str(&format!("    lab_name: {}\n", q(lab)));
     // nspawn hosts have a read-only /proc/sys: the common role writes sysctl files only.
     out.push_str("    apply_sysctls: false\n");
-    if let Some(a) = mesos_artifact {
+    if let Some(a) = &mesos.artifact {
         out.push_str("    mesos_source: local\n");
         out.push_str(&format!(
             "    mesos_local_artifact: {}\n",
             q(&a.display().to_string())
+        ));
+    }
+    if let Some(d) = &mesos.dns {
+        out.push_str("    mesos_dns_source: local\n");
+        out.push_str(&format!(
+            "    mesos_dns_local_artifact: {}\n",
+            q(&d.display().to_string())
         ));
     }
     out.push_str("  children:\n");
@@ -113,7 +122,10 @@ mod tests {
             &hosts(0),
             Path::new("/var/lib/provisioner/labs/lab/id_ed25519"),
             Path::new("/var/lib/provisioner/labs/lab/known_hosts"),
-            Some(Path::new("/t/debug/mesos-standin")),
+            &MesosFrom {
+                artifact: Some("/m/mesos-1.11.0.tar.gz".into()),
+                dns: Some("/t/debug/mesos-standin".into()),
+            },
         );
         let docs = crate::yaml::load_str(&text, "lab.yml").unwrap();
         let doc = &docs[0];
@@ -134,7 +146,9 @@ mod tests {
         assert_eq!(vars["ansible_become"], true);
         assert_eq!(vars["lab_name"], "lab");
         assert_eq!(vars["mesos_source"], "local");
-        assert_eq!(vars["mesos_local_artifact"], "/t/debug/mesos-standin");
+        assert_eq!(vars["mesos_local_artifact"], "/m/mesos-1.11.0.tar.gz");
+        assert_eq!(vars["mesos_dns_source"], "local");
+        assert_eq!(vars["mesos_dns_local_artifact"], "/t/debug/mesos-standin");
         assert_eq!(
             vars["ansible_ssh_common_args"],
             "-o UserKnownHostsFile=/var/lib/provisioner/labs/lab/known_hosts -o StrictHostKeyChecking=yes"
@@ -147,9 +161,19 @@ mod tests {
 
     #[test]
     fn extra_group_appears_only_when_asked() {
-        let text = render("lab", &hosts(2), Path::new("/k"), Path::new("/kh"), None);
+        let text = render(
+            "lab",
+            &hosts(2),
+            Path::new("/k"),
+            Path::new("/kh"),
+            &MesosFrom::default(),
+        );
         let doc = &crate::yaml::load_str(&text, "lab.yml").unwrap()[0];
         assert_eq!(group_hosts(doc, "extra"), ["extra1", "extra2"]);
         assert_eq!(group_hosts(doc, "storage"), ["extra1", "extra2"]);
+        // Without an artifact the stack's defaults apply: AVENTER's repository.
+        let vars = &doc.to_json()["all"]["vars"];
+        assert!(vars.get("mesos_source").is_none(), "{vars}");
+        assert!(vars.get("mesos_dns_source").is_none(), "{vars}");
     }
 }

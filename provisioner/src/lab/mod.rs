@@ -101,9 +101,8 @@ pub struct UpOptions {
     pub subnet: Option<String>,
     pub inventory: Option<PathBuf>,
     pub install_deps: bool,
-    /// The Mesos stand-in binary on this machine; written to the inventory as
-    /// `mesos_source: local` + `mesos_local_artifact` (the stack installs it instead of Mesos).
-    pub mesos_artifact: Option<PathBuf>,
+    /// Where the stack's Mesos comes from (see [`mesos_from`]); written to the inventory.
+    pub mesos: MesosFrom,
     /// Whether the caller applies the stack after `up` (recorded in the lab's state; see
     /// [`stack_wanted`]).
     pub stack: bool,
@@ -389,6 +388,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
         security_mirror: mirrors.security.clone(),
         inventory: inventory_path.clone(),
         stack: opts.stack,
+        mesos_artifact: None,
         hosts: hosts
             .iter()
             .map(|h| HostState {
@@ -401,6 +401,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
             .collect(),
     });
     st.stack = opts.stack;
+    st.mesos_artifact = opts.mesos.artifact.clone();
     st.save(&paths.state())?;
     let image_rootfs = st.image.clone();
     let missing_disk = hosts.iter().any(|h| !paths.machine(&h.name).is_dir());
@@ -481,7 +482,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
         &hosts,
         &paths.key(),
         &paths.known_hosts(),
-        opts.mesos_artifact.as_deref(),
+        &opts.mesos,
     );
     if std::fs::read_to_string(&inventory_path).ok().as_deref() != Some(text.as_str()) {
         sys::write(&inventory_path, &text)?;
@@ -492,7 +493,107 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
     Ok(report)
 }
 
-/// Where `lab up` looks for the Mesos stand-in: next to the running binary (the same cargo
+/// Where a lab's Mesos comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MesosFrom {
+    /// A Mesos build tarball on this machine (`mesos_source: local`, `mesos_local_artifact`);
+    /// `None`: AVENTER's repository, as in production.
+    pub artifact: Option<PathBuf>,
+    /// The Mesos-DNS binary pushed with it (`mesos_dns_source: local`): testkit's TEST
+    /// STAND-IN, since Mesos-DNS has no build a lab can obtain.
+    pub dns: Option<PathBuf>,
+}
+
+/// Where `lab up` gets Mesos: the artifact given (`--mesos-artifact`,
+/// `PROVISIONER_MESOS_ARTIFACT`), else the one this lab recorded, else AVENTER's repository,
+/// which must then be reachable from this machine. With an artifact, Mesos-DNS is the test
+/// stand-in, built from this clone when it is missing. `stack: false` (a bare lab) checks and
+/// builds nothing, and records the artifact given.
+pub fn mesos_from(
+    name: &str,
+    given: Option<&Path>,
+    stack: bool,
+    sink: Sink<'_>,
+) -> Result<MesosFrom> {
+    let recorded = LabState::load(&LabPaths::new(name).state())?.and_then(|st| st.mesos_artifact);
+    let artifact = match given {
+        Some(p) => Some(absolute(p)?),
+        None => recorded,
+    };
+    let Some(artifact) = artifact else {
+        if stack {
+            let url = aventer_url()?;
+            sink(LabEvent::Note(format!(
+                "no Mesos artifact given (--mesos-artifact or PROVISIONER_MESOS_ARTIFACT): Mesos and Mesos-DNS come from AVENTER's repository ({url}), as in production"
+            )));
+            reachable(&url).map_err(|e| {
+                Error::Environment(format!(
+                    "AVENTER's repository ({url}) cannot be reached from this machine ({e}), and no Mesos artifact was given: set PROVISIONER_MESOS_ARTIFACT (or --mesos-artifact) to a Mesos build tarball, e.g. mesos-1.11.0-debian12-amd64.tar.gz"
+                ))
+            })?;
+        }
+        return Ok(MesosFrom::default());
+    };
+    if !stack {
+        return Ok(MesosFrom {
+            artifact: Some(artifact),
+            dns: None,
+        });
+    }
+    if !artifact.is_file() {
+        return Err(Error::Usage(format!(
+            "the Mesos artifact {} is not a file (--mesos-artifact or PROVISIONER_MESOS_ARTIFACT: a Mesos build tarball)",
+            artifact.display()
+        )));
+    }
+    let dns = standin_path()?;
+    if !dns.is_file() {
+        build_standin(&dns, sink)?;
+    }
+    Ok(MesosFrom {
+        artifact: Some(artifact),
+        dns: Some(dns),
+    })
+}
+
+/// The bundle's AVENTER repository URL (the Mesos master's apt source).
+fn aventer_url() -> Result<String> {
+    let bundle = cluster_core::bundle::Bundle::builtin()
+        .map_err(|e| Error::Environment(format!("the built-in bundle: {e:?}")))?;
+    bundle
+        .component("mesos_master")
+        .and_then(|c| c.sources.get("Debian"))
+        .and_then(|s| s.value.apt_repo.as_ref())
+        .map(|r| r.url.value.clone())
+        .ok_or_else(|| Error::Environment("the bundle names no AVENTER repository".into()))
+}
+
+/// A TCP connection to an http(s) URL's host can be made within 5 s.
+fn reachable(url: &str) -> std::result::Result<(), String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let target = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    };
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .collect();
+    let mut last = format!("{authority} has no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Where `lab up` looks for the Mesos-DNS stand-in: next to the running binary (the same cargo
 /// target directory, where `cargo build -p testkit` puts it).
 pub fn standin_path() -> Result<PathBuf> {
     let exe = std::env::current_exe()
@@ -501,7 +602,48 @@ pub fn standin_path() -> Result<PathBuf> {
     Ok(dir.join(STANDIN_BINARY))
 }
 
-/// The file name of the Mesos stand-in (crate `testkit`).
+/// Builds the stand-in with cargo when this binary runs from a clone's target directory
+/// (`<clone>/target/<profile>/provisioner`), in the same profile.
+fn build_standin(want: &Path, sink: Sink<'_>) -> Result<()> {
+    let dir = want.parent().unwrap_or(Path::new("."));
+    let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or_default();
+    let clone = dir.parent().and_then(Path::parent);
+    let manifest = clone.map(|c| c.join("testkit/Cargo.toml"));
+    let missing = || {
+        Error::Usage(format!(
+            "the Mesos-DNS test stand-in is not built ({} is missing) and this binary does not run from a clone: run `cargo build -p testkit` (same profile as this provisioner) in the clone",
+            want.display()
+        ))
+    };
+    let (Some(clone), Some(manifest)) = (clone, manifest) else {
+        return Err(missing());
+    };
+    if !manifest.is_file() || !matches!(profile, "debug" | "release") {
+        return Err(missing());
+    }
+    sink(LabEvent::Step(
+        "building the Mesos-DNS test stand-in (cargo build -p testkit)".into(),
+    ));
+    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+    cmd.current_dir(clone)
+        .args(["build", "-q", "-p", "testkit"]);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Environment(format!("cannot run cargo to build the stand-in: {e}")))?;
+    if !out.status.success() || !want.is_file() {
+        return Err(Error::Environment(format!(
+            "building the Mesos-DNS test stand-in failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    sink(LabEvent::Done("built the Mesos-DNS test stand-in".into()));
+    Ok(())
+}
+
+/// The file name of the Mesos-DNS stand-in (crate `testkit`).
 pub const STANDIN_BINARY: &str = "mesos-standin";
 
 /// The inotify limits a lab of many hosts needs on this machine (each host's systemd and
@@ -933,6 +1075,7 @@ mod tests {
             security_mirror: String::new(),
             inventory: "/inv/lab.yml".into(),
             stack: true,
+            mesos_artifact: None,
             hosts: vec![],
         };
         let same = resolve_spec(&opts(), Some(&st)).unwrap();

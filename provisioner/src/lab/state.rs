@@ -29,6 +29,10 @@ pub struct LabState {
     /// `lab up --stack`). Labs recorded before this field existed had the stack.
     #[serde(default = "stack_by_default")]
     pub stack: bool,
+    /// The Mesos build tarball the stack installs (`lab up --mesos-artifact`); `None`:
+    /// AVENTER's repository.
+    #[serde(default)]
+    pub mesos_artifact: Option<PathBuf>,
     pub hosts: Vec<HostState>,
 }
 
@@ -137,6 +141,7 @@ mod tests {
             security_mirror: "http://m.example/debian-security".into(),
             inventory: "/inv.yml".into(),
             stack: false,
+            mesos_artifact: None,
             hosts: vec![HostState {
                 name: "master1".into(),
                 role: Role::Master,

@@ -213,6 +213,8 @@ const TOPOLOGY_VARS: &[&str] = &[
     "mesos_quorum",
     "mesos_source",
     "mesos_local_artifact",
+    "mesos_dns_source",
+    "mesos_dns_local_artifact",
     "allow_colocated",
     "cni_supernet",
 ];
