@@ -7,6 +7,7 @@ pub mod agent;
 pub mod dns;
 pub mod election;
 pub mod flags;
+pub mod framework;
 pub mod http;
 pub mod master;
 pub mod tls;
