@@ -9,6 +9,11 @@
 //! `/api/v1/scheduler` each, answered 202). The public methods block the calling thread; they
 //! may be called from any thread, also from inside an async runtime (they never start one).
 //! Reconnection is not supported: when the stream ends, every later wait fails.
+//!
+//! A redirect names the leader by its `--hostname` (`Location: //master2:5050/api/v1/scheduler`,
+//! or the IP with `--hostname_lookup=false`): the name is resolved by the system resolver and
+//! the leader's certificate is checked against the resolved address (lab certificates carry IP
+//! SANs). When it does not resolve, the next listed master is tried.
 
 pub mod wire;
 
@@ -617,16 +622,29 @@ async fn open_stream(
             match head.status {
                 200 => return Ok((ep, io, head, rest)),
                 301 | 302 | 303 | 307 | 308 => {
+                    // The leader by its --hostname: if that does not resolve here, the next
+                    // listed master (one of them leads) is tried instead.
                     let loc = head.header("Location").unwrap_or_default().to_string();
-                    let (h, p, new_path) =
-                        http::resolve_location(&loc, (&ep.host, ep.port), ep.tls.is_some())
-                            .map_err(|e| format!("{}: {e}", ep.authority()))?;
-                    let next = Endpoint {
-                        host: h,
-                        port: p,
-                        tls: tls.clone(),
+                    let next = http::resolve_location(&loc, (&ep.host, ep.port), ep.tls.is_some());
+                    let next = match next {
+                        Ok((host, port, p)) => Endpoint {
+                            host,
+                            port,
+                            tls: tls.clone(),
+                        }
+                        .resolved()
+                        .await
+                        .map(|e| (e, p)),
+                        Err(e) => Err(e),
                     };
-                    ep = next.resolved().await?;
+                    let (next, new_path) = match next {
+                        Ok(x) => x,
+                        Err(e) => {
+                            errors.push(format!("{}: redirect to '{loc}': {e}", ep.authority()));
+                            break;
+                        }
+                    };
+                    ep = next;
                     // A bare `//leader:port` means the same request there.
                     if new_path != "/" {
                         path = new_path;
@@ -768,6 +786,14 @@ async fn event_loop(
     shared.changed.notify_all();
     if let Some(r) = ready.take() {
         let _ = r.send(Err(format!("subscribing: {end}")));
+    }
+    // Calls still get the master's answer (the master ends the stream when it processes a
+    // TEARDOWN, possibly before its 202 arrives), until the framework closes the channel.
+    while let Some(Cmd::Call(body, reply)) = cmds.recv().await {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let _ = reply.send(conn.call(&body).await);
+        });
     }
 }
 
