@@ -1,10 +1,10 @@
-//! A deliberately small HTTP/1.1 server and client (one request per connection,
-//! `Connection: close`, `Content-Length` bodies). Enough for the stand-in's JSON endpoints,
-//! curl, the `uri` module and Prometheus-style probes; it keeps the test crate light.
+//! A deliberately small HTTP/1.1 server and client. The server (the Mesos-DNS stand-in's
+//! `/v1/...` endpoints) answers one request per connection with `Content-Length` bodies. The
+//! client reads `Content-Length`, chunked and close-delimited bodies, follows nothing by itself
+//! (callers see 307s and their `Location`), and speaks TLS per [`Endpoint`]: the test framework
+//! reads Mesos's streaming (chunked) scheduler API with it.
 //!
-//! When the process has installed libprocess TLS ([`crate::tls::install`]), the server speaks
-//! HTTPS (plain HTTP too with `LIBPROCESS_SSL_SUPPORT_DOWNGRADE`) and the client connects with
-//! TLS, verifying the server's certificate against the cluster CA.
+//! [`request`] uses the process's installed TLS ([`crate::tls::install`]) when there is one.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 const MAX_BODY: usize = 4 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,36 +90,8 @@ where
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(IO_TIMEOUT, accept(stream, handler.as_ref())).await;
+            let _ = tokio::time::timeout(IO_TIMEOUT, handle(stream, handler.as_ref())).await;
         });
-    }
-}
-
-/// The first byte of a TLS handshake record.
-const TLS_HANDSHAKE: u8 = 0x16;
-
-async fn accept<H, F>(stream: TcpStream, handler: &H)
-where
-    H: Fn(Request) -> F,
-    F: Future<Output = Response>,
-{
-    let Some((server, downgrade)) =
-        crate::tls::installed().and_then(|t| Some((t.server.clone()?, t.downgrade)))
-    else {
-        return handle(stream, handler).await;
-    };
-    if downgrade {
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
-            Ok(1) if first[0] != TLS_HANDSHAKE => return handle(stream, handler).await,
-            Ok(1) => {}
-            _ => return,
-        }
-    }
-    match TlsAcceptor::from(server).accept(stream).await {
-        Ok(s) => handle(s, handler).await,
-        // A plain-HTTP client (or one that does not trust our CA) gets no answer.
-        Err(e) => tracing::debug!("TLS handshake refused: {e}"),
     }
 }
 
