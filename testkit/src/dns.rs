@@ -1,5 +1,7 @@
-//! `mesos-standin dns`: Mesos-DNS's config file, a minimal DNS wire format (A queries over UDP)
-//! and the record set built from the leading master's state:
+//! `mesos-standin dns` (TEST-ONLY stand-in for Mesos-DNS): Mesos-DNS's config file, a minimal DNS
+//! wire format (A queries over UDP) and the record set built from the real masters: the leader
+//! (the master that serves `/master/state`; the others answer 307 to it), the masters that are
+//! up, and the agents in the leader's state:
 //! `leader.<domain>`, `master.<domain>` (every master), `<agent host>.agent.<domain>`,
 //! `agent.<domain>` and `slave.<domain>` (every active agent).
 
@@ -155,7 +157,7 @@ pub fn parse_config(text: &str) -> Result<DnsConfig, Vec<String>> {
     let domain = str_of("domain", &mut errs)
         .unwrap_or_else(|| "mesos".into())
         .to_ascii_lowercase();
-    if !crate::flags::valid_hostname(&domain) {
+    if !valid_hostname(&domain) {
         errs.push(format!("'domain' '{domain}' is not a valid domain name"));
     }
     let port_of = |k: &str, default: i64, errs: &mut Vec<String>| -> u16 {
@@ -256,8 +258,6 @@ pub fn client_tls(cfg: &DnsConfig) -> Result<Option<crate::tls::Tls>, String> {
     };
     let identity = cfg.cert_file.as_deref().zip(cfg.key_file.as_deref());
     Ok(Some(crate::tls::Tls {
-        server: None,
-        downgrade: false,
         client: std::sync::Arc::new(crate::tls::client_config(ca, identity)?),
     }))
 }
@@ -265,23 +265,43 @@ pub fn client_tls(cfg: &DnsConfig) -> Result<Option<crate::tls::Tls>, String> {
 /// Name (lowercase, no trailing dot) → addresses.
 pub type Records = BTreeMap<String, Vec<Ipv4Addr>>;
 
-/// Records from the masters' MasterInfos (leader first or none) and the leader's state.
+/// A DNS name: labels of letters, digits and `-` (not at either end), at most 253 characters.
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// The leader's IPv4 address from a leading master's `/master/state`: `leader_info`'s address
+/// or pid (a real 1.11 `leader_info` has only `id`, `pid`, `port` and `hostname`), else the
+/// master's own `pid` (only the leader serves the state).
+pub fn leader_ip(state: &Value) -> Option<Ipv4Addr> {
+    let from_info = state.get("leader_info").and_then(election::info_addr);
+    let from_pid = || state["pid"].as_str().and_then(election::pid_addr);
+    from_info
+        .or_else(from_pid)
+        .and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// Records from the leader's address, the addresses of the masters that are up and the
+/// leader's state (`slaves[]`: `hostname`, `pid` = `slave(1)@IP:PORT`, `active`).
 pub fn build_records(
     domain: &str,
-    leader: Option<&Value>,
-    masters: &[Value],
+    leader: Option<Ipv4Addr>,
+    masters: &[Ipv4Addr],
     state: Option<&Value>,
 ) -> Records {
     let mut r = Records::new();
-    let ip_of = |info: &Value| {
-        info.pointer("/address/ip")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-    };
-    if let Some(ip) = leader.and_then(ip_of) {
+    if let Some(ip) = leader {
         r.insert(format!("leader.{domain}"), vec![ip]);
     }
-    let mut all: Vec<Ipv4Addr> = masters.iter().filter_map(ip_of).collect();
+    let mut all: Vec<Ipv4Addr> = masters.iter().copied().chain(leader).collect();
     all.sort();
     all.dedup();
     if !all.is_empty() {
@@ -298,15 +318,16 @@ pub fn build_records(
         }
         let ip = s["pid"]
             .as_str()
-            .and_then(|p| p.split_once('@'))
-            .and_then(|(_, a)| a.rsplit_once(':'))
+            .and_then(election::pid_addr)
             .and_then(|(ip, _)| ip.parse::<Ipv4Addr>().ok());
         let (Some(host), Some(ip)) = (s["hostname"].as_str(), ip) else {
             continue;
         };
-        r.entry(format!("{}.agent.{domain}", host.to_ascii_lowercase()))
-            .or_default()
-            .push(ip);
+        let name = format!("{}.agent.{domain}", host.to_ascii_lowercase());
+        let list = r.entry(name).or_default();
+        if !list.contains(&ip) {
+            list.push(ip);
+        }
         agents.push(ip);
     }
     agents.sort();
@@ -504,58 +525,116 @@ pub fn parse_answer(msg: &[u8]) -> Result<(u16, u8, Vec<Ipv4Addr>), String> {
 
 type SharedRecords = Arc<RwLock<Records>>;
 
-/// One refresh: find the masters and the leader, read the leader's state.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The IPv4 address of `host` (an address, or a name for the system resolver).
+async fn ipv4_of(host: &str) -> Option<Ipv4Addr> {
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    tokio::net::lookup_host((host, 0))
+        .await
+        .ok()?
+        .find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        })
+}
+
+/// One refresh: find the masters (ZooKeeper's `json.info_*` znodes, else `masters`), ask each
+/// for `/master/state`: the leader answers it, the others answer 307 with
+/// `Location: //<leader host>:<port>/master/state`, followed when no listed master leads.
 pub async fn refresh(cfg: &DnsConfig) -> Result<Records, String> {
-    let mut masters: Vec<Value> = Vec::new();
-    let mut leader: Option<Value> = None;
+    let mut addrs: Vec<String> = Vec::new();
     if let Some(zk) = &cfg.zk {
         let client = election::connect(zk, Duration::from_secs(10)).await?;
         let c = election::contenders(&client, zk).await?;
-        masters = c.list.into_iter().map(|(_, v)| v).collect();
+        addrs = c
+            .list
+            .iter()
+            .filter_map(|(_, info)| election::info_addr(info))
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
     }
-    // Ask the masters (from ZooKeeper, else the static list) who leads: a master names the
-    // leader only once a quorum of masters is up.
-    let mut addrs: Vec<String> = masters
-        .iter()
-        .filter_map(election::info_addr)
-        .map(|(h, p)| format!("{h}:{p}"))
-        .collect();
     if addrs.is_empty() {
         addrs = cfg.masters.clone();
     }
+    let mut up: Vec<Ipv4Addr> = Vec::new();
+    let mut state: Option<Value> = None;
+    let mut redirect: Option<(String, String)> = None;
     for a in &addrs {
-        if let Ok(s) = http::get_json(a, "/master/state").await {
-            if let Some(l) = s.get("leader_info") {
-                leader = Some(l.clone());
-                break;
-            }
-        }
-    }
-    if masters.is_empty() {
-        for a in &cfg.masters {
-            if let Ok(s) = http::get_json(a, "/master/state").await {
-                let ip = s["pid"]
-                    .as_str()
-                    .and_then(|p| p.rsplit_once('@'))
-                    .and_then(|(_, a)| a.rsplit_once(':'));
-                if let Some((ip, _)) = ip {
-                    masters.push(json!({"address": {"ip": ip}}));
+        let answered = match http::request(a, "GET", "/master/state", None, HTTP_TIMEOUT).await {
+            Ok((200, _, body)) => {
+                if state.is_none() {
+                    state = serde_json::from_slice(&body).ok();
                 }
+                true
+            }
+            Ok((307, headers, _)) => {
+                if let Some(l) = http::header(&headers, "Location") {
+                    redirect.get_or_insert((a.clone(), l.to_string()));
+                }
+                true
+            }
+            // No leader yet (503) or another answer: up if it is healthy.
+            Ok(_) => matches!(
+                http::request(a, "GET", "/health", None, HTTP_TIMEOUT).await,
+                Ok((200, _, _))
+            ),
+            Err(e) => {
+                tracing::debug!("master {a}: {e}");
+                false
+            }
+        };
+        if answered {
+            if let Some(ip) = match http::split_host_port(a) {
+                Ok((h, _)) => ipv4_of(&h).await,
+                Err(_) => None,
+            } {
+                up.push(ip);
             }
         }
     }
-    let state = match leader.as_ref().and_then(election::info_addr) {
-        Some((h, p)) => http::get_json(&format!("{h}:{p}"), "/master/state")
-            .await
-            .ok(),
-        None => None,
+    if state.is_none() {
+        if let Some((from, loc)) = redirect {
+            state = follow(&from, &loc).await;
+        }
+    }
+    let leader = state.as_ref().and_then(leader_ip);
+    Ok(build_records(&cfg.domain, leader, &up, state.as_ref()))
+}
+
+/// GETs the leader's state where a non-leading master's `Location` points.
+async fn follow(from: &str, location: &str) -> Option<Value> {
+    let (fh, fp) = http::split_host_port(from).ok()?;
+    let base = http::Endpoint::installed(from).ok()?;
+    let (host, port, path) = match http::resolve_location(location, (&fh, fp), base.tls.is_some()) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!("master {from}: {e}");
+            return None;
+        }
     };
-    Ok(build_records(
-        &cfg.domain,
-        leader.as_ref(),
-        &masters,
-        state.as_ref(),
-    ))
+    let ep = http::Endpoint { host, port, ..base }
+        .resolved()
+        .await
+        .ok()?;
+    let path = if path == "/" {
+        "/master/state".to_string()
+    } else {
+        path
+    };
+    match http::request_to(&ep, "GET", &path, &[], None, HTTP_TIMEOUT).await {
+        Ok((200, _, body)) => serde_json::from_slice(&body).ok(),
+        Ok((status, _, _)) => {
+            tracing::warn!("leader {}{path}: HTTP {status}", ep.authority());
+            None
+        }
+        Err(e) => {
+            tracing::warn!("leader: {e}");
+            None
+        }
+    }
 }
 
 pub async fn run(cfg: DnsConfig) -> Result<(), String> {
@@ -623,7 +702,7 @@ async fn http_handle(records: SharedRecords, domain: String, req: Request) -> Re
     match req.path.as_str() {
         "/v1/version" => Response::json(
             200,
-            &json!({"Service": "Mesos-DNS (stand-in)", "URL": "testkit/README.md", "Version": crate::master::VERSION}),
+            &json!({"Service": "Mesos-DNS (stand-in)", "URL": "testkit/README.md", "Version": crate::VERSION}),
         ),
         p if p.starts_with("/v1/hosts/") => {
             let host = p["/v1/hosts/".len()..]
@@ -650,17 +729,20 @@ async fn http_handle(records: SharedRecords, domain: String, req: Request) -> Re
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
     fn recs() -> Records {
-        let m = |ip: &str| json!({"address": {"ip": ip, "port": 5050}, "hostname": "x"});
-        let state = json!({"slaves": [
+        let state = json!({"pid": "master@10.0.0.12:5050", "slaves": [
             {"hostname": "Agent1", "pid": "slave(1)@10.0.0.21:5051", "active": true},
             {"hostname": "agent2", "pid": "slave(1)@10.0.0.22:5051", "active": true},
             {"hostname": "agent3", "pid": "slave(1)@10.0.0.23:5051", "active": false},
         ]});
         build_records(
             "mesos",
-            Some(&m("10.0.0.12")),
-            &[m("10.0.0.12"), m("10.0.0.11"), m("10.0.0.13")],
+            leader_ip(&state),
+            &[ip("10.0.0.12"), ip("10.0.0.11"), ip("10.0.0.13")],
             Some(&state),
         )
     }
@@ -674,6 +756,29 @@ mod tests {
         assert_eq!(r["agent1.agent.mesos"], vec![Ipv4Addr::new(10, 0, 0, 21)]);
         assert!(!r.contains_key("agent3.agent.mesos"));
         assert_eq!(r["slave.mesos"].len(), 2);
+    }
+
+    /// `/master/state` of a real Mesos 1.11.0 master on loopback (trimmed): `leader_info` has
+    /// no `address`, the agent's hostname is its reverse-resolved name.
+    const REAL_STATE: &str = include_str!("../tests/fixtures/master-state-1.11.0.json");
+
+    #[test]
+    fn records_from_a_real_master_state() {
+        let state: Value = serde_json::from_str(REAL_STATE).unwrap();
+        assert!(state["leader_info"].get("address").is_none());
+        assert_eq!(leader_ip(&state), Some(ip("127.0.0.1")));
+        let r = build_records("mesos", leader_ip(&state), &[], Some(&state));
+        assert_eq!(r["leader.mesos"], vec![ip("127.0.0.1")]);
+        // The leader counts as a master even when no listed address answered.
+        assert_eq!(r["master.mesos"], vec![ip("127.0.0.1")]);
+        assert_eq!(r["localhost.agent.mesos"], vec![ip("127.0.0.1")]);
+        assert_eq!(r["agent.mesos"], vec![ip("127.0.0.1")]);
+        // A leader_info that names another master wins over the answering master's own pid.
+        let mut s = state.clone();
+        s["leader_info"]["pid"] = json!("master@10.0.0.9:5050");
+        assert_eq!(leader_ip(&s), Some(ip("10.0.0.9")));
+        s.as_object_mut().unwrap().remove("leader_info");
+        assert_eq!(leader_ip(&s), Some(ip("127.0.0.1")));
     }
 
     #[test]

@@ -1,30 +1,16 @@
-//! Leader election and detection through ZooKeeper, the way Mesos does it: every master creates
-//! an ephemeral sequential znode `<path>/json.info_<seq>` holding its `MasterInfo` as JSON; the
-//! lowest sequence number leads. With credentials in the zk URL the session authenticates with
-//! the `digest` scheme and znodes get Mesos's ACL (everyone may read, the creator has all).
+//! Leader detection through ZooKeeper, the way Mesos publishes it (for the Mesos-DNS stand-in):
+//! every master holds an ephemeral sequential znode `<path>/json.info_<seq>` with its
+//! `MasterInfo` as JSON; the lowest sequence number leads. With credentials in the zk URL the
+//! session authenticates with the `digest` scheme.
 
-use std::net::{Ipv4Addr, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use zookeeper_client as zk;
 
 use crate::zkurl::ZkUrl;
 
 pub const PREFIX: &str = "json.info_";
-
-static EVERYONE_READ_CREATOR_ALL: [zk::Acl; 2] = [
-    zk::Acl::new_const(zk::Permission::READ, "world", "anyone"),
-    zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
-];
-
-fn acls(url: &ZkUrl) -> zk::Acls<'static> {
-    if url.credentials.is_some() {
-        zk::Acls::new(&EVERYONE_READ_CREATOR_ALL)
-    } else {
-        zk::Acls::anyone_all()
-    }
-}
 
 /// Opens a session (digest auth when the URL has credentials).
 pub async fn connect(url: &ZkUrl, session_timeout: Duration) -> Result<zk::Client, String> {
@@ -37,28 +23,6 @@ pub async fn connect(url: &ZkUrl, session_timeout: Duration) -> Result<zk::Clien
     c.connect(&url.connect_string())
         .await
         .map_err(|e| format!("zookeeper {}: {e}", url.connect_string()))
-}
-
-/// The candidate's znode: creates the path (with ACLs) if needed, then the ephemeral sequential
-/// child. Returns the child's name (`json.info_0000000003`).
-pub async fn contend(client: &zk::Client, url: &ZkUrl, info: &Value) -> Result<String, String> {
-    let acls = acls(url);
-    if url.path != "/" {
-        client
-            .mkdir(&url.path, &zk::CreateMode::Persistent.with_acls(acls))
-            .await
-            .map_err(|e| format!("create {}: {e}", url.path))?;
-    }
-    let data = info.to_string();
-    let (_, seq) = client
-        .create(
-            &url.child(PREFIX),
-            data.as_bytes(),
-            &zk::CreateMode::EphemeralSequential.with_acls(acls),
-        )
-        .await
-        .map_err(|e| format!("create {}: {e}", url.child(PREFIX)))?;
-    Ok(format!("{PREFIX}{seq}"))
 }
 
 /// What ZooKeeper says now: the contenders in sequence order, each with its MasterInfo.
@@ -109,61 +73,23 @@ pub async fn contenders(client: &zk::Client, url: &ZkUrl) -> Result<Contenders, 
     Ok(Contenders { list })
 }
 
-/// Mesos's `MasterInfo` JSON (the znode's content and /master/state's `leader_info`).
-pub fn master_info(id: &str, hostname: &str, ip: Ipv4Addr, port: u16, version: &str) -> Value {
-    json!({
-        "id": id,
-        "pid": format!("master@{ip}:{port}"),
-        // Mesos stores the address as a uint32 in network byte order.
-        "ip": u32::from_le_bytes(ip.octets()),
-        "port": port,
-        "hostname": hostname,
-        "version": version,
-        "address": {"hostname": hostname, "ip": ip.to_string(), "port": port},
-    })
-}
-
-/// `(ip, port)` of a MasterInfo.
+/// `(ip, port)` of a MasterInfo: its `address`, else its `pid` (`master@IP:PORT`; the
+/// `leader_info` in a real master's `/master/state` has no `address`).
 pub fn info_addr(info: &Value) -> Option<(String, u16)> {
-    let a = info.get("address")?;
-    let ip = a.get("ip")?.as_str()?.to_string();
-    let port = u16::try_from(a.get("port")?.as_u64()?).ok()?;
-    Some((ip, port))
-}
-
-/// The local address used to reach `host:port` (no packet is sent), for `--ip 0.0.0.0`.
-pub fn local_ip_towards(host: &str, port: u16) -> Option<Ipv4Addr> {
-    let target = (host, port).to_socket_addrs().ok()?.find(|a| a.is_ipv4())?;
-    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect(target).ok()?;
-    match s.local_addr().ok()?.ip() {
-        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
-        _ => None,
+    if let Some(a) = info.get("address") {
+        let ip = a.get("ip")?.as_str()?.to_string();
+        let port = u16::try_from(a.get("port")?.as_u64()?).ok()?;
+        return Some((ip, port));
     }
+    pid_addr(info.get("pid")?.as_str()?)
 }
 
-/// A random id shaped like Mesos's UUIDs.
-pub fn new_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            format!("{:032x}", t ^ u128::from(std::process::id()))
-        })
-}
-
-/// Watches the session; returns when it is lost for good (expired, closed, auth failed).
-pub async fn session_lost(client: &zk::Client) -> zk::SessionState {
-    let mut w = client.state_watcher();
-    loop {
-        let s = w.changed().await;
-        if s.is_terminated() {
-            return s;
-        }
-    }
+/// `(ip, port)` of a libprocess pid `name@IP:PORT` (`master@10.0.0.1:5050`,
+/// `slave(1)@10.0.0.21:5051`).
+pub fn pid_addr(pid: &str) -> Option<(String, u16)> {
+    let (_, addr) = pid.rsplit_once('@')?;
+    let (ip, port) = addr.rsplit_once(':')?;
+    Some((ip.to_string(), port.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -182,11 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn master_info_shape() {
-        let i = master_info("abc", "master1", Ipv4Addr::new(127, 0, 0, 1), 5050, "v");
-        assert_eq!(i["ip"], 16777343u32);
-        assert_eq!(i["pid"], "master@127.0.0.1:5050");
-        assert_eq!(i["address"]["ip"], "127.0.0.1");
-        assert_eq!(info_addr(&i), Some(("127.0.0.1".into(), 5050)));
+    fn master_info_addresses() {
+        // The znode Mesos 1.11 writes (`json.info_*`), and a real `leader_info` (no address).
+        let znode = serde_json::json!({"address": {"hostname": "m1", "ip": "10.0.0.11", "port": 5050},
+            "hostname": "m1", "id": "x", "ip": 184549386u32, "pid": "master@10.0.0.11:5050",
+            "port": 5050, "version": "1.11.0"});
+        assert_eq!(info_addr(&znode), Some(("10.0.0.11".into(), 5050)));
+        let leader_info = serde_json::json!({"hostname": "localhost", "id": "d5",
+            "pid": "master@127.0.0.1:15050", "port": 15050});
+        assert_eq!(info_addr(&leader_info), Some(("127.0.0.1".into(), 15050)));
+        assert_eq!(
+            pid_addr("slave(1)@10.0.0.21:5051"),
+            Some(("10.0.0.21".into(), 5051))
+        );
+        assert_eq!(pid_addr("nonsense"), None);
     }
 }

@@ -1,13 +1,16 @@
-//! TEST STAND-IN for Mesos master, agent and Mesos-DNS. Never shipped; see README.md.
-//! It reads the files the roles write, rejects what real Mesos would reject, elects a leader
-//! through the real ZooKeeper ensemble and serves the HTTP/DNS surfaces the provisioner and the
-//! lab health checks read. It runs no tasks and has no frameworks.
+//! TEST-ONLY code, never shipped.
+//!
+//! - [`framework`]: a small Mesos v1 scheduler (HTTP API) with a blocking API, used by the
+//!   end-to-end tests to prove a real Mesos cluster runs tasks (and by `mesos-testframework`).
+//! - `mesos-standin dns` ([`dns`]): a stand-in for Mesos-DNS, which has no obtainable build. It
+//!   reads Mesos-DNS's config.json and answers A queries from the real masters' state.
 
-pub mod agent;
 pub mod dns;
 pub mod election;
-pub mod flags;
+pub mod framework;
 pub mod http;
-pub mod master;
 pub mod tls;
 pub mod zkurl;
+
+/// The version the Mesos-DNS stand-in reports.
+pub const VERSION: &str = "0.0.0-standin";

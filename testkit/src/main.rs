@@ -1,16 +1,16 @@
-//! `mesos-standin`: a TEST STAND-IN for Mesos (master, agent) and Mesos-DNS. Not Mesos.
+//! `mesos-standin`: a TEST STAND-IN for Mesos-DNS only (lab and CI). Not Mesos-DNS.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use testkit::{agent, dns, flags, master, tls};
+use testkit::{dns, tls};
 
 #[derive(Parser)]
 #[command(
     name = "mesos-standin",
-    version = master::VERSION,
-    about = "TEST STAND-IN for Mesos master/agent and Mesos-DNS (lab and CI only; this is not Mesos)"
+    version = testkit::VERSION,
+    about = "TEST-ONLY STAND-IN for Mesos-DNS (lab and CI only; this is not Mesos-DNS). Mesos itself is real in the lab."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -19,61 +19,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// A Mesos master: flag files, ZooKeeper leader election, master HTTP endpoints.
-    Master {
-        #[arg(long, default_value = "/etc/mesos-master")]
-        flags_dir: PathBuf,
-        #[arg(long, default_value = "/etc/mesos/zk")]
-        zk_file: PathBuf,
-        /// Validate the flags and exit.
-        #[arg(long)]
-        check: bool,
-    },
-    /// A Mesos agent: flag files, leader detection, registration, agent HTTP endpoints.
-    Agent {
-        #[arg(long, default_value = "/etc/mesos-agent")]
-        flags_dir: PathBuf,
-        #[arg(long, default_value = "/etc/mesos/zk")]
-        zk_file: PathBuf,
-        #[arg(long)]
-        check: bool,
-    },
-    /// Mesos-DNS: config.json, A records for the leader, masters and agents.
+    /// TEST-ONLY Mesos-DNS stand-in: config.json, A records for the leader, masters and agents
+    /// read from the real masters.
     Dns {
         #[arg(long, default_value = "/etc/mesos-dns/config.json")]
         config: PathBuf,
+        /// Validate the config and exit.
         #[arg(long)]
         check: bool,
     },
-}
-
-fn zk_file(p: &std::path::Path) -> Result<Option<String>, Vec<String>> {
-    if p.exists() {
-        flags::read_zk_file(p).map(Some).map_err(|e| vec![e])
-    } else {
-        Ok(None)
-    }
-}
-
-/// libprocess TLS from this process's `LIBPROCESS_SSL_*` environment: checked (a master or
-/// agent refuses to start on settings libprocess refuses) and, unless `check`, installed.
-fn libprocess_tls(check: bool) -> Result<(), Vec<String>> {
-    let env = tls::parse_env(&|k| std::env::var(k).ok())?;
-    let built = tls::build(&env).map_err(|e| vec![e])?;
-    if let Some(t) = built {
-        tracing::info!(
-            "libprocess TLS on (client certificates {})",
-            if env.require_client_cert {
-                "required"
-            } else {
-                "optional"
-            }
-        );
-        if !check {
-            tls::install(t);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -103,34 +57,6 @@ mod tests {
 
 async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
     match cmd {
-        Cmd::Master {
-            flags_dir,
-            zk_file: zf,
-            check,
-        } => {
-            let f = flags::read_flags_dir(&flags_dir).map_err(|e| vec![e])?;
-            let cfg = flags::master_config(f, zk_file(&zf)?)?;
-            libprocess_tls(check)?;
-            if check {
-                tracing::info!("master flags are valid");
-                return Ok(());
-            }
-            master::run(cfg).await.map_err(|e| vec![e])
-        }
-        Cmd::Agent {
-            flags_dir,
-            zk_file: zf,
-            check,
-        } => {
-            let f = flags::read_flags_dir(&flags_dir).map_err(|e| vec![e])?;
-            let cfg = flags::agent_config(f, zk_file(&zf)?)?;
-            libprocess_tls(check)?;
-            if check {
-                tracing::info!("agent flags are valid");
-                return Ok(());
-            }
-            agent::run(cfg).await.map_err(|e| vec![e])
-        }
         Cmd::Dns { config, check } => {
             let cfg = dns::load_config(&config)?;
             if let Some(t) = dns::client_tls(&cfg).map_err(|e| vec![e])? {

@@ -123,17 +123,6 @@ pub fn redact(s: &str) -> String {
     }
 }
 
-/// ZooKeeper's digest ACL id for `user:pass`: `user:base64(sha1("user:pass"))`.
-pub fn digest_id(user: &str, pass: &str) -> String {
-    use base64::Engine as _;
-    use sha1::Digest as _;
-    let hash = sha1::Sha1::digest(format!("{user}:{pass}").as_bytes());
-    format!(
-        "{user}:{}",
-        base64::engine::general_purpose::STANDARD.encode(hash)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,14 +173,5 @@ mod tests {
             "zk://u:********@h:1/m".to_string()
         );
         assert_eq!(redact("zk://h:1/m"), "zk://h:1/m".to_string());
-    }
-
-    #[test]
-    fn digest_id_matches_zookeeper() {
-        // DigestAuthenticationProvider.generateDigest("super:test") (ZooKeeper's documented example).
-        assert_eq!(
-            digest_id("super", "test"),
-            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
-        );
     }
 }

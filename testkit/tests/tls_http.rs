@@ -1,86 +1,153 @@
-//! The stand-in's HTTP over libprocess TLS: a client trusting the cluster CA gets answers, a
-//! plain-HTTP client gets none, and a server certificate without the address is refused.
-//! Hermetic: loopback only, certificates generated here. One process installs TLS once, so
-//! every check lives in this one test.
+//! testkit's HTTPS client (used by the Mesos-DNS stand-in and the test framework) against a TLS
+//! server in this test: the certificate is checked against the CA and an IP address as the
+//! server name must be in its IP SANs; a redirect naming the server by host name is followed by
+//! its address; chunked bodies come through TLS. Hermetic: loopback only, certificates made here.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use testkit::http::{self, Request, Response};
+use testkit::http::{self, Endpoint};
 use testkit::tls;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
-fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca() -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = p.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    Ca {
+        issuer: Issuer::from_ca_cert_pem(&pem, key).unwrap(),
+        pem,
+    }
+}
+
+fn server_config(ca: &Ca) -> ServerConfig {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap()
+}
+
+/// Serves `/data` chunked, and `/redirect` as a non-leading Mesos master does.
+async fn serve(l: tokio::net::TcpListener, cfg: ServerConfig) {
+    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    let port = l.local_addr().unwrap().port();
+    loop {
+        let (tcp, _) = l.accept().await.unwrap();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(mut s) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let resp = if req.starts_with("GET /redirect ") {
+                format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: //localhost:{port}/data\r\nContent-Length: 0\r\n\r\n")
+            } else {
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5\r\n\":1}\n\r\n0\r\n\r\n".to_string()
+            };
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn libprocess_tls_serves_https_to_ca_clients_and_nothing_to_plain_http() {
+async fn https_client_checks_ca_and_ip_sans_and_follows_redirects_by_address() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
-    let host_key = KeyPair::generate().unwrap();
-    let mut host = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    host.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let host_cert = host.signed_by(&host_key, &issuer).unwrap();
-    let ca_file = write(dir.path(), "ca.crt", &ca_cert.pem());
-    let cert_file = write(dir.path(), "host.crt", &host_cert.pem());
-    let key_file = write(dir.path(), "host.key", &host_key.serialize_pem());
+    let good = ca();
+    let other = ca();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &good.pem).unwrap();
+    let other_file = dir.path().join("other.crt");
+    std::fs::write(&other_file, &other.pem).unwrap();
 
-    let env = [
-        ("LIBPROCESS_SSL_ENABLED", "true"),
-        ("LIBPROCESS_SSL_CERT_FILE", cert_file.to_str().unwrap()),
-        ("LIBPROCESS_SSL_KEY_FILE", key_file.to_str().unwrap()),
-        ("LIBPROCESS_SSL_CA_FILE", ca_file.to_str().unwrap()),
-        ("LIBPROCESS_SSL_VERIFY_SERVER_CERT", "true"),
-        ("LIBPROCESS_SSL_REQUIRE_CLIENT_CERT", "true"),
-    ];
-    let get = |k: &str| {
-        env.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.to_string())
-    };
-    let settings = tls::parse_env(&get).unwrap();
-    tls::install(tls::build(&settings).unwrap().unwrap());
-
-    let l = http::bind(std::net::Ipv4Addr::LOCALHOST, 0).await.unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    tokio::spawn(http::serve(l, |req: Request| async move {
-        Response::json(200, &serde_json::json!({"path": req.path}))
-    }));
+    tokio::spawn(serve(l, server_config(&good)));
 
-    // Over TLS, both sides presenting certificates from the CA.
-    let v = http::get_json(&format!("127.0.0.1:{port}"), "/health")
-        .await
-        .unwrap();
-    assert_eq!(v["path"], "/health");
+    let client = Arc::new(tls::client_config(&ca_file, None).unwrap());
+    let ep = |host: &str, cfg: &Arc<_>| Endpoint {
+        host: host.into(),
+        port,
+        tls: Some(Arc::clone(cfg)),
+    };
+    let t = Duration::from_secs(5);
 
-    // The certificate names 127.0.0.1, not localhost: verification refuses the name.
-    let err = http::get_json(&format!("localhost:{port}"), "/health")
+    // The address is in the certificate's IP SANs; the chunked body is decoded.
+    let (status, _, body) =
+        http::request_to(&ep("127.0.0.1", &client), "GET", "/data", &[], None, t)
+            .await
+            .unwrap();
+    assert_eq!((status, body), (200, b"{\"a\":1}\n".to_vec()));
+
+    // The certificate names 127.0.0.1, not localhost.
+    let err = http::request_to(&ep("localhost", &client), "GET", "/data", &[], None, t)
         .await
         .unwrap_err();
     assert!(err.contains("TLS"), "{err}");
 
-    // Plain HTTP gets no HTTP answer (no downgrade).
-    let plain = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).to_string()
-    })
+    // A CA that did not sign the server's certificate.
+    let wrong = Arc::new(tls::client_config(&other_file, None).unwrap());
+    let err = http::request_to(&ep("127.0.0.1", &wrong), "GET", "/data", &[], None, t)
+        .await
+        .unwrap_err();
+    assert!(err.contains("TLS"), "{err}");
+
+    // A scheme-relative redirect naming the server by host name: followed by its address.
+    let (status, headers, _) =
+        http::request_to(&ep("127.0.0.1", &client), "GET", "/redirect", &[], None, t)
+            .await
+            .unwrap();
+    assert_eq!(status, 307);
+    let loc = http::header(&headers, "location").unwrap();
+    let (host, p, path) = http::resolve_location(loc, ("127.0.0.1", port), true).unwrap();
+    assert_eq!(
+        (host.as_str(), p, path.as_str()),
+        ("localhost", port, "/data")
+    );
+    let next = Endpoint {
+        host,
+        port: p,
+        tls: Some(client.clone()),
+    }
+    .resolved()
     .await
     .unwrap();
-    assert!(!plain.contains("HTTP/1.1 200"), "{plain}");
+    assert_eq!(next.host, "127.0.0.1");
+    let (status, _, _) = http::request_to(&next, "GET", &path, &[], None, t)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        tls: None,
+    };
+    assert!(http::request_to(&plain, "GET", "/data", &[], None, t)
+        .await
+        .is_err());
 }
