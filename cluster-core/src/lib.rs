@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod derive;
+pub mod health;
 pub mod topology;
 
 use std::fmt;
