@@ -43,7 +43,7 @@ pub enum LabCommand {
         #[arg(long, env = "PROVISIONER_LAB_SUBNET")]
         subnet: Option<String>,
         /// Where to write the inventory (default inventories/<name>.yml).
-        #[arg(long, env = "PROVISIONER_LAB_INVENTORY")]
+        #[arg(long)]
         inventory: Option<PathBuf>,
         /// Install missing packages first (apt-get update + install).
         #[arg(long)]

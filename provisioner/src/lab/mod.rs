@@ -526,8 +526,9 @@ pub fn mesos_from(
     sink: Sink<'_>,
 ) -> Result<MesosFrom> {
     let recorded = LabState::load(&LabPaths::new(name).state())?.and_then(|st| st.mesos_artifact);
+    // Canonical, so the same file named another way does not rewrite the inventory.
     let artifact = match given {
-        Some(p) => Some(absolute(p)?),
+        Some(p) => Some(std::fs::canonicalize(p).or_else(|_| absolute(p))?),
         None => recorded,
     };
     let Some(artifact) = artifact else {
