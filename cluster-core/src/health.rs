@@ -483,6 +483,188 @@ pub fn rollout_order(component: &str, members: &[String], view: &ClusterView) ->
     out
 }
 
+/// What one host's probe asks, from its groups and the bundle's ports: `status` and `upgrade`
+/// run [`probe_script`] on each host in one round trip and read it back with [`read_probe`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeSpec {
+    /// ZooKeeper's client port when the host is a member.
+    pub zookeeper: Option<u16>,
+    /// The master's HTTP port when the host is a master.
+    pub master: Option<u16>,
+    /// The agent's HTTP port when the host is an agent.
+    pub agent: Option<u16>,
+    /// HTTPS verified against this CA file (libprocess TLS); plain HTTP when `None`.
+    pub ca_file: Option<String>,
+    /// The host certificate whose expiry is reported.
+    pub cert_file: Option<String>,
+    /// systemd units whose state is reported.
+    pub units: Vec<String>,
+}
+
+/// A section header in the probe's output: `@@ name`.
+const SECTION: &str = "@@ ";
+
+/// One shell script (POSIX sh + bash's /dev/tcp for ZooKeeper, curl) that prints every answer
+/// the spec asks for, each after an `@@ name` line. It changes nothing and never fails.
+pub fn probe_script(spec: &ProbeSpec) -> String {
+    let mut s = String::from("exec 2>/dev/null\n");
+    let section = |s: &mut String, name: &str, cmd: &str| {
+        s.push_str(&format!("echo '{SECTION}{name}'\n{cmd}\necho\n"));
+    };
+    let (scheme, ca) = match &spec.ca_file {
+        Some(f) => ("https", format!(" --cacert '{f}'")),
+        None => ("http", String::new()),
+    };
+    let get = |port: u16, path: &str| format!("curl -sS -m 5{ca} '{scheme}://$ADDR:{port}{path}'");
+    // The address Mesos listens on: the `ip` flag the roles write, else the first address.
+    s.push_str(
+        "ADDR=$(cat /etc/mesos-master/ip /etc/mesos-agent/ip 2>/dev/null | head -n1)\n\
+         [ -n \"$ADDR\" ] || ADDR=$(hostname -I | cut -d' ' -f1)\n",
+    );
+    if let Some(p) = spec.zookeeper {
+        for w in ["srvr", "mntr"] {
+            section(
+                &mut s,
+                &format!("zk.{w}"),
+                &format!(
+                    "printf {w} | timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{p}; cat >&3; cat <&3'"
+                ),
+            );
+        }
+    }
+    if let Some(p) = spec.master {
+        section(&mut s, "master.metrics", &get(p, "/metrics/snapshot"));
+        section(&mut s, "master.version", &get(p, "/version"));
+        // Only the leader answers these (the others: 307, no body).
+        section(&mut s, "master.state", &get(p, "/master/state"));
+        section(
+            &mut s,
+            "master.maintenance",
+            &get(p, "/master/maintenance/status"),
+        );
+    }
+    if let Some(p) = spec.agent {
+        section(
+            &mut s,
+            "agent.health",
+            &format!("{} -o /dev/null -w '%{{http_code}}'", get(p, "/health")),
+        );
+    }
+    for u in &spec.units {
+        section(
+            &mut s,
+            &format!("unit.{u}"),
+            &format!("systemctl is-active '{u}'"),
+        );
+    }
+    if let Some(c) = &spec.cert_file {
+        // openssl comes with ca-certificates.
+        section(
+            &mut s,
+            "cert.enddate",
+            &format!("openssl x509 -enddate -noout -in '{c}'"),
+        );
+    }
+    s.push_str("exit 0\n");
+    s
+}
+
+/// The probe's output as `section -> text` (trimmed).
+pub fn read_probe(out: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix(SECTION) {
+            if let Some((k, v)) = cur.take() {
+                m.insert(k, v.trim().to_string());
+            }
+            cur = Some((name.trim().to_string(), String::new()));
+        } else if let Some((_, v)) = cur.as_mut() {
+            v.push_str(line);
+            v.push('\n');
+        }
+    }
+    if let Some((k, v)) = cur {
+        m.insert(k, v.trim().to_string());
+    }
+    m
+}
+
+/// Builds the cluster's view from each host's probe answers (`None`: the host did not answer at
+/// all). `zookeeper`, `masters` and `agents` are the inventory's groups.
+pub fn view_from_probes(
+    zookeeper: &[String],
+    masters: &[String],
+    agents: &[String],
+    answers: &BTreeMap<String, Option<BTreeMap<String, String>>>,
+) -> ClusterView {
+    let get = |h: &str, k: &str| -> Option<&str> {
+        answers
+            .get(h)
+            .and_then(Option::as_ref)
+            .and_then(|a| a.get(k))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let json = |h: &str, k: &str| get(h, k).and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let zk = zookeeper
+        .iter()
+        .map(|h| {
+            let srvr = get(h, "zk.srvr");
+            let (mode, zxid) = match srvr {
+                Some(t) => {
+                    let (m, z) = parse_srvr(t);
+                    (Some(m), z)
+                }
+                None => (None, None),
+            };
+            let synced = get(h, "zk.mntr")
+                .map(parse_mntr)
+                .and_then(|m| m.get("zk_synced_followers").and_then(|v| v.parse().ok()));
+            ZkMember {
+                host: h.clone(),
+                mode,
+                zxid,
+                synced_followers: synced,
+            }
+        })
+        .collect();
+    let masters_v: Vec<MasterView> = masters
+        .iter()
+        .map(|h| {
+            MasterView::from_metrics(
+                h,
+                json(h, "master.metrics").as_ref(),
+                json(h, "master.version").as_ref(),
+            )
+        })
+        .collect();
+    let leader = masters_v.iter().find(|m| m.elected).map(|m| m.host.clone());
+    let state = leader.as_deref().and_then(|l| json(l, "master.state"));
+    let maintenance = leader
+        .as_deref()
+        .and_then(|l| json(l, "master.maintenance"));
+    let in_maintenance = maintenance
+        .iter()
+        .flat_map(|m| {
+            ["draining_machines", "down_machines"]
+                .into_iter()
+                .flat_map(|k| m[k].as_array().cloned().unwrap_or_default())
+        })
+        .filter_map(|d| {
+            let id = d.get("id").unwrap_or(&d);
+            id["hostname"].as_str().map(str::to_string)
+        })
+        .collect();
+    ClusterView {
+        zookeeper: zk,
+        masters: masters_v,
+        expected_agents: agents.to_vec(),
+        agents: state.as_ref().map(agents_from_state).unwrap_or_default(),
+        in_maintenance,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,5 +843,53 @@ mod tests {
         let a = agents_from_state(&st);
         assert_eq!(a[0].id, "S0");
         assert!(a[1].deactivated && a[1].draining && !a[1].active);
+    }
+
+    #[test]
+    fn the_probe_script_asks_what_the_host_serves_and_its_answers_read_back() {
+        let spec = ProbeSpec {
+            zookeeper: Some(2181),
+            master: Some(5050),
+            agent: None,
+            ca_file: Some("/etc/provisioner/tls/ca.crt".into()),
+            cert_file: None,
+            units: vec!["dnsmasq".into()],
+        };
+        let s = probe_script(&spec);
+        assert!(s.contains("/dev/tcp/127.0.0.1/2181"), "{s}");
+        assert!(
+            s.contains(
+                "--cacert '/etc/provisioner/tls/ca.crt' 'https://$ADDR:5050/metrics/snapshot'"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("agent.health"), "{s}");
+        let out = "@@ zk.srvr\nZxid: 0x10\nMode: leader\n\n@@ zk.mntr\nzk_synced_followers\t2\n\n\
+                   @@ master.metrics\n{\"master/elected\": 1.0, \"registrar/log/recovered\": 1.0, \"registrar/log/ensemble_size\": 3.0}\n\
+                   @@ master.version\n{\"version\": \"1.11.0\"}\n\
+                   @@ master.state\n{\"slaves\": [{\"id\": \"S1\", \"hostname\": \"a1\", \"active\": true, \"version\": \"1.11.0\"}]}\n\
+                   @@ master.maintenance\n{\"draining_machines\": [{\"id\": {\"hostname\": \"a2\"}}]}\n\
+                   @@ unit.dnsmasq\nactive\n";
+        let a = read_probe(out);
+        assert_eq!(a["unit.dnsmasq"], "active");
+        let mut answers = BTreeMap::new();
+        answers.insert("m1".to_string(), Some(a));
+        answers.insert("m2".to_string(), None);
+        let v = view_from_probes(
+            &["m1".into(), "m2".into()],
+            &["m1".into(), "m2".into()],
+            &["a1".into(), "a2".into()],
+            &answers,
+        );
+        assert_eq!(v.zookeeper[0].mode, Some(ZkMode::Leader));
+        assert_eq!(v.zookeeper[0].synced_followers, Some(2));
+        assert_eq!(v.zookeeper[1].mode, None);
+        assert!(v.masters[0].elected && v.masters[0].recovered && !v.masters[1].answered);
+        assert_eq!(v.masters[0].version.as_deref(), Some("1.11.0"));
+        assert_eq!(v.agents[0].id, "S1");
+        assert!(v.in_maintenance.contains("a2"));
+        let r = reasons(&v);
+        assert!(r.contains(&"a2: down for maintenance".to_string()), "{r:?}");
+        assert!(r.contains(&"m2: does not answer".to_string()), "{r:?}");
     }
 }
