@@ -102,6 +102,10 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     };
     if let Some(pb) = &playbook {
         check_templates(pb, &mut diags);
+        diags.extend(crate::resolve::expressions::check(
+            pb,
+            &playbook_dir(&req.playbook),
+        ));
     }
     let (Some(inventory), Some(playbook)) = (inventory, playbook) else {
         return Err(Error::Invalid(diags.sorted()));
