@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::ansible_cfg::AnsibleConfig;
 use crate::error::{Error, ExitCode};
 use crate::exec::session::{self, RunRequest};
 use crate::ops::Mode;
@@ -130,8 +131,9 @@ fn tls_command(args: TlsArgs) -> std::process::ExitCode {
 /// Options shared by validate, plan, apply and play.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Inventory file or directory (Ansible INI or YAML). Repeatable.
-    #[arg(short = 'i', long = "inventory", required = true)]
+    /// Inventory file or directory (Ansible INI or YAML). Repeatable. Default: `inventory`
+    /// of ansible.cfg.
+    #[arg(short = 'i', long = "inventory")]
     pub inventory: Vec<PathBuf>,
     /// The playbook to run. Without one, validate/plan/apply run the bundled Mesos stack.
     pub playbook: Option<PathBuf>,
@@ -148,13 +150,13 @@ pub struct RunArgs {
     /// Show remote commands.
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// How many hosts work at once.
-    #[arg(short = 'f', long, default_value_t = 16)]
-    pub forks: usize,
+    /// How many hosts work at once [default: `forks` of ansible.cfg, else 16].
+    #[arg(short = 'f', long)]
+    pub forks: Option<usize>,
     /// Extra variables, `key=value` or a JSON object (highest precedence). Repeatable.
     #[arg(short = 'e', long = "extra-vars")]
     pub extra_vars: Vec<String>,
-    /// Additional directories to search for roles.
+    /// Additional directories to search for roles (before `roles_path` of ansible.cfg).
     #[arg(long = "roles-path")]
     pub roles_path: Vec<PathBuf>,
     /// The longest one remote command may run, in seconds.
@@ -225,9 +227,26 @@ pub enum BundleCommand {
     },
 }
 
-/// What a command runs: the playbook given, or (when allowed) the bundled stack.
-fn request(args: &RunArgs, mode: Mode, stack_allowed: bool) -> Result<RunRequest, Error> {
+/// What a command runs: the playbook given, or (when allowed) the bundled stack. `cfg` is
+/// ansible.cfg; the command-line flags win over it.
+fn request(
+    args: &RunArgs,
+    mode: Mode,
+    stack_allowed: bool,
+    cfg: &AnsibleConfig,
+) -> Result<RunRequest, Error> {
     let mut roles_path = args.roles_path.clone();
+    roles_path.extend(cfg.roles_path.iter().cloned());
+    let inventory = if args.inventory.is_empty() {
+        cfg.inventory.clone()
+    } else {
+        args.inventory.clone()
+    };
+    if inventory.is_empty() {
+        return Err(Error::Usage(
+            "no inventory: give -i INVENTORY, or set `inventory` in ansible.cfg".into(),
+        ));
+    }
     let (playbook, stack) = match (&args.playbook, stack_allowed) {
         (Some(p), _) => (p.clone(), None),
         (None, false) => {
@@ -249,20 +268,67 @@ fn request(args: &RunArgs, mode: Mode, stack_allowed: bool) -> Result<RunRequest
         }
     };
     Ok(RunRequest {
-        inventory: args.inventory.clone(),
+        inventory,
         playbook,
         stack,
         limit: args.limit.clone(),
         mode,
         diff: args.diff,
         verbose: args.verbose,
-        forks: args.forks.max(1),
+        forks: args.forks.or(cfg.forks).unwrap_or(16).max(1),
         extra_vars: parse_extra_vars(&args.extra_vars)?,
         roles_path,
         command_timeout: Duration::from_secs(args.timeout.max(1)),
         tags: args.tags.clone(),
         skip_tags: args.skip_tags.clone(),
+        defaults: crate::config::RunDefaults::from_config(cfg),
     })
+}
+
+/// ansible.cfg for a run (`ANSIBLE_CONFIG`, `./ansible.cfg`, `~/.ansible.cfg`); under `-v`,
+/// which file and the keys it ignores.
+fn ansible_config(args: &RunArgs) -> Result<AnsibleConfig, Error> {
+    let env = crate::config::ansible_cfg::Env::current();
+    let cfg = crate::config::ansible_cfg::discover(&env).map_err(Error::Invalid)?;
+    if args.verbose {
+        for n in &cfg.notes {
+            eprint_line(n);
+        }
+        for line in crate::config::ansible_cfg::ignored_entries(&cfg) {
+            eprint_line(&line);
+        }
+    }
+    Ok(cfg)
+}
+
+/// `become_ask_pass`: ask once on the terminal, without echo (as `ansible-playbook -K`).
+fn ask_become_password() -> Result<crate::secret::Secret, Error> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "become_ask_pass = True (ansible.cfg) needs a terminal to ask on; set \
+             ansible_become_password in the inventory instead (it is kept out of every output)"
+                .into(),
+        ));
+    }
+    crate::report::eprint_prompt("BECOME password: ");
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let hidden = stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if hidden {
+        stty("echo");
+    }
+    eprint_line("");
+    read.map_err(|e| Error::Usage(format!("cannot read the become password: {e}")))?;
+    Ok(crate::secret::Secret::new(
+        line.trim_end_matches(['\n', '\r']).to_string(),
+    ))
 }
 
 fn exit(code: ExitCode) -> std::process::ExitCode {
@@ -280,11 +346,18 @@ fn run_playbook(
     mode: Mode,
     drift_exit: bool,
     stack_allowed: bool,
+    cfg: &AnsibleConfig,
 ) -> std::process::ExitCode {
-    let req = match request(args, mode, stack_allowed) {
+    let mut req = match request(args, mode, stack_allowed, cfg) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if cfg.become_ask_pass {
+        match ask_become_password() {
+            Ok(p) => req.defaults.connect.become_password = Some(p),
+            Err(e) => return fail(&e),
+        }
+    }
     let prepared = match session::prepare(&req) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -342,10 +415,11 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Validate(args) => {
-            let req = match request(&args, Mode::Check, true) {
-                Ok(r) => r,
-                Err(e) => return fail(&e),
-            };
+            let req =
+                match ansible_config(&args).and_then(|c| request(&args, Mode::Check, true, &c)) {
+                    Ok(r) => r,
+                    Err(e) => return fail(&e),
+                };
             match session::prepare(&req) {
                 Ok(p) => {
                     for w in &p.warnings {
@@ -364,9 +438,18 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Plan(args) => run_playbook(&args.run, Mode::Check, args.exit_code, true),
-        Command::Apply(args) => run_playbook(&args, Mode::Apply, false, true),
-        Command::Play(args) => run_playbook(&args, Mode::Apply, false, false),
+        Command::Plan(args) => match ansible_config(&args.run) {
+            Ok(cfg) => run_playbook(&args.run, Mode::Check, args.exit_code, true, &cfg),
+            Err(e) => fail(&e),
+        },
+        Command::Apply(args) => match ansible_config(&args) {
+            Ok(cfg) => run_playbook(&args, Mode::Apply, false, true, &cfg),
+            Err(e) => fail(&e),
+        },
+        Command::Play(args) => match ansible_config(&args) {
+            Ok(cfg) => run_playbook(&args, Mode::Apply, false, false, &cfg),
+            Err(e) => fail(&e),
+        },
         Command::Bundle(args) => bundle(args),
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
@@ -456,7 +539,7 @@ pub fn apply_stack(
         limit: None,
         diff: false,
         verbose: false,
-        forks: 16,
+        forks: Some(16),
         extra_vars: Vec::new(),
         roles_path: Vec::new(),
         timeout: 1800,
@@ -464,5 +547,6 @@ pub fn apply_stack(
         tags: Vec::new(),
         skip_tags: Vec::new(),
     };
-    run_playbook(&args, Mode::Apply, false, true)
+    // The lab's own inventory: no ansible.cfg of the current directory applies.
+    run_playbook(&args, Mode::Apply, false, true, &AnsibleConfig::default())
 }

@@ -4,6 +4,7 @@
 //! CLI -> raw -> resolve -> model -> plan -> exec -> RunEvent -> report.
 
 pub mod cli;
+pub mod config;
 pub mod diag;
 pub mod error;
 pub mod exec;

@@ -142,6 +142,7 @@ impl Fixture {
             tags: vec![],
             skip_tags: vec![],
             stack: None,
+            defaults: Default::default(),
         }
     }
 
@@ -717,6 +718,7 @@ impl StackFixture {
                 vars: st.vars(),
                 diags: st.diags.clone(),
             }),
+            defaults: Default::default(),
         }
     }
 

@@ -87,6 +87,7 @@ fn request(dir: &Path) -> RunRequest {
         tags: vec![],
         skip_tags: vec![],
         stack: None,
+        defaults: Default::default(),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct RunConfig {
     /// Stack runs: variables at role-defaults precedence (`bundle`), over the roles' own
     /// defaults. Empty for a playbook run.
     pub stack_vars: Vars,
+    /// ansible.cfg's connection and become defaults (see `crate::config`).
+    pub defaults: crate::config::RunDefaults,
 }
 
 /// Per-host state that lives across steps.
@@ -453,7 +455,7 @@ impl Runner {
             .and_then(|t| t.become_)
             .or(play.become_)
             .or(inv_become)
-            .unwrap_or(false);
+            .unwrap_or(self.cfg.defaults.become_);
         if !on {
             return None;
         }
@@ -465,6 +467,7 @@ impl Runner {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             })
+            .or_else(|| self.cfg.defaults.become_user.clone())
             .unwrap_or_else(|| "root".to_string());
         let _ = host;
         Some(Become { user })
@@ -520,12 +523,9 @@ impl Runner {
             )
             .map_err(|d| bad(d.to_string().trim().to_string()))?
         };
-        let mut target = conn.target;
-        for args in &conn.ssh_args {
-            // Options we do not act on (e.g. ControlMaster) are ignored, as Ansible's ssh would.
-            crate::transport::args::apply_ssh_args(&mut target, args).map_err(bad)?;
-        }
-        Ok(target)
+        // Options we do not act on (e.g. ControlMaster) are ignored, as Ansible's ssh would.
+        let built = self.cfg.defaults.connect.build(conn.target, &conn.ssh_args);
+        Ok(built.map_err(bad)?.target)
     }
 
     async fn exec(
