@@ -2,17 +2,16 @@
 //! output goes through `report`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, ExitCode};
-use crate::exec::session::{self, RunRequest};
 use crate::ops::Mode;
 use crate::report::human::HumanOptions;
 use crate::report::terminal::{self, Output};
 use crate::report::{eprint_line, print_line};
+use crate::run::{RunIo, RunSpec, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -226,43 +225,30 @@ pub enum BundleCommand {
 }
 
 /// What a command runs: the playbook given, or (when allowed) the bundled stack.
-fn request(args: &RunArgs, mode: Mode, stack_allowed: bool) -> Result<RunRequest, Error> {
-    let mut roles_path = args.roles_path.clone();
-    let (playbook, stack) = match (&args.playbook, stack_allowed) {
-        (Some(p), _) => (p.clone(), None),
+fn spec(command: &str, args: &RunArgs, mode: Mode, stack_allowed: bool) -> Result<RunSpec, Error> {
+    let target = match (&args.playbook, stack_allowed) {
+        (Some(p), _) => Target::Playbook(p.clone()),
         (None, false) => {
             return Err(Error::Usage(
                 "`play` runs a playbook: give one (`provisioner apply -i INVENTORY` without a playbook runs the bundled stack)".into(),
             ))
         }
-        (None, true) => {
-            let st = crate::stack::load(
-                args.stack_dir.as_deref(),
-                &crate::stack::default_cache_root(),
-            )?;
-            roles_path.insert(0, st.dir.clone());
-            let run = session::StackRun {
-                vars: st.vars(),
-                diags: st.diags.clone(),
-            };
-            (st.playbook, Some(run))
-        }
+        (None, true) => Target::Stack {
+            dir: args.stack_dir.clone(),
+            play: None,
+        },
     };
-    Ok(RunRequest {
-        inventory: args.inventory.clone(),
-        playbook,
-        stack,
-        limit: args.limit.clone(),
-        mode,
-        diff: args.diff,
-        verbose: args.verbose,
-        forks: args.forks.max(1),
-        extra_vars: parse_extra_vars(&args.extra_vars)?,
-        roles_path,
-        command_timeout: Duration::from_secs(args.timeout.max(1)),
-        tags: args.tags.clone(),
-        skip_tags: args.skip_tags.clone(),
-    })
+    let mut spec = RunSpec::new(command, args.inventory.clone(), target, mode);
+    spec.limit = args.limit.clone();
+    spec.diff = args.diff;
+    spec.verbose = args.verbose;
+    spec.forks = args.forks.max(1);
+    spec.extra_vars = parse_extra_vars(&args.extra_vars)?;
+    spec.roles_path = args.roles_path.clone();
+    spec.command_timeout = Duration::from_secs(args.timeout.max(1));
+    spec.tags = args.tags.clone();
+    spec.skip_tags = args.skip_tags.clone();
+    Ok(spec)
 }
 
 fn exit(code: ExitCode) -> std::process::ExitCode {
@@ -274,65 +260,40 @@ fn fail(e: &Error) -> std::process::ExitCode {
     exit(e.exit_code())
 }
 
-/// Validate, then run with the SSH transport, rendering events; returns the exit code.
+/// Run `spec` through the run API with the terminal as its sink; print what the outcome says
+/// beyond the events; return the exit code.
+fn run_with_terminal(spec: &RunSpec, output: Output) -> std::process::ExitCode {
+    let opts = HumanOptions {
+        diff: spec.diff || spec.mode == Mode::Check,
+        verbose: spec.verbose,
+        color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
+    let io = RunIo {
+        sinks: vec![terminal::sink(output, opts)],
+        ..Default::default()
+    };
+    match crate::run::run(spec, io) {
+        Err(e) => fail(&e),
+        Ok(outcome) => {
+            terminal::print_outcome(&outcome);
+            exit(outcome.exit)
+        }
+    }
+}
+
 fn run_playbook(
+    command: &str,
     args: &RunArgs,
     mode: Mode,
     drift_exit: bool,
     stack_allowed: bool,
 ) -> std::process::ExitCode {
-    let req = match request(args, mode, stack_allowed) {
-        Ok(r) => r,
+    let mut spec = match spec(command, args, mode, stack_allowed) {
+        Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let prepared = match session::prepare(&req) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            return fail(&Error::Environment(format!(
-                "cannot start the runtime: {e}"
-            )))
-        }
-    };
-    let output = args.output;
-    let opts = HumanOptions {
-        diff: args.diff || mode == Mode::Check,
-        verbose: args.verbose,
-        color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
-    };
-    rt.block_on(async move {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = cancel_tx.send(true);
-            }
-        });
-        let render = tokio::spawn(terminal::render(rx, output, opts));
-        let connector: Arc<dyn crate::transport::Connector> = Arc::new(
-            crate::transport::SshConnector::new(crate::transport::SshOptions::default()),
-        );
-        let sink: Arc<dyn crate::exec::events::EventSink> = Arc::new(tx);
-        let result = session::run(&req, prepared, connector, sink.clone(), cancel_rx).await;
-        drop(sink);
-        let recap = render.await.unwrap_or_default();
-        match result {
-            Err(e) => fail(&e),
-            Ok(summary) if summary.cancelled => {
-                eprint_line(
-                    "cancelled: running steps were allowed to finish; nothing new was started",
-                );
-                exit(ExitCode::HostsFailed)
-            }
-            Ok(_) => exit(recap.exit_code(drift_exit)),
-        }
-    })
+    spec.changes_are_drift = drift_exit;
+    run_with_terminal(&spec, args.output)
 }
 
 pub fn run(cli: Cli) -> std::process::ExitCode {
@@ -342,31 +303,25 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Validate(args) => {
-            let req = match request(&args, Mode::Check, true) {
-                Ok(r) => r,
-                Err(e) => return fail(&e),
-            };
-            match session::prepare(&req) {
-                Ok(p) => {
-                    for w in &p.warnings {
+            let v =
+                spec("validate", &args, Mode::Check, true).and_then(|s| crate::run::validate(&s));
+            match v {
+                Ok(v) => {
+                    for w in &v.warnings {
                         eprint_line(&format!("[WARNING]: {w}"));
                     }
-                    let tasks: usize = p.playbook.plays.iter().map(|pl| pl.tasks.len()).sum();
-                    let hosts: std::collections::BTreeSet<&String> =
-                        p.play_hosts.iter().flatten().collect();
                     print_line(&format!(
-                        "ok: {} play(s), {tasks} task(s), {} host(s); nothing was run",
-                        p.playbook.plays.len(),
-                        hosts.len()
+                        "ok: {} play(s), {} task(s), {} host(s); nothing was run",
+                        v.plays, v.tasks, v.hosts
                     ));
                     std::process::ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
             }
         }
-        Command::Plan(args) => run_playbook(&args.run, Mode::Check, args.exit_code, true),
-        Command::Apply(args) => run_playbook(&args, Mode::Apply, false, true),
-        Command::Play(args) => run_playbook(&args, Mode::Apply, false, false),
+        Command::Plan(args) => run_playbook("plan", &args.run, Mode::Check, args.exit_code, true),
+        Command::Apply(args) => run_playbook("apply", &args, Mode::Apply, false, true),
+        Command::Play(args) => run_playbook("play", &args, Mode::Apply, false, false),
         Command::Bundle(args) => bundle(args),
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
@@ -441,28 +396,4 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
             }
         }
     }
-}
-
-/// Apply the bundled stack (or `stack_dir`) to an inventory with the default options, rendering
-/// as `provisioner apply` does; returns its exit code. Used by `lab up`.
-pub fn apply_stack(
-    inventory: &std::path::Path,
-    stack_dir: Option<PathBuf>,
-) -> std::process::ExitCode {
-    let args = RunArgs {
-        inventory: vec![inventory.to_path_buf()],
-        playbook: None,
-        stack_dir,
-        limit: None,
-        diff: false,
-        verbose: false,
-        forks: 16,
-        extra_vars: Vec::new(),
-        roles_path: Vec::new(),
-        timeout: 1800,
-        output: Output::Human,
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
-    };
-    run_playbook(&args, Mode::Apply, false, true)
 }

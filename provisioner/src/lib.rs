@@ -15,6 +15,7 @@ pub mod plan;
 pub mod raw;
 pub mod report;
 pub mod resolve;
+pub mod run;
 pub mod secret;
 pub mod secrets;
 pub mod shell;

@@ -100,7 +100,8 @@ pub enum RunEvent {
     },
 }
 
-/// Where events go. Implemented by channels and, in tests, by collectors.
+/// Where producers send events (the runner, the session, the secrets store's notices).
+/// Implemented by the run's event bus (see `crate::run`) and, in tests, by collectors.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: RunEvent);
 }
@@ -117,5 +118,37 @@ impl EventSink for std::sync::Mutex<Vec<RunEvent>> {
         if let Ok(mut v) = self.lock() {
             v.push(event);
         }
+    }
+}
+
+/// A consumer of a run's events: the terminal, JSON lines, later history and metrics. The run
+/// API calls every sink from its reporting thread, one event at a time, in order. A sink that
+/// fails (an `Err`, or a panic) is dropped and the run's outcome says reporting failed; the
+/// exit code never depends on a sink.
+pub trait Sink: Send {
+    fn event(&mut self, e: &RunEvent) -> Result<(), String>;
+    /// After the last event.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A sink that keeps every event (tests, and callers that inspect a run afterwards).
+#[derive(Clone, Default)]
+pub struct Collector(pub std::sync::Arc<std::sync::Mutex<Vec<RunEvent>>>);
+
+impl Collector {
+    pub fn events(&self) -> Vec<RunEvent> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Sink for Collector {
+    fn event(&mut self, e: &RunEvent) -> Result<(), String> {
+        self.0
+            .lock()
+            .map_err(|_| "collector poisoned".to_string())?
+            .push(e.clone());
+        Ok(())
     }
 }

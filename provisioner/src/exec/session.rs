@@ -20,7 +20,7 @@ use crate::model::inventory::Inventory;
 use crate::model::play::{Playbook, Task, TaskKind};
 use crate::ops::Mode;
 use crate::plan::{Plan, PlayTarget};
-use crate::resolve::playbook::{BuiltinCatalog, Loader};
+use crate::resolve::playbook::{BuiltinCatalog, InlinePlay, Loader};
 use crate::template::{self, Templar, Vars};
 use crate::transport::Connector;
 
@@ -28,7 +28,11 @@ use crate::transport::Connector;
 #[derive(Clone, Debug)]
 pub struct RunRequest {
     pub inventory: Vec<PathBuf>,
+    /// The playbook file; with `inline`, where that play is taken to be (its directory is the
+    /// playbook directory).
     pub playbook: PathBuf,
+    /// A play built in memory, run instead of the file.
+    pub inline: Option<InlinePlay>,
     pub limit: Option<String>,
     pub mode: Mode,
     pub diff: bool,
@@ -88,14 +92,18 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
             None
         }
     };
-    let playbook =
-        match Loader::new(&BuiltinCatalog, req.roles_path.clone()).load_playbook(&req.playbook) {
-            Ok(p) => Some(p),
-            Err(d) => {
-                diags.extend(d);
-                None
-            }
-        };
+    let loader = Loader::new(&BuiltinCatalog, req.roles_path.clone());
+    let loaded = match &req.inline {
+        Some(play) => loader.load_inline(play, &req.playbook),
+        None => loader.load_playbook(&req.playbook),
+    };
+    let playbook = match loaded {
+        Ok(p) => Some(p),
+        Err(d) => {
+            diags.extend(d);
+            None
+        }
+    };
     if let Some(pb) = &playbook {
         check_templates(pb, &mut diags);
     }
