@@ -947,7 +947,7 @@ fn meta_tasks_show_a_header_once_and_no_host_result_as_ansible_does() {
 struct DyingSink;
 
 impl provisioner::exec::events::Sink for DyingSink {
-    fn event(&mut self, _: &RunEvent) -> Result<(), String> {
+    fn event(&mut self, _: &provisioner::exec::events::Event) -> Result<(), String> {
         panic!("the renderer died")
     }
 }
@@ -1021,4 +1021,53 @@ fn an_inline_play_runs_one_tasks_file_of_a_stack_role_on_chosen_hosts() {
     }
     let err = api::validate(&spec).expect_err("invalid");
     assert!(err.to_string().contains("no tasks file `nope`"), "{err}");
+}
+
+#[test]
+fn every_event_has_an_envelope_and_handlers_announce_their_start() {
+    let f = Fixture::new(CONVERGE);
+    let events = Collector::default();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let io = RunIo {
+        sinks: vec![Box::new(events.clone())],
+        connector: Some(Arc::new(LocalConnector {
+            unreachable: vec!["h2".into()],
+            ..Default::default()
+        })),
+        cancel: Some(rx),
+    };
+    let outcome = api::run(&f.request(Mode::Apply), io).unwrap();
+    let got = events.envelopes();
+    assert!(got.len() > 10);
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.seq, i as u64, "gap-free");
+        assert_eq!(&*e.run, outcome.run_id.as_str());
+    }
+    let json: Vec<serde_json::Value> = got
+        .iter()
+        .map(|e| serde_json::from_str(&provisioner::report::json_line(e)).unwrap())
+        .collect();
+    // Every finish event says how long it took.
+    for j in &json {
+        if j["event"] == "task_finished" || j["event"] == "run_finished" {
+            assert!(j["duration_ms"].is_u64(), "{j}");
+        }
+    }
+    // The handler announces its start like a task does.
+    assert!(json.iter().any(|j| j["event"] == "task_started"
+        && j["handler"] == true
+        && j["task"] == "restart app"
+        && j["host"] == "h1"));
+    // Stop reasons are typed.
+    assert!(json.iter().any(|j| j["event"] == "host_stopped"
+        && j["host"] == "h2"
+        && j["reason"] == "unreachable"));
+    // The consumers' fields keep their names.
+    let fin = json
+        .iter()
+        .find(|j| j["event"] == "task_finished" && j["host"] == "h1")
+        .unwrap();
+    for k in ["status", "task", "host", "version", "run", "seq", "time"] {
+        assert!(fin.get(k).is_some(), "{k} missing in {fin}");
+    }
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::diag::{Diagnostic, Diagnostics, Loc};
 use crate::error::Error;
 use crate::exec::events::{EventSink, RunEvent};
+use crate::exec::redact::{Redacting, Redactor};
 use crate::exec::runner::{RunConfig, Runner};
 use crate::exec::walker::{walk, FailPolicy, WalkSummary};
 use crate::model::inventory::Inventory;
@@ -279,6 +280,12 @@ pub async fn run(
         play_hosts,
         warnings,
     } = prepared;
+    // Every event of the run goes through the redactor, whoever emits it.
+    let redactor = Arc::new(Redactor::from_inventory(&inventory, &req.extra_vars));
+    let sink: Arc<dyn EventSink> = Arc::new(Redacting {
+        inner: sink,
+        redactor: redactor.clone(),
+    });
     let mut all_hosts: Vec<String> = Vec::new();
     for hs in &play_hosts {
         for h in hs {
@@ -342,6 +349,7 @@ pub async fn run(
         inventory,
         connector,
         sink.clone(),
+        redactor,
         cfg,
     );
     if let Some(store) = secrets {
@@ -390,7 +398,7 @@ pub async fn run(
         }
     }
     sink.emit(RunEvent::RunFinished {
-        elapsed_ms: started.elapsed().as_millis() as u64,
+        duration_ms: started.elapsed().as_millis() as u64,
         cancelled: summary.cancelled,
     });
     Ok(summary)

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::exec::events::{RunEvent, Sink};
+use crate::exec::events::{Event, RunEvent, Sink};
 use crate::report::human::{HumanFormatter, HumanOptions};
 use crate::report::recap::Recap;
 use crate::report::{eprint_line, json_line, print_line};
@@ -42,7 +42,7 @@ pub fn print_outcome(outcome: &crate::run::Outcome) {
 pub struct JsonLines;
 
 impl Sink for JsonLines {
-    fn event(&mut self, e: &RunEvent) -> Result<(), String> {
+    fn event(&mut self, e: &Event) -> Result<(), String> {
         print_line(&json_line(e));
         Ok(())
     }
@@ -86,7 +86,8 @@ impl Human {
 }
 
 impl Sink for Human {
-    fn event(&mut self, e: &RunEvent) -> Result<(), String> {
+    fn event(&mut self, e: &Event) -> Result<(), String> {
+        let e = &e.body;
         self.recap.observe(e);
         for line in self.fmt.format(e) {
             self.out(&line);

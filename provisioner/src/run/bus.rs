@@ -1,5 +1,6 @@
-//! A run's event bus: producers emit into it; it folds the recap (the exit code's only source)
-//! and hands each event, in order, to a reporting thread that feeds every sink.
+//! A run's event bus: producers emit into it; it stamps each event with the envelope (run id,
+//! gap-free sequence number, UTC time), folds the recap (the exit code's only source), and
+//! hands each event, in order, to a reporting thread that feeds every sink.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::Error;
-use crate::exec::events::{EventSink, RunEvent, Sink};
+use crate::exec::events::{Event, EventSink, RunEvent, Sink, EVENTS_VERSION};
 use crate::report::recap::Recap;
 
 /// The producers' side.
@@ -16,9 +17,12 @@ pub struct Bus {
 }
 
 struct State {
+    run: Arc<str>,
+    /// The next event's sequence number.
+    seq: u64,
     recap: Recap,
     /// `None` once closed (or when the reporting thread is gone).
-    tx: Option<mpsc::Sender<RunEvent>>,
+    tx: Option<mpsc::Sender<Event>>,
 }
 
 impl EventSink for Bus {
@@ -28,9 +32,17 @@ impl EventSink for Bus {
             Err(p) => p.into_inner(),
         };
         s.recap.observe(&event);
-        // Sent under the lock: the reporting thread sees events in the order they were folded.
+        let e = Event {
+            version: EVENTS_VERSION,
+            run: s.run.clone(),
+            seq: s.seq,
+            time: std::time::SystemTime::now(),
+            body: event,
+        };
+        s.seq += 1;
+        // Numbered and sent under the lock: sinks see events in sequence order.
         if let Some(tx) = &s.tx {
-            if tx.send(event).is_err() {
+            if tx.send(e).is_err() {
                 s.tx = None;
             }
         }
@@ -38,6 +50,13 @@ impl EventSink for Bus {
 }
 
 impl Bus {
+    pub fn run_id(&self) -> Arc<str> {
+        match self.state.lock() {
+            Ok(s) => s.run.clone(),
+            Err(p) => p.into_inner().run.clone(),
+        }
+    }
+
     /// No more events: the reporting thread finishes its sinks. Returns the recap.
     pub fn close(&self) -> Recap {
         let mut s = match self.state.lock() {
@@ -78,9 +97,24 @@ fn guarded(index: usize, f: impl FnOnce() -> Result<(), String>) -> Result<(), S
     }
 }
 
+/// A run id: the start time in milliseconds and 32 random bits, in hex (`0191f3a2b4c5-9f0e1d2c`):
+/// unique, and sorted by start time.
+pub fn new_run_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let mut r = [0u8; 4];
+    // Without randomness the pid still separates concurrent runs.
+    if getrandom::fill(&mut r).is_err() {
+        r = std::process::id().to_be_bytes();
+    }
+    format!("{ms:012x}-{:08x}", u32::from_be_bytes(r))
+}
+
 /// Start a bus feeding `sinks` from a reporting thread.
 pub fn start(sinks: Vec<Box<dyn Sink>>) -> Result<(Arc<Bus>, Reporter), Error> {
-    let (tx, rx) = mpsc::channel::<RunEvent>();
+    let (tx, rx) = mpsc::channel::<Event>();
     let handle = std::thread::Builder::new()
         .name("report".into())
         .spawn(move || {
@@ -108,6 +142,8 @@ pub fn start(sinks: Vec<Box<dyn Sink>>) -> Result<(Arc<Bus>, Reporter), Error> {
         .map_err(|e| Error::Environment(format!("cannot start the reporting thread: {e}")))?;
     let bus = Arc::new(Bus {
         state: Mutex::new(State {
+            run: Arc::from(new_run_id()),
+            seq: 0,
             recap: Recap::default(),
             tx: Some(tx),
         }),
@@ -122,7 +158,7 @@ mod tests {
 
     struct Panics;
     impl Sink for Panics {
-        fn event(&mut self, _: &RunEvent) -> Result<(), String> {
+        fn event(&mut self, _: &Event) -> Result<(), String> {
             panic!("renderer bug")
         }
     }
@@ -146,5 +182,38 @@ mod tests {
         assert_eq!(c.events().len(), 2);
         // After close, nothing more is sent (and nothing fails).
         bus.emit(warning());
+    }
+
+    #[test]
+    fn the_envelope_numbers_events_without_gaps_under_concurrent_producers() {
+        let c = Collector::default();
+        let (bus, reporter) = start(vec![Box::new(c.clone())]).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let bus = bus.clone();
+                s.spawn(move || {
+                    for _ in 0..250 {
+                        bus.emit(warning());
+                    }
+                });
+            }
+        });
+        bus.close();
+        assert!(reporter.join().is_empty());
+        let got = c.envelopes();
+        assert_eq!(got.len(), 1000);
+        for (i, e) in got.iter().enumerate() {
+            assert_eq!(e.seq, i as u64, "in order, no gaps");
+            assert_eq!(e.run, bus.run_id());
+            assert_eq!(e.version, EVENTS_VERSION);
+        }
+        assert!(got.windows(2).all(|w| w[0].time <= w[1].time));
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::report::json_line(&got[0])).unwrap();
+        assert_eq!(json["event"], "warning");
+        assert_eq!(json["seq"], 0);
+        assert_eq!(json["version"], EVENTS_VERSION);
+        let t = json["time"].as_str().unwrap();
+        assert!(t.ends_with('Z') && t.len() == 24, "{t}");
     }
 }

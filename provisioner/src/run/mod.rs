@@ -103,6 +103,8 @@ pub struct RunIo {
 /// How a run ended. Host failures are here, not in `Err`.
 #[derive(Clone, Debug)]
 pub struct Outcome {
+    /// The run's id, as in every event's envelope.
+    pub run_id: String,
     /// Per-host counters, folded from the run's events.
     pub recap: Recap,
     pub exit: ExitCode,
@@ -206,6 +208,7 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     });
     drop(rt);
     let recap = bus.close();
+    let run_id = bus.run_id().to_string();
     let reporting_errors = reporter.join();
     let summary = result?;
     let mut exit = if summary.cancelled {
@@ -217,6 +220,7 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
         exit = ExitCode::HostsFailed;
     }
     Ok(Outcome {
+        run_id,
         recap,
         exit,
         cancelled: summary.cancelled,
