@@ -60,6 +60,9 @@ pub enum TlsCommand {
         /// Also replace the CA (every host certificate is then signed by the new one).
         #[arg(long)]
         ca: bool,
+        /// Wait up to SECONDS for another run's lock on the inventory instead of refusing.
+        #[arg(long = "wait-lock", value_name = "SECONDS")]
+        wait_lock: Option<u64>,
     },
     /// Print the cluster CA certificate (PEM, public) for clients: `curl --cacert`, browsers.
     Ca {
@@ -98,11 +101,25 @@ fn tls_command(args: TlsArgs) -> std::process::ExitCode {
                 Err(e) => fail(&e.into()),
             }
         }
-        TlsCommand::Rotate { inventory, ca } => {
+        TlsCommand::Rotate {
+            inventory,
+            ca,
+            wait_lock,
+        } => {
             let store = match tls_store(&inventory) {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
             };
+            // Rotating changes what an apply distributes: not while one runs.
+            let lock = match crate::state::StateDir::for_inventory(&inventory)
+                .lock("tls rotate", wait_lock.map(Duration::from_secs))
+            {
+                Ok(l) => l,
+                Err(e) => return fail(&e.into()),
+            };
+            if let Some(w) = lock.takeover_warning() {
+                eprint_line(&format!("[WARNING]: {w}"));
+            }
             let report = match store.rotate_tls(ca) {
                 Ok(r) => r,
                 Err(e) => return fail(&e.into()),
@@ -169,6 +186,10 @@ pub struct RunArgs {
     /// Skip tasks with these tags (comma-separated).
     #[arg(long = "skip-tags", value_delimiter = ',')]
     pub skip_tags: Vec<String>,
+    /// Changing runs (apply, play) take the inventory's run lock: wait up to SECONDS for
+    /// another run's lock instead of refusing at once (exit 5).
+    #[arg(long = "wait-lock", value_name = "SECONDS")]
+    pub wait_lock: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +269,7 @@ fn spec(command: &str, args: &RunArgs, mode: Mode, stack_allowed: bool) -> Resul
     spec.command_timeout = Duration::from_secs(args.timeout.max(1));
     spec.tags = args.tags.clone();
     spec.skip_tags = args.skip_tags.clone();
+    spec.lock_wait = args.wait_lock.map(Duration::from_secs);
     Ok(spec)
 }
 

@@ -20,6 +20,7 @@ pub mod secret;
 pub mod secrets;
 pub mod shell;
 pub mod stack;
+pub mod state;
 pub mod template;
 pub mod transport;
 pub mod yaml;

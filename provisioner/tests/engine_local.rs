@@ -1071,3 +1071,34 @@ fn every_event_has_an_envelope_and_handlers_announce_their_start() {
         assert!(fin.get(k).is_some(), "{k} missing in {fin}");
     }
 }
+
+#[test]
+fn an_apply_refuses_while_another_run_holds_the_lock_and_plan_needs_none() {
+    let f = Fixture::new(CONVERGE);
+    let state = provisioner::state::StateDir::for_inventory(&f.path("inventory.ini"));
+    let held = state.lock("apply", None).unwrap();
+    let connector = LocalConnector::default();
+    let log = connector.log.clone();
+    let io = RunIo {
+        connector: Some(Arc::new(connector)),
+        ..Default::default()
+    };
+    let err = api::run(&f.request(Mode::Apply), io).unwrap_err();
+    assert_eq!(err.exit_code(), provisioner::error::ExitCode::Locked);
+    assert_eq!(err.exit_code() as u8, 5);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())) && msg.contains("`apply`"),
+        "{msg}"
+    );
+    assert!(log.lock().unwrap().is_empty(), "no host was contacted");
+    assert!(!f.host_file("h1", "etc").exists());
+    // plan takes no lock.
+    let (_, recap, _) = f.run(Mode::Check, LocalConnector::default());
+    assert!(recap.total_changed() > 0);
+    // Released, the apply runs.
+    drop(held);
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed());
+    assert!(f.host_file("h1", "etc/app.conf").exists());
+}

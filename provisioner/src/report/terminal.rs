@@ -33,6 +33,9 @@ pub fn print_outcome(outcome: &crate::run::Outcome) {
             "error: reporting failed ({e}); the exit code still reflects the run"
         ));
     }
+    for e in &outcome.state_errors {
+        eprint_line(&format!("error: {e}"));
+    }
     if outcome.cancelled {
         eprint_line("cancelled: running steps were allowed to finish; nothing new was started");
     }

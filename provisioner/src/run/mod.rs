@@ -18,9 +18,10 @@ use tokio::sync::watch;
 
 use crate::error::{Error, ExitCode};
 use crate::exec::events::Sink;
-use crate::exec::session::{self, RunRequest, StackRun};
+use crate::exec::session::{self, RunRequest, RunResult, RunState, StackRun};
 use crate::ops::Mode;
 use crate::report::recap::Recap;
+use crate::state::StateDir;
 use crate::template::Vars;
 use crate::transport::Connector;
 
@@ -66,6 +67,9 @@ pub struct RunSpec {
     pub roles_path: Vec<PathBuf>,
     /// Pending changes make the exit code 4 (`plan --exit-code`).
     pub changes_are_drift: bool,
+    /// An apply run takes the inventory's run lock: `None` refuses at once when another run
+    /// holds it (exit 5), `Some(d)` waits up to `d` (`--wait-lock`).
+    pub lock_wait: Option<Duration>,
 }
 
 impl RunSpec {
@@ -86,6 +90,7 @@ impl RunSpec {
             command_timeout: Duration::from_secs(1800),
             roles_path: Vec::new(),
             changes_are_drift: false,
+            lock_wait: None,
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct Outcome {
     pub cancelled: bool,
     /// Sinks that failed (their messages); not empty means the exit code is not 0.
     pub reporting_errors: Vec<String>,
+    /// What the state dir could not keep after the run; not empty means the exit code is not 0.
+    pub state_errors: Vec<String>,
 }
 
 /// What `validate` found: the sizes of what would run.
@@ -179,7 +186,24 @@ pub fn validate(spec: &RunSpec) -> Result<Validated, Error> {
 /// in the [`Outcome`].
 pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     let req = request(spec)?;
-    let prepared = session::prepare(&req)?;
+    let state = spec.inventory.first().map(|i| StateDir::for_inventory(i));
+    // A mutating run holds the inventory's run lock until it has saved what it keeps.
+    let lock = match (&state, spec.mode) {
+        (Some(st), Mode::Apply) => Some(st.lock(&spec.command, spec.lock_wait)?),
+        _ => None,
+    };
+    let mut prepared = session::prepare(&req)?;
+    if let Some(w) = lock.as_ref().and_then(|l| l.takeover_warning()) {
+        prepared.warnings.insert(0, w);
+    }
+    // State dir reads happen here, before the walk, off the async workers.
+    let run_state = match &state {
+        Some(st) => RunState {
+            secrets: Some(Arc::new(st.secrets()?)),
+            pending: st.load_pending(),
+        },
+        None => RunState::default(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -204,19 +228,29 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
             }
         };
         let sink: Arc<dyn crate::exec::events::EventSink> = bus.clone();
-        session::run(&req, prepared, connector, sink, cancel).await
+        session::run(&req, prepared, connector, sink, cancel, run_state).await
     });
     drop(rt);
     let recap = bus.close();
     let run_id = bus.run_id().to_string();
     let reporting_errors = reporter.join();
-    let summary = result?;
+    let RunResult { summary, pending } = result?;
+    let mut state_errors = Vec::new();
+    if let (Some(st), Some(p)) = (&state, &pending) {
+        if let Err(e) = st.save_pending(p) {
+            state_errors.push(format!(
+                "cannot keep the pending handlers in {}: {e}",
+                st.dir().display()
+            ));
+        }
+    }
+    drop(lock);
     let mut exit = if summary.cancelled {
         ExitCode::HostsFailed
     } else {
         recap.exit_code(spec.changes_are_drift)
     };
-    if !reporting_errors.is_empty() && exit == ExitCode::Ok {
+    if !(reporting_errors.is_empty() && state_errors.is_empty()) && exit == ExitCode::Ok {
         exit = ExitCode::HostsFailed;
     }
     Ok(Outcome {
@@ -225,5 +259,6 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
         exit,
         cancelled: summary.cancelled,
         reporting_errors,
+        state_errors,
     })
 }
