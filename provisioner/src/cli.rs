@@ -2,18 +2,17 @@
 //! output goes through `report`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::ansible_cfg::AnsibleConfig;
 use crate::error::{Error, ExitCode};
-use crate::exec::session::{self, RunRequest};
 use crate::ops::Mode;
 use crate::report::human::HumanOptions;
 use crate::report::terminal::{self, Output};
 use crate::report::{eprint_line, print_line};
+use crate::run::{RunIo, RunSpec, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +61,9 @@ pub enum TlsCommand {
         /// Also replace the CA (every host certificate is then signed by the new one).
         #[arg(long)]
         ca: bool,
+        /// Wait up to SECONDS for another run's lock on the inventory instead of refusing.
+        #[arg(long = "wait-lock", value_name = "SECONDS")]
+        wait_lock: Option<u64>,
     },
     /// Print the cluster CA certificate (PEM, public) for clients: `curl --cacert`, browsers.
     Ca {
@@ -100,11 +102,25 @@ fn tls_command(args: TlsArgs) -> std::process::ExitCode {
                 Err(e) => fail(&e.into()),
             }
         }
-        TlsCommand::Rotate { inventory, ca } => {
+        TlsCommand::Rotate {
+            inventory,
+            ca,
+            wait_lock,
+        } => {
             let store = match tls_store(&inventory) {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
             };
+            // Rotating changes what an apply distributes: not while one runs.
+            let lock = match crate::state::StateDir::for_inventory(&inventory)
+                .lock("tls rotate", wait_lock.map(Duration::from_secs))
+            {
+                Ok(l) => l,
+                Err(e) => return fail(&e.into()),
+            };
+            if let Some(w) = lock.takeover_warning() {
+                eprint_line(&format!("[WARNING]: {w}"));
+            }
             let report = match store.rotate_tls(ca) {
                 Ok(r) => r,
                 Err(e) => return fail(&e.into()),
@@ -172,6 +188,10 @@ pub struct RunArgs {
     /// Skip tasks with these tags (comma-separated).
     #[arg(long = "skip-tags", value_delimiter = ',')]
     pub skip_tags: Vec<String>,
+    /// Changing runs (apply, play) take the inventory's run lock: wait up to SECONDS for
+    /// another run's lock instead of refusing at once (exit 5).
+    #[arg(long = "wait-lock", value_name = "SECONDS")]
+    pub wait_lock: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -229,14 +249,13 @@ pub enum BundleCommand {
 
 /// What a command runs: the playbook given, or (when allowed) the bundled stack. `cfg` is
 /// ansible.cfg; the command-line flags win over it.
-fn request(
+fn spec(
+    command: &str,
     args: &RunArgs,
     mode: Mode,
     stack_allowed: bool,
     cfg: &AnsibleConfig,
-) -> Result<RunRequest, Error> {
-    let mut roles_path = args.roles_path.clone();
-    roles_path.extend(cfg.roles_path.iter().cloned());
+) -> Result<RunSpec, Error> {
     let inventory = if args.inventory.is_empty() {
         cfg.inventory.clone()
     } else {
@@ -247,42 +266,32 @@ fn request(
             "no inventory: give -i INVENTORY, or set `inventory` in ansible.cfg".into(),
         ));
     }
-    let (playbook, stack) = match (&args.playbook, stack_allowed) {
-        (Some(p), _) => (p.clone(), None),
+    let target = match (&args.playbook, stack_allowed) {
+        (Some(p), _) => Target::Playbook(p.clone()),
         (None, false) => {
             return Err(Error::Usage(
                 "`play` runs a playbook: give one (`provisioner apply -i INVENTORY` without a playbook runs the bundled stack)".into(),
             ))
         }
-        (None, true) => {
-            let st = crate::stack::load(
-                args.stack_dir.as_deref(),
-                &crate::stack::default_cache_root(),
-            )?;
-            roles_path.insert(0, st.dir.clone());
-            let run = session::StackRun {
-                vars: st.vars(),
-                diags: st.diags.clone(),
-            };
-            (st.playbook, Some(run))
-        }
+        (None, true) => Target::Stack {
+            dir: args.stack_dir.clone(),
+            play: None,
+        },
     };
-    Ok(RunRequest {
-        inventory,
-        playbook,
-        stack,
-        limit: args.limit.clone(),
-        mode,
-        diff: args.diff,
-        verbose: args.verbose,
-        forks: args.forks.or(cfg.forks).unwrap_or(16).max(1),
-        extra_vars: parse_extra_vars(&args.extra_vars)?,
-        roles_path,
-        command_timeout: Duration::from_secs(args.timeout.max(1)),
-        tags: args.tags.clone(),
-        skip_tags: args.skip_tags.clone(),
-        defaults: crate::config::RunDefaults::from_config(cfg),
-    })
+    let mut spec = RunSpec::new(command, inventory, target, mode);
+    spec.limit = args.limit.clone();
+    spec.diff = args.diff;
+    spec.verbose = args.verbose;
+    spec.forks = args.forks.or(cfg.forks).unwrap_or(16).max(1);
+    spec.extra_vars = parse_extra_vars(&args.extra_vars)?;
+    spec.roles_path = args.roles_path.clone();
+    spec.roles_path.extend(cfg.roles_path.iter().cloned());
+    spec.command_timeout = Duration::from_secs(args.timeout.max(1));
+    spec.tags = args.tags.clone();
+    spec.skip_tags = args.skip_tags.clone();
+    spec.lock_wait = args.wait_lock.map(Duration::from_secs);
+    spec.defaults = crate::config::RunDefaults::from_config(cfg);
+    Ok(spec)
 }
 
 /// ansible.cfg for a run (`ANSIBLE_CONFIG`, `./ansible.cfg`, `~/.ansible.cfg`); under `-v`,
@@ -340,72 +349,47 @@ fn fail(e: &Error) -> std::process::ExitCode {
     exit(e.exit_code())
 }
 
-/// Validate, then run with the SSH transport, rendering events; returns the exit code.
+/// Run `spec` through the run API with the terminal as its sink; print what the outcome says
+/// beyond the events; return the exit code.
+fn run_with_terminal(spec: &RunSpec, output: Output) -> std::process::ExitCode {
+    let opts = HumanOptions {
+        diff: spec.diff || spec.mode == Mode::Check,
+        verbose: spec.verbose,
+        color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
+    let io = RunIo {
+        sinks: vec![terminal::sink(output, opts)],
+        ..Default::default()
+    };
+    match crate::run::run(spec, io) {
+        Err(e) => fail(&e),
+        Ok(outcome) => {
+            terminal::print_outcome(&outcome);
+            exit(outcome.exit)
+        }
+    }
+}
+
 fn run_playbook(
+    command: &str,
     args: &RunArgs,
     mode: Mode,
     drift_exit: bool,
     stack_allowed: bool,
     cfg: &AnsibleConfig,
 ) -> std::process::ExitCode {
-    let mut req = match request(args, mode, stack_allowed, cfg) {
-        Ok(r) => r,
+    let mut spec = match spec(command, args, mode, stack_allowed, cfg) {
+        Ok(s) => s,
         Err(e) => return fail(&e),
     };
     if cfg.become_ask_pass {
         match ask_become_password() {
-            Ok(p) => req.defaults.connect.become_password = Some(p),
+            Ok(p) => spec.defaults.connect.become_password = Some(p),
             Err(e) => return fail(&e),
         }
     }
-    let prepared = match session::prepare(&req) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            return fail(&Error::Environment(format!(
-                "cannot start the runtime: {e}"
-            )))
-        }
-    };
-    let output = args.output;
-    let opts = HumanOptions {
-        diff: args.diff || mode == Mode::Check,
-        verbose: args.verbose,
-        color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
-    };
-    rt.block_on(async move {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = cancel_tx.send(true);
-            }
-        });
-        let render = tokio::spawn(terminal::render(rx, output, opts));
-        let connector: Arc<dyn crate::transport::Connector> = Arc::new(
-            crate::transport::SshConnector::new(crate::transport::SshOptions::default()),
-        );
-        let sink: Arc<dyn crate::exec::events::EventSink> = Arc::new(tx);
-        let result = session::run(&req, prepared, connector, sink.clone(), cancel_rx).await;
-        drop(sink);
-        let recap = render.await.unwrap_or_default();
-        match result {
-            Err(e) => fail(&e),
-            Ok(summary) if summary.cancelled => {
-                eprint_line(
-                    "cancelled: running steps were allowed to finish; nothing new was started",
-                );
-                exit(ExitCode::HostsFailed)
-            }
-            Ok(_) => exit(recap.exit_code(drift_exit)),
-        }
-    })
+    spec.changes_are_drift = drift_exit;
+    run_with_terminal(&spec, args.output)
 }
 
 pub fn run(cli: Cli) -> std::process::ExitCode {
@@ -415,23 +399,17 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Validate(args) => {
-            let req =
-                match ansible_config(&args).and_then(|c| request(&args, Mode::Check, true, &c)) {
-                    Ok(r) => r,
-                    Err(e) => return fail(&e),
-                };
-            match session::prepare(&req) {
-                Ok(p) => {
-                    for w in &p.warnings {
+            let v = ansible_config(&args)
+                .and_then(|c| spec("validate", &args, Mode::Check, true, &c))
+                .and_then(|s| crate::run::validate(&s));
+            match v {
+                Ok(v) => {
+                    for w in &v.warnings {
                         eprint_line(&format!("[WARNING]: {w}"));
                     }
-                    let tasks: usize = p.playbook.plays.iter().map(|pl| pl.tasks.len()).sum();
-                    let hosts: std::collections::BTreeSet<&String> =
-                        p.play_hosts.iter().flatten().collect();
                     print_line(&format!(
-                        "ok: {} play(s), {tasks} task(s), {} host(s); nothing was run",
-                        p.playbook.plays.len(),
-                        hosts.len()
+                        "ok: {} play(s), {} task(s), {} host(s); nothing was run",
+                        v.plays, v.tasks, v.hosts
                     ));
                     std::process::ExitCode::SUCCESS
                 }
@@ -439,15 +417,15 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             }
         }
         Command::Plan(args) => match ansible_config(&args.run) {
-            Ok(cfg) => run_playbook(&args.run, Mode::Check, args.exit_code, true, &cfg),
+            Ok(cfg) => run_playbook("plan", &args.run, Mode::Check, args.exit_code, true, &cfg),
             Err(e) => fail(&e),
         },
         Command::Apply(args) => match ansible_config(&args) {
-            Ok(cfg) => run_playbook(&args, Mode::Apply, false, true, &cfg),
+            Ok(cfg) => run_playbook("apply", &args, Mode::Apply, false, true, &cfg),
             Err(e) => fail(&e),
         },
         Command::Play(args) => match ansible_config(&args) {
-            Ok(cfg) => run_playbook(&args, Mode::Apply, false, false, &cfg),
+            Ok(cfg) => run_playbook("play", &args, Mode::Apply, false, false, &cfg),
             Err(e) => fail(&e),
         },
         Command::Bundle(args) => bundle(args),
@@ -524,29 +502,4 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
             }
         }
     }
-}
-
-/// Apply the bundled stack (or `stack_dir`) to an inventory with the default options, rendering
-/// as `provisioner apply` does; returns its exit code. Used by `lab up`.
-pub fn apply_stack(
-    inventory: &std::path::Path,
-    stack_dir: Option<PathBuf>,
-) -> std::process::ExitCode {
-    let args = RunArgs {
-        inventory: vec![inventory.to_path_buf()],
-        playbook: None,
-        stack_dir,
-        limit: None,
-        diff: false,
-        verbose: false,
-        forks: Some(16),
-        extra_vars: Vec::new(),
-        roles_path: Vec::new(),
-        timeout: 1800,
-        output: Output::Human,
-        tags: Vec::new(),
-        skip_tags: Vec::new(),
-    };
-    // The lab's own inventory: no ansible.cfg of the current directory applies.
-    run_playbook(&args, Mode::Apply, false, true, &AnsibleConfig::default())
 }

@@ -13,6 +13,8 @@ pub enum ExitCode {
     BadInput = 2,
     Unreachable = 3,
     ChangesPending = 4,
+    /// Another mutating run holds the inventory's run lock; nothing was run.
+    Locked = 5,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,9 @@ pub enum Error {
     /// Something on the control machine failed (a command, a file).
     #[error("{0}")]
     Environment(String),
+    /// Another mutating run holds the inventory's run lock (the message names it).
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {
@@ -37,6 +42,7 @@ impl Error {
             Error::Invalid(_) | Error::Usage(_) => ExitCode::BadInput,
             Error::Unreachable(_) => ExitCode::Unreachable,
             Error::Environment(_) => ExitCode::HostsFailed,
+            Error::Locked(_) => ExitCode::Locked,
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -503,4 +504,177 @@ fn differential_keywords_and_more_modules() {
             ),
         )
     });
+}
+
+/// `time` of a JSON event as milliseconds since midnight UTC (`…T12:00:00.123Z`).
+fn event_ms(e: &Value) -> i64 {
+    let t = e["time"].as_str().expect("event time");
+    let clock = t.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let (hms, ms) = clock.split_once('.').unwrap();
+    let p: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    ((p[0] * 60 + p[1]) * 60 + p[2]) * 1000 + ms.parse::<i64>().unwrap()
+}
+
+/// Milliseconds from `run_started` to each host's first `task_finished`.
+fn time_to_first_task(events: &[Value]) -> BTreeMap<String, i64> {
+    let start = events
+        .iter()
+        .find(|e| e["event"] == "run_started")
+        .map(event_ms)
+        .expect("run_started");
+    let mut out = BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "task_finished") {
+        let host = e["host"].as_str().unwrap().to_string();
+        out.entry(host)
+            .or_insert_with(|| (event_ms(e) - start).rem_euclid(86_400_000));
+    }
+    out
+}
+
+#[test]
+fn two_applies_at_once_one_runs_and_the_other_refuses_with_the_lock_message() {
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    // A copy of the inventory: its state dir (and so its lock) is this test's own.
+    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
+    let target = groups(&inv)["masters"][0].clone();
+    const MARK: &str = "/tmp/provisioner-e2e-lock";
+    ssh_ok(&inv, &target, &format!("rm -f {MARK}"));
+    let pb = tmp.path().join("slow.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- hosts: {target}\n  gather_facts: false\n  tasks:\n    - command: sleep 8\n    - copy: dest={MARK} content={{{{ tag }}}}\n"
+        ),
+    )
+    .unwrap();
+    let start = |tag: &str| {
+        let t = std::time::Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap()])
+            .args(["-e", &format!("tag={tag}"), "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start provisioner");
+        (t, child)
+    };
+    let (ta, a) = start("A");
+    let (tb, b) = start("B");
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (da, db) = (ta.elapsed(), tb.elapsed());
+    for (name, o) in [("A", &oa), ("B", &ob)] {
+        eprintln!(
+            "--- {name}: exit {:?}\n{}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let codes = (oa.status.code(), ob.status.code());
+    let (winner, loser, loser_time) = match codes {
+        (Some(0), Some(5)) => ("A", &ob, db),
+        (Some(5), Some(0)) => ("B", &oa, da),
+        other => panic!("one apply runs (0) and the other refuses (5): got {other:?}"),
+    };
+    let msg = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        msg.contains("another run holds the lock") && msg.contains("`apply`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(" pid ") && msg.contains(" on ") && msg.contains("started 20"),
+        "names the holder's pid, machine and start time: {msg}"
+    );
+    assert!(
+        events(loser).is_empty(),
+        "the refused run reported no event: it ran nothing"
+    );
+    assert!(
+        loser_time < Duration::from_secs(6),
+        "refused at once, not after the other's 8 s: {loser_time:?}"
+    );
+    assert_eq!(
+        ssh_ok(&inv, &target, &format!("cat {MARK}")),
+        winner,
+        "only the winner changed the host"
+    );
+    ssh_ok(&inv, &target, &format!("rm -f {MARK}"));
+}
+
+#[test]
+fn a_cut_host_does_not_delay_the_other_hosts_first_task() {
+    let inv = lab_inventory();
+    let g = groups(&inv);
+    let lab_name = std::env::var("PROVISIONER_LAB_NAME")
+        .ok()
+        .unwrap_or_else(|| {
+            provisioner::yaml::load_single(&inv).unwrap().to_json()["all"]["vars"]["lab_name"]
+                .as_str()
+                .expect("lab_name in the lab inventory")
+                .to_string()
+        });
+    // The victim first in the limit: before the fix, every handshake queued behind its
+    // connect timeout.
+    let victim = g["agents"][0].clone();
+    let others: Vec<String> = g["masters"].clone();
+    let limit = std::iter::once(victim.clone())
+        .chain(others.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let tmp = tempfile::tempdir().unwrap();
+    let pb = tmp.path().join("first.yml");
+    std::fs::write(
+        &pb,
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: first\n      stat: path=/etc/hostname\n",
+    )
+    .unwrap();
+    let plan = || {
+        provisioner(&[
+            "plan",
+            "-i",
+            inv.to_str().unwrap(),
+            pb.to_str().unwrap(),
+            "--limit",
+            &limit,
+            "--forks",
+            "16",
+            "--output",
+            "json",
+        ])
+    };
+    let connect_timeout = provisioner::model::inventory::DEFAULT_CONNECT_TIMEOUT;
+    let before = time_to_first_task(&events(&plan()));
+    let lab = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .arg("lab")
+            .args(args)
+            .args(["--name", &lab_name])
+            .output()
+            .expect("run provisioner lab");
+        assert!(out.status.success(), "lab {args:?}: {out:?}");
+    };
+    lab(&["cut", &victim]);
+    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let out = plan();
+        assert_eq!(out.status.code(), Some(3), "the cut host is unreachable");
+        time_to_first_task(&events(&out))
+    }));
+    lab(&["heal", &victim]);
+    let with_cut = cut.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    eprintln!(
+        "time to first task (ms), connect timeout {connect_timeout:?}:\n  without the cut host: {before:?}\n  with {victim} cut:    {with_cut:?}"
+    );
+    let bound = connect_timeout.as_millis() as i64 / 2;
+    for h in &others {
+        let t = with_cut[h];
+        assert!(
+            t < bound,
+            "{h}'s first task waited for the cut host: {t} ms (connect timeout {connect_timeout:?})"
+        );
+    }
+    assert!(
+        with_cut[&victim] >= connect_timeout.as_millis() as i64 - 1000,
+        "the cut host itself timed out: {with_cut:?}"
+    );
 }

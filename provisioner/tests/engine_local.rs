@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use provisioner::exec::events::Collector;
 use provisioner::exec::events::{RunEvent, TaskStatus};
-use provisioner::exec::session::{self, RunRequest};
 use provisioner::ops::Mode;
 use provisioner::report::recap::Recap;
+use provisioner::run::{self as api, RunIo, RunSpec, Target};
 use provisioner::transport::{
     BoxFuture, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest, TransportError,
 };
@@ -127,23 +128,17 @@ impl Fixture {
         std::fs::read_to_string(self.host_file(host, f)).unwrap()
     }
 
-    fn request(&self, mode: Mode) -> RunRequest {
-        RunRequest {
-            inventory: vec![self.path("inventory.ini")],
-            playbook: self.path("site.yml"),
-            limit: None,
+    fn request(&self, mode: Mode) -> RunSpec {
+        let mut spec = RunSpec::new(
+            "test",
+            vec![self.path("inventory.ini")],
+            Target::Playbook(self.path("site.yml")),
             mode,
-            diff: true,
-            verbose: false,
-            forks: 4,
-            extra_vars: Default::default(),
-            roles_path: vec![],
-            command_timeout: Duration::from_secs(60),
-            tags: vec![],
-            skip_tags: vec![],
-            stack: None,
-            defaults: Default::default(),
-        }
+        );
+        spec.diff = true;
+        spec.forks = 4;
+        spec.command_timeout = Duration::from_secs(60);
+        spec
     }
 
     fn run(
@@ -156,23 +151,30 @@ impl Fixture {
 
     fn run_req(
         &self,
-        req: RunRequest,
+        spec: RunSpec,
         connector: LocalConnector,
     ) -> (Vec<RunEvent>, Recap, Vec<(String, String)>) {
-        let prepared = session::prepare(&req).unwrap_or_else(|e| panic!("{e}"));
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let log = connector.log.clone();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        rt.block_on(session::run(&req, prepared, Arc::new(connector), sink, rx))
-            .unwrap();
-        let events = events.lock().unwrap().clone();
-        let mut recap = Recap::default();
-        events.iter().for_each(|e| recap.observe(e));
-        let log = log.lock().unwrap().clone();
-        (events, recap, log)
+        run_spec(&spec, connector)
     }
+}
+
+/// Run `spec` through the run API, collecting its events.
+fn run_spec(
+    spec: &RunSpec,
+    connector: LocalConnector,
+) -> (Vec<RunEvent>, Recap, Vec<(String, String)>) {
+    let events = Collector::default();
+    let log = connector.log.clone();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let io = RunIo {
+        sinks: vec![Box::new(events.clone())],
+        connector: Some(Arc::new(connector)),
+        cancel: Some(rx),
+    };
+    let outcome = api::run(spec, io).unwrap_or_else(|e| panic!("{e}"));
+    assert!(outcome.reporting_errors.is_empty());
+    let log = log.lock().unwrap().clone();
+    (events.events(), outcome.recap, log)
 }
 
 const CONVERGE: &str = r#"
@@ -327,7 +329,7 @@ fn failing_task_stops_that_host_keeps_its_handlers_pending_and_the_next_run_fire
     // The handler stays pending in the state dir; the next run (now passing) fires it.
     let mut req_vars = serde_json::Map::new();
     req_vars.insert("fail_h2".into(), serde_json::json!(false));
-    let req = RunRequest {
+    let req = RunSpec {
         extra_vars: req_vars,
         ..f.request(Mode::Apply)
     };
@@ -357,9 +359,7 @@ fn invalid_playbook_is_rejected_before_any_host_is_contacted() {
     let f = Fixture::new(
         "- hosts: web\n  tasks:\n    - copy: dest=/x contnet=y\n    - shell: echo {{ unclosed\n",
     );
-    let err = session::prepare(&f.request(Mode::Apply))
-        .err()
-        .expect("invalid");
+    let err = api::validate(&f.request(Mode::Apply)).expect_err("invalid");
     let text = err.to_string();
     assert!(text.contains("site.yml:3:"), "{text}");
     assert!(text.contains("contnet"), "{text}");
@@ -509,7 +509,7 @@ fn tags_select_tasks_and_block_tags_reach_their_children() {
       tags: [a]
 "#;
     let f = Fixture::new(pb);
-    let req = RunRequest {
+    let req = RunSpec {
         tags: vec!["a".into()],
         ..f.request(Mode::Apply)
     };
@@ -557,9 +557,7 @@ fn undefined_variables_are_reported_per_task_before_anything_runs() {
       loop: [1]
 "#;
     let f = Fixture::new(pb);
-    let err = session::prepare(&f.request(Mode::Apply))
-        .err()
-        .expect("invalid");
+    let err = api::validate(&f.request(Mode::Apply)).expect_err("invalid");
     let text = err.to_string();
     assert!(
         text.contains("site.yml:7:7: `greeting` reads `nmae`, which is undefined for hosts h1, h2"),
@@ -604,7 +602,7 @@ fn run_once_runs_on_the_first_running_host_of_the_batch() {
     let f = Fixture::new(pb);
     let mut extra = serde_json::Map::new();
     extra.insert("fail_host".into(), serde_json::json!("h1"));
-    let req = RunRequest {
+    let req = RunSpec {
         extra_vars: extra,
         ..f.request(Mode::Apply)
     };
@@ -699,27 +697,19 @@ impl StackFixture {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stack")
     }
 
-    fn request(&self, stack_dir: &std::path::Path) -> RunRequest {
-        let st = provisioner::stack::load(Some(stack_dir), self.cache.path()).unwrap();
-        RunRequest {
-            inventory: vec![self.dir.path().join("inventory.ini")],
-            playbook: st.playbook.clone(),
-            limit: None,
-            mode: Mode::Apply,
-            diff: false,
-            verbose: false,
-            forks: 4,
-            extra_vars: Default::default(),
-            roles_path: vec![st.dir.clone()],
-            command_timeout: Duration::from_secs(60),
-            tags: vec![],
-            skip_tags: vec![],
-            stack: Some(session::StackRun {
-                vars: st.vars(),
-                diags: st.diags.clone(),
-            }),
-            defaults: Default::default(),
-        }
+    fn request(&self, stack_dir: &std::path::Path) -> RunSpec {
+        let mut spec = RunSpec::new(
+            "test",
+            vec![self.dir.path().join("inventory.ini")],
+            Target::Stack {
+                dir: Some(stack_dir.to_path_buf()),
+                play: None,
+            },
+            Mode::Apply,
+        );
+        spec.forks = 4;
+        spec.command_timeout = Duration::from_secs(60);
+        spec
     }
 
     fn host_file(&self, host: &str, f: &str) -> Option<String> {
@@ -731,22 +721,10 @@ impl StackFixture {
 fn a_stack_run_sees_the_bundle_and_the_default_groups() {
     let f = StackFixture::new("[masters]\nm1\nm2\nm3\n[agents]\na1\n");
     let req = f.request(&StackFixture::stack_dir());
-    let prepared = session::prepare(&req).unwrap_or_else(|e| panic!("{e}"));
+    let validated = api::validate(&req).unwrap_or_else(|e| panic!("{e}"));
     // zookeeper = the masters, monitoring = the first master.
-    assert_eq!(prepared.play_hosts, [vec!["m1", "m2", "m3"], vec!["m1"]]);
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(session::run(
-            &req,
-            prepared,
-            Arc::new(LocalConnector::default()),
-            sink,
-            rx,
-        ))
-        .unwrap();
+    assert_eq!(validated.play_hosts, [vec!["m1", "m2", "m3"], vec!["m1"]]);
+    let _ = run_spec(&req, LocalConnector::default());
     let bundle = cluster_core::bundle::Bundle::builtin().unwrap();
     let zk = bundle.component("zookeeper").unwrap();
     for h in ["m1", "m2", "m3"] {
@@ -788,7 +766,7 @@ fn a_stack_run_reports_topology_and_bundle_problems_together() {
         "[masters]\nm1\nm2\n[agents]\nm2\na1\n[zookeeper]\nm1\nm2\n[all:vars]\nmesos_source=local\n",
     );
     let req = f.request(stack.path());
-    let err = match session::prepare(&req) {
+    let err = match api::validate(&req) {
         Ok(_) => panic!("prepared an invalid stack run"),
         Err(e) => e,
     };
@@ -963,4 +941,164 @@ fn meta_tasks_show_a_header_once_and_no_host_result_as_ansible_does() {
         assert_eq!(recap.hosts[h].ok, 3, "{h}: {events:#?}");
         assert_eq!(recap.hosts[h].changed, 3);
     }
+}
+
+/// A sink that dies on the first event, as a buggy renderer would.
+struct DyingSink;
+
+impl provisioner::exec::events::Sink for DyingSink {
+    fn event(&mut self, _: &provisioner::exec::events::Event) -> Result<(), String> {
+        panic!("the renderer died")
+    }
+}
+
+#[test]
+fn a_reporting_failure_makes_plan_exit_code_exit_non_zero() {
+    // Regression: the exit code came from the renderer task (`render.await.unwrap_or_default()`),
+    // so a renderer that died gave an empty recap and exit 0: "no drift" while knowing nothing.
+    let f = Fixture::new(
+        "- hosts: web\n  gather_facts: false\n  tasks:\n    - copy: dest={{ root }}/{{ inventory_hostname }}/f content=x\n",
+    );
+    let _ = f.run(Mode::Apply, LocalConnector::default());
+    let mut plan = f.request(Mode::Check);
+    plan.changes_are_drift = true;
+    let healthy = run_spec(&plan, LocalConnector::default());
+    assert_eq!(
+        healthy.1.exit_code(true),
+        provisioner::error::ExitCode::Ok,
+        "converged: no drift"
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let io = RunIo {
+        sinks: vec![Box::new(DyingSink)],
+        connector: Some(Arc::new(LocalConnector::default())),
+        cancel: Some(rx),
+    };
+    let outcome = api::run(&plan, io).unwrap();
+    assert_eq!(outcome.reporting_errors.len(), 1, "{outcome:?}");
+    assert!(outcome.reporting_errors[0].contains("the renderer died"));
+    assert_ne!(outcome.exit, provisioner::error::ExitCode::Ok);
+    // The recap is still the run's, folded from the events, not the dead renderer's.
+    assert!(outcome.recap.hosts["h1"].ok > 0);
+}
+
+#[test]
+fn an_inline_play_runs_one_tasks_file_of_a_stack_role_on_chosen_hosts() {
+    let stack = tempfile::tempdir().unwrap();
+    std::fs::write(stack.path().join("site.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    std::fs::create_dir_all(stack.path().join("r/tasks")).unwrap();
+    std::fs::write(
+        stack.path().join("r/tasks/main.yml"),
+        "- copy: dest={{ root }}/{{ inventory_hostname }}/main content=x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stack.path().join("r/tasks/other.yml"),
+        "- copy: dest={{ root }}/{{ inventory_hostname }}/other content={{ bundle.schema }}\n",
+    )
+    .unwrap();
+    let f = StackFixture::new("[masters]\nm1\n[agents]\na1\n");
+    let mut spec = f.request(stack.path());
+    spec.target = Target::Stack {
+        dir: Some(stack.path().to_path_buf()),
+        play: Some(api::InlinePlay {
+            name: "r other".into(),
+            hosts: "agents".into(),
+            role: "r".into(),
+            tasks_from: Some("other".into()),
+            gather_facts: false,
+            become_: false,
+        }),
+    };
+    let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(f.host_file("a1", "other").as_deref(), Some("1"));
+    assert_eq!(f.host_file("a1", "main"), None);
+    assert_eq!(f.host_file("m1", "other"), None);
+    // A tasks file the role lacks is bad input, named.
+    if let Target::Stack { play: Some(p), .. } = &mut spec.target {
+        p.tasks_from = Some("nope".into());
+    }
+    let err = api::validate(&spec).expect_err("invalid");
+    assert!(err.to_string().contains("no tasks file `nope`"), "{err}");
+}
+
+#[test]
+fn every_event_has_an_envelope_and_handlers_announce_their_start() {
+    let f = Fixture::new(CONVERGE);
+    let events = Collector::default();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let io = RunIo {
+        sinks: vec![Box::new(events.clone())],
+        connector: Some(Arc::new(LocalConnector {
+            unreachable: vec!["h2".into()],
+            ..Default::default()
+        })),
+        cancel: Some(rx),
+    };
+    let outcome = api::run(&f.request(Mode::Apply), io).unwrap();
+    let got = events.envelopes();
+    assert!(got.len() > 10);
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.seq, i as u64, "gap-free");
+        assert_eq!(&*e.run, outcome.run_id.as_str());
+    }
+    let json: Vec<serde_json::Value> = got
+        .iter()
+        .map(|e| serde_json::from_str(&provisioner::report::json_line(e)).unwrap())
+        .collect();
+    // Every finish event says how long it took.
+    for j in &json {
+        if j["event"] == "task_finished" || j["event"] == "run_finished" {
+            assert!(j["duration_ms"].is_u64(), "{j}");
+        }
+    }
+    // The handler announces its start like a task does.
+    assert!(json.iter().any(|j| j["event"] == "task_started"
+        && j["handler"] == true
+        && j["task"] == "restart app"
+        && j["host"] == "h1"));
+    // Stop reasons are typed.
+    assert!(json.iter().any(|j| j["event"] == "host_stopped"
+        && j["host"] == "h2"
+        && j["reason"] == "unreachable"));
+    // The consumers' fields keep their names.
+    let fin = json
+        .iter()
+        .find(|j| j["event"] == "task_finished" && j["host"] == "h1")
+        .unwrap();
+    for k in ["status", "task", "host", "version", "run", "seq", "time"] {
+        assert!(fin.get(k).is_some(), "{k} missing in {fin}");
+    }
+}
+
+#[test]
+fn an_apply_refuses_while_another_run_holds_the_lock_and_plan_needs_none() {
+    let f = Fixture::new(CONVERGE);
+    let state = provisioner::state::StateDir::for_inventory(&f.path("inventory.ini"));
+    let held = state.lock("apply", None).unwrap();
+    let connector = LocalConnector::default();
+    let log = connector.log.clone();
+    let io = RunIo {
+        connector: Some(Arc::new(connector)),
+        ..Default::default()
+    };
+    let err = api::run(&f.request(Mode::Apply), io).unwrap_err();
+    assert_eq!(err.exit_code(), provisioner::error::ExitCode::Locked);
+    assert_eq!(err.exit_code() as u8, 5);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())) && msg.contains("`apply`"),
+        "{msg}"
+    );
+    assert!(log.lock().unwrap().is_empty(), "no host was contacted");
+    assert!(!f.host_file("h1", "etc").exists());
+    // plan takes no lock.
+    let (_, recap, _) = f.run(Mode::Check, LocalConnector::default());
+    assert!(recap.total_changed() > 0);
+    // Released, the apply runs.
+    drop(held);
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed());
+    assert!(f.host_file("h1", "etc/app.conf").exists());
 }

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use provisioner::exec::events::Collector;
 use provisioner::exec::events::RunEvent;
-use provisioner::exec::session::{self, RunRequest};
 use provisioner::ops::Mode;
 use provisioner::report::recap::Recap;
+use provisioner::run::{self as api, RunIo, RunSpec, Target};
 use provisioner::transport::{
     BoxFuture, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest, TransportError,
 };
@@ -72,49 +73,37 @@ impl Connector for LocalConnector {
     }
 }
 
-fn request(dir: &Path) -> RunRequest {
-    RunRequest {
-        inventory: vec![dir.join("inventory.ini")],
-        playbook: dir.join("site.yml"),
-        limit: None,
-        mode: Mode::Apply,
-        diff: true,
-        verbose: true,
-        forks: 4,
-        extra_vars: Default::default(),
-        roles_path: vec![],
-        command_timeout: Duration::from_secs(60),
-        tags: vec![],
-        skip_tags: vec![],
-        stack: None,
-        defaults: Default::default(),
-    }
+fn request(dir: &Path) -> RunSpec {
+    let mut spec = RunSpec::new(
+        "test",
+        vec![dir.join("inventory.ini")],
+        Target::Playbook(dir.join("site.yml")),
+        Mode::Apply,
+    );
+    spec.diff = true;
+    spec.verbose = true;
+    spec.forks = 4;
+    spec.command_timeout = Duration::from_secs(60);
+    spec
 }
 
 fn run(dir: &Path) -> (Result<(), String>, Vec<RunEvent>, Vec<String>) {
-    let req = request(dir);
-    let prepared = match session::prepare(&req) {
-        Ok(p) => p,
-        Err(e) => {
-            // A bad key is bad input, found before anything runs.
-            assert_eq!(e.exit_code(), provisioner::error::ExitCode::BadInput);
-            return (Err(e.to_string()), Vec::new(), Vec::new());
-        }
-    };
-    let events = Arc::new(Mutex::new(Vec::new()));
+    let spec = request(dir);
+    let events = Collector::default();
     let connector = LocalConnector::default();
     let log = connector.log.clone();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sink: Arc<dyn provisioner::exec::events::EventSink> = events.clone();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let r = rt
-        .block_on(session::run(&req, prepared, Arc::new(connector), sink, rx))
-        .map(|_| ())
-        .map_err(|e| {
-            assert_eq!(e.exit_code(), provisioner::error::ExitCode::BadInput);
-            e.to_string()
-        });
-    let events = events.lock().unwrap().clone();
+    let io = RunIo {
+        sinks: vec![Box::new(events.clone())],
+        connector: Some(Arc::new(connector)),
+        cancel: Some(rx),
+    };
+    let r = api::run(&spec, io).map(|_| ()).map_err(|e| {
+        // A bad key is bad input, found before anything runs.
+        assert_eq!(e.exit_code(), provisioner::error::ExitCode::BadInput);
+        e.to_string()
+    });
+    let events = events.events();
     let log = log.lock().unwrap().clone();
     (r, events, log)
 }

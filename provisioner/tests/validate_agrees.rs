@@ -25,6 +25,7 @@ fn request(dir: &Path) -> RunRequest {
     RunRequest {
         inventory: vec![dir.join("inventory.ini")],
         playbook: dir.join("site.yml"),
+        inline: None,
         limit: None,
         mode: Mode::Check,
         diff: false,

@@ -15,7 +15,7 @@ pub fn with_state_dir(defaults: &ConnectDefaults, inventory: &[PathBuf]) -> Conn
     if c.state_known_hosts.is_none() {
         c.state_known_hosts = inventory
             .first()
-            .map(|inv| crate::secrets::state_dir(inv).join("known_hosts"));
+            .map(|inv| crate::state::state_dir(inv).join("known_hosts"));
     }
     c
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::exec::events::{DiffText, EventSink, RunEvent, TaskReport, TaskStatus};
+use crate::exec::redact::Redactor;
 use crate::exec::walker::{StepOutcome, StepRunner, StopReason};
 use crate::facts::{self, Facts};
 use crate::model::inventory::Inventory;
@@ -146,11 +147,14 @@ type LocalFiles = HashMap<(PathBuf, u64, Option<std::time::SystemTime>), Arc<str
 type RunOnceKey = (usize, usize, usize);
 
 /// Where a result is reported: which host, play and task, and whether it is a handler.
+#[derive(Clone, Copy)]
 struct At<'a> {
     host: &'a str,
     play: usize,
     task: &'a Task,
     handler: bool,
+    /// When the task (or the loop item) began on this host.
+    started: std::time::Instant,
 }
 
 /// Runs plan nodes. Shared by every host task of a run.
@@ -221,6 +225,7 @@ impl Runner {
         inventory: Arc<Inventory>,
         connector: Arc<dyn Connector>,
         sink: Arc<dyn EventSink>,
+        redactor: Arc<Redactor>,
         cfg: RunConfig,
     ) -> Self {
         let hosts: Arc<Mutex<HashMap<String, HostState>>> = Arc::default();
@@ -229,7 +234,6 @@ impl Runner {
                 inventory: inventory.clone(),
                 hosts: hosts.clone(),
             }));
-        let redactor = Arc::new(Redactor::from_inventory(&inventory, &cfg.extra_vars));
         let mut rescuable = HashSet::new();
         fn mark(tasks: &[Task], inside: bool, out: &mut HashSet<crate::diag::Loc>) {
             for t in tasks {
@@ -288,7 +292,7 @@ impl Runner {
             return;
         };
         while *next <= play && *next < self.plays.len() {
-            self.sink.emit(RunEvent::PlayStarted {
+            self.emit(RunEvent::PlayStarted {
                 play: *next,
                 name: self.plays[*next].name.clone(),
                 hosts: self.play_hosts[*next].clone(),
@@ -319,11 +323,6 @@ impl Runner {
         };
         self.templar = self.templar.with_secrets(Arc::new(provider));
         self
-    }
-
-    /// The run's redactor (to censor anything else reported about this run).
-    pub fn redactor(&self) -> Arc<Redactor> {
-        self.redactor.clone()
     }
 
     /// The task's title as Ansible's linear strategy shows it: a name with `{{ }}` is rendered
@@ -365,8 +364,8 @@ impl Runner {
             .map(|(i, b)| (i, b.as_slice()))
     }
 
-    fn emit(&self, mut e: RunEvent) {
-        self.redactor.redact_event(&mut e);
+    /// `sink` redacts (see `exec::redact`): every event goes through it.
+    fn emit(&self, e: RunEvent) {
         self.sink.emit(e);
     }
 
@@ -570,6 +569,7 @@ impl Runner {
             play,
             task,
             handler,
+            started,
         } = *at;
         // A meta task that did its work has no host result (its header came first).
         if status == TaskStatus::Ok
@@ -604,11 +604,13 @@ impl Runner {
             msg,
             diffs,
             handler,
+            duration_ms: started.elapsed().as_millis() as u64,
         }));
     }
 
     /// Gather `ansible_*` facts.
     async fn gather_facts(&self, host: &str, play: usize) -> StepOutcome {
+        let started = std::time::Instant::now();
         let out = self
             .exec(
                 host,
@@ -630,6 +632,7 @@ impl Runner {
                 msg,
                 diffs: vec![],
                 handler: false,
+                duration_ms: started.elapsed().as_millis() as u64,
             }))
         };
         match out {
@@ -856,14 +859,20 @@ impl Runner {
             return StepOutcome::Ok;
         }
         let play = &self.plays[play_idx];
+        let at = At {
+            host,
+            play: play_idx,
+            task,
+            handler,
+            started: std::time::Instant::now(),
+        };
         let mut vars = self.task_vars(host, play_idx, Some(task));
-        if !handler {
-            self.emit(RunEvent::TaskStarted {
-                host: host.to_string(),
-                play: play_idx,
-                task: self.title(play_idx, task, host, Some(&vars)),
-            });
-        }
+        self.emit(RunEvent::TaskStarted {
+            host: host.to_string(),
+            play: play_idx,
+            task: self.title(play_idx, task, host, Some(&vars)),
+            handler,
+        });
         // Loop items (or one pass without a loop).
         let items: Option<Vec<Value>> = match &task.loop_ {
             None => None,
@@ -880,44 +889,17 @@ impl Runner {
                 }),
                 Ok(other) => {
                     let m = msg_map(format!("Invalid data passed to 'loop', it requires a list, got this instead: {other}"));
-                    self.report(
-                        &At {
-                            host,
-                            play: play_idx,
-                            task,
-                            handler,
-                        },
-                        TaskStatus::Failed,
-                        None,
-                        &m,
-                        vec![],
-                    );
+                    self.report(&at, TaskStatus::Failed, None, &m, vec![]);
                     return StepOutcome::Failed;
                 }
                 Err(e) => {
                     // `when` is checked per item; an undefined loop under a false `when` is skipped.
                     if matches!(self.eval_conditions(&task.when, &vars), Ok(false)) {
-                        self.report(
-                            &At {
-                                host,
-                                play: play_idx,
-                                task,
-                                handler,
-                            },
-                            TaskStatus::Skipped,
-                            None,
-                            &Map::new(),
-                            vec![],
-                        );
+                        self.report(&at, TaskStatus::Skipped, None, &Map::new(), vec![]);
                         return StepOutcome::Ok;
                     }
                     self.report(
-                        &At {
-                            host,
-                            play: play_idx,
-                            task,
-                            handler,
-                        },
+                        &at,
                         TaskStatus::Failed,
                         None,
                         &msg_map(e.to_string()),
@@ -940,6 +922,10 @@ impl Runner {
             Some(list) => list.iter().cloned().enumerate().map(Some).collect(),
         };
         for pass in passes {
+            let item_at = At {
+                started: std::time::Instant::now(),
+                ..at
+            };
             if let Some((i, item)) = &pass {
                 vars.insert(task.loop_var.clone(), item.clone());
                 vars.insert("ansible_loop_var".into(), json!(task.loop_var));
@@ -985,18 +971,7 @@ impl Runner {
                         )
                         .await;
                     if c.status == TaskStatus::Unreachable {
-                        self.report(
-                            &At {
-                                host,
-                                play: play_idx,
-                                task,
-                                handler,
-                            },
-                            TaskStatus::Unreachable,
-                            label,
-                            &c.result,
-                            vec![],
-                        );
+                        self.report(&item_at, TaskStatus::Unreachable, label, &c.result, vec![]);
                         return StepOutcome::Unreachable;
                     }
                     c
@@ -1015,18 +990,7 @@ impl Runner {
             if let Some((_, item)) = &pass {
                 result.insert(task.loop_var.clone(), item.clone());
                 result.insert("ansible_loop_var".into(), json!(task.loop_var));
-                self.report(
-                    &At {
-                        host,
-                        play: play_idx,
-                        task,
-                        handler,
-                    },
-                    call.status,
-                    label,
-                    &result,
-                    call.diffs.clone(),
-                );
+                self.report(&item_at, call.status, label, &result, call.diffs.clone());
             }
             results.push(Value::Object(result));
             last = Some(call);
@@ -1081,12 +1045,7 @@ impl Runner {
             _ => Map::new(),
         };
         self.report(
-            &At {
-                host,
-                play: play_idx,
-                task,
-                handler,
-            },
+            &at,
             final_status,
             None,
             &registered_map,
@@ -1928,15 +1887,9 @@ impl StepRunner for Runner {
         if let Ok(mut s) = self.stopped.lock() {
             s.insert(host.to_string());
         }
-        let reason = match reason {
-            StopReason::Failed => "a task failed",
-            StopReason::Unreachable => "unreachable",
-            StopReason::Aborted => "another host's failure ended the play",
-            StopReason::Cancelled => "the run was cancelled",
-        };
         self.emit(RunEvent::HostStopped {
             host: host.to_string(),
-            reason: reason.to_string(),
+            reason,
         });
     }
 }
@@ -1968,125 +1921,6 @@ fn display_value(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Replaces secret values with `********` in everything a run reports.
-///
-/// Secret values are those of variables whose names say so (`*password*`, `*secret*`,
-/// `*token*`, `*_key` but not `*_key_file`) and `ansible_become_pass(word)`.
-///
-/// Values the engine generates (passwords, TLS keys) are added while the run goes with
-/// [`Redactor::learn`], so they are censored whatever the variable holding them is called.
-#[derive(Default)]
-pub struct Redactor {
-    secrets: std::sync::RwLock<Vec<String>>,
-}
-
-/// Whether a variable's name marks its value as secret.
-pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    (n.contains("password")
-        || n.contains("passwd")
-        || n.contains("secret")
-        || n.contains("token")
-        || n.ends_with("_key")
-        || n.contains("become_pass"))
-        && !n.ends_with("_file")
-        && !n.ends_with("_path")
-}
-
-impl Redactor {
-    pub fn from_inventory(inv: &Inventory, extra: &Vars) -> Self {
-        let mut found = Vec::new();
-        for h in inv.host_names() {
-            collect(&Value::Object(inv.host_vars(h)), false, &mut found);
-        }
-        collect(&Value::Object(extra.clone()), false, &mut found);
-        let r = Redactor::default();
-        r.add(found);
-        r
-    }
-
-    /// Censor `value` from now on, in every event. A multi-line value (a PEM key) is also
-    /// censored line by line, so a diff or an excerpt cannot show part of it. Values shorter
-    /// than 4 characters are ignored (they would censor ordinary text).
-    pub fn learn(&self, value: &str) {
-        let mut found = vec![value.to_string()];
-        if value.contains('\n') {
-            found.extend(
-                value
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
-                    .map(str::to_string),
-            );
-        }
-        self.add(found);
-    }
-
-    fn add(&self, found: Vec<String>) {
-        let Ok(mut secrets) = self.secrets.write() else {
-            return;
-        };
-        for s in found {
-            if s.len() >= 4 && !secrets.contains(&s) {
-                secrets.push(s);
-            }
-        }
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
-
-    pub fn redact(&self, s: &mut String) {
-        let Ok(secrets) = self.secrets.read() else {
-            return;
-        };
-        for secret in secrets.iter() {
-            if s.contains(secret.as_str()) {
-                *s = s.replace(secret.as_str(), "********");
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.secrets.read().map(|s| s.is_empty()).unwrap_or(true)
-    }
-
-    pub fn redact_event(&self, e: &mut RunEvent) {
-        if self.is_empty() {
-            return;
-        }
-        match e {
-            RunEvent::TaskFinished(r) => {
-                if let Some(m) = &mut r.msg {
-                    self.redact(m);
-                }
-                if let Some(i) = &mut r.item {
-                    self.redact(i);
-                }
-                for d in &mut r.diffs {
-                    self.redact(&mut d.before);
-                    self.redact(&mut d.after);
-                }
-            }
-            RunEvent::Command { command, .. } => self.redact(command),
-            RunEvent::Warning { message } | RunEvent::Notice { message } => self.redact(message),
-            _ => {}
-        }
-    }
-}
-
-fn collect(v: &Value, secret: bool, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                collect(v, secret || is_secret_name(k), out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|v| collect(v, secret, out)),
-        Value::String(s) if secret && s.len() >= 4 && !s.contains("{{") => out.push(s.clone()),
-        Value::Number(n) if secret && n.to_string().len() >= 4 => out.push(n.to_string()),
-        _ => {}
     }
 }
 
@@ -2137,26 +1971,6 @@ impl template::SecretProvider for RunSecrets {
         }
         self.notices();
         r
-    }
-}
-
-#[cfg(test)]
-mod redactor_tests {
-    use super::*;
-
-    #[test]
-    fn learnt_values_are_censored_whole_and_line_by_line() {
-        let r = Redactor::default();
-        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\nAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n-----END PRIVATE KEY-----\n";
-        r.learn(key);
-        r.learn("Zq8pLm3x");
-        r.learn("ab");
-        let mut whole = format!("content: {key} and Zq8pLm3x, ab");
-        r.redact(&mut whole);
-        assert_eq!(whole, "content: ******** and ********, ab");
-        let mut part = "+AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh\n".to_string();
-        r.redact(&mut part);
-        assert_eq!(part, "+********\n");
     }
 }
 

@@ -3,7 +3,6 @@
 //! Nothing touches a host until the inventory, the playbook, its roles and every template
 //! have been checked; all problems are returned together.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +13,14 @@ use tokio::sync::watch;
 use crate::diag::{Diagnostic, Diagnostics, Loc};
 use crate::error::Error;
 use crate::exec::events::{EventSink, RunEvent};
+use crate::exec::redact::{Redacting, Redactor};
 use crate::exec::runner::{RunConfig, Runner};
 use crate::exec::walker::{walk, FailPolicy, WalkSummary};
 use crate::model::inventory::Inventory;
 use crate::model::play::{Playbook, Task, TaskKind};
 use crate::ops::Mode;
 use crate::plan::{Plan, PlayTarget};
-use crate::resolve::playbook::{BuiltinCatalog, Loader};
+use crate::resolve::playbook::{BuiltinCatalog, InlinePlay, Loader};
 use crate::template::{self, Templar, Vars};
 use crate::transport::Connector;
 
@@ -28,7 +28,11 @@ use crate::transport::Connector;
 #[derive(Clone, Debug)]
 pub struct RunRequest {
     pub inventory: Vec<PathBuf>,
+    /// The playbook file; with `inline`, where that play is taken to be (its directory is the
+    /// playbook directory).
     pub playbook: PathBuf,
+    /// A play built in memory, run instead of the file.
+    pub inline: Option<InlinePlay>,
     pub limit: Option<String>,
     pub mode: Mode,
     pub diff: bool,
@@ -90,10 +94,13 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
             None
         }
     };
-    let playbook = match Loader::new(&BuiltinCatalog, req.roles_path.clone())
-        .gather_facts_default(req.defaults.gather_facts)
-        .load_playbook(&req.playbook)
-    {
+    let loader = Loader::new(&BuiltinCatalog, req.roles_path.clone())
+        .gather_facts_default(req.defaults.gather_facts);
+    let loaded = match &req.inline {
+        Some(play) => loader.load_inline(play, &req.playbook),
+        None => loader.load_playbook(&req.playbook),
+    };
+    let playbook = match loaded {
         Ok(p) => Some(p),
         Err(d) => {
             diags.extend(d);
@@ -177,7 +184,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     }
     // A missing or wrong secrets key is bad input: say so before anything starts.
     if let Some(inv) = req.inventory.first() {
-        crate::secrets::SecretStore::for_inventory(inv)?;
+        crate::state::StateDir::for_inventory(inv).secrets()?;
     }
     Ok(Prepared {
         inventory: Arc::new(inventory),
@@ -251,38 +258,50 @@ fn check_templates(pb: &Playbook, diags: &mut Diagnostics) {
     }
 }
 
-/// Where handlers left pending by a failed run are kept, next to the inventory.
-fn pending_file(req: &RunRequest) -> Option<PathBuf> {
-    let inv = req.inventory.first()?;
-    let dir = inv.parent().unwrap_or(Path::new("."));
-    let stem = inv.file_stem()?.to_string_lossy().to_string();
-    Some(
-        dir.join(format!(".{stem}.state"))
-            .join("pending-handlers.json"),
-    )
+/// What a run takes from the state dir (read before the walk, by the caller).
+#[derive(Default)]
+pub struct RunState {
+    /// The inventory's secrets store (for the `password` and `provisioner_tls` lookups).
+    pub secrets: Option<Arc<crate::secrets::SecretStore>>,
+    /// Handlers an earlier run left pending, by host.
+    pub pending: crate::state::Pending,
+}
+
+/// How a walk ended, and what the state dir should keep.
+pub struct RunResult {
+    pub summary: WalkSummary,
+    /// Handlers still pending after an apply run (to save for the next one); `None` in check
+    /// mode (nothing ran, the saved set stays as it is).
+    pub pending: Option<crate::state::Pending>,
 }
 
 /// Run a prepared playbook. Host failures are in the summary and the events, not in `Err`.
+/// No file work happens here: `state` was read before, and the result says what to keep.
 pub async fn run(
     req: &RunRequest,
     prepared: Prepared,
     connector: Arc<dyn Connector>,
     sink: Arc<dyn EventSink>,
     cancel: watch::Receiver<bool>,
-) -> Result<WalkSummary, Error> {
+    state: RunState,
+) -> Result<RunResult, Error> {
     let started = Instant::now();
-    // The inventory's encrypted secrets: a missing or wrong key stops the run here, before
-    // any host is touched.
-    let secrets = match req.inventory.first() {
-        Some(inv) => Some(Arc::new(crate::secrets::SecretStore::for_inventory(inv)?)),
-        None => None,
-    };
+    let RunState {
+        secrets,
+        pending: mut previous,
+    } = state;
     let Prepared {
         inventory,
         playbook,
         play_hosts,
         warnings,
     } = prepared;
+    // Every event of the run goes through the redactor, whoever emits it.
+    let redactor = Arc::new(Redactor::from_inventory(&inventory, &req.extra_vars));
+    let sink: Arc<dyn EventSink> = Arc::new(Redacting {
+        inner: sink,
+        redactor: redactor.clone(),
+    });
     let mut all_hosts: Vec<String> = Vec::new();
     for hs in &play_hosts {
         for h in hs {
@@ -350,6 +369,7 @@ pub async fn run(
         inventory,
         connector,
         sink.clone(),
+        redactor,
         cfg,
     );
     if let Some(store) = secrets {
@@ -357,12 +377,6 @@ pub async fn run(
     }
     let runner = Arc::new(runner);
     // Handlers an earlier failed run left pending fire in this run (Ansible forgets them).
-    let pending_path = pending_file(req);
-    let mut previous: HashMap<String, Vec<String>> = pending_path
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
     for (pi, play) in playbook.plays.iter().enumerate() {
         for h in &play_hosts[pi] {
             if let Some(names) = previous.get_mut(h) {
@@ -386,39 +400,18 @@ pub async fn run(
     let summary = walk(&plan, runner.clone(), req.forks, &policies, cancel).await;
     runner.announce_trailing_empty_plays();
     runner.close().await;
-    if req.mode == Mode::Apply {
-        if let Some(p) = &pending_path {
-            let mut pending = runner.pending_handlers();
-            for (h, names) in previous {
-                if !names.is_empty() {
-                    pending.entry(h).or_default().extend(names);
-                }
+    let pending = (req.mode == Mode::Apply).then(|| {
+        let mut pending = runner.pending_handlers();
+        for (h, names) in previous {
+            if !names.is_empty() {
+                pending.entry(h).or_default().extend(names);
             }
-            let _ = save_pending(p, &pending);
         }
-    }
+        pending
+    });
     sink.emit(RunEvent::RunFinished {
-        elapsed_ms: started.elapsed().as_millis() as u64,
+        duration_ms: started.elapsed().as_millis() as u64,
         cancelled: summary.cancelled,
     });
-    Ok(summary)
-}
-
-fn save_pending(path: &Path, pending: &HashMap<String, Vec<String>>) -> std::io::Result<()> {
-    if pending.is_empty() {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(
-        &mut tmp,
-        &serde_json::to_vec_pretty(pending).unwrap_or_default(),
-    )?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    Ok(RunResult { summary, pending })
 }

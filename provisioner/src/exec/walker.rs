@@ -32,15 +32,7 @@ pub trait StepRunner: Send + Sync + 'static {
     fn host_stopped(&self, _host: &str, _reason: StopReason) {}
 }
 
-/// Why a host will run no more steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Failed,
-    Unreachable,
-    /// Another host's failure ended the play (`any_errors_fatal` or `max_fail_percentage`).
-    Aborted,
-    Cancelled,
-}
+pub use crate::exec::events::StopReason;
 
 /// Per-play failure policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -194,7 +194,32 @@ pub fn run(args: LabArgs) -> ExitCode {
             print_line(&format!(
                 "applying the stack to lab {name} (a re-run changes nothing when it is converged)"
             ));
-            let code = crate::cli::apply_stack(&report.inventory, stack_dir);
+            let spec = crate::run::RunSpec::new(
+                "lab up",
+                vec![report.inventory.clone()],
+                crate::run::Target::Stack {
+                    dir: stack_dir,
+                    play: None,
+                },
+                crate::ops::Mode::Apply,
+            );
+            let io = crate::run::RunIo {
+                sinks: vec![crate::report::terminal::sink(
+                    crate::report::terminal::Output::Human,
+                    crate::report::human::HumanOptions {
+                        color: std::io::stdout().is_terminal(),
+                        ..Default::default()
+                    },
+                )],
+                ..Default::default()
+            };
+            let code = match crate::run::run(&spec, io) {
+                Ok(outcome) => {
+                    crate::report::terminal::print_outcome(&outcome);
+                    ExitCode::from(outcome.exit as u8)
+                }
+                Err(e) => fail(&e),
+            };
             if code != ExitCode::SUCCESS {
                 eprint_line(&format!(
                     "error: lab {name} is up, but applying the stack failed (above); fix it and re-run `provisioner lab up --name {name}`, or `provisioner apply -i {}`",

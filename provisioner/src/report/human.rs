@@ -199,6 +199,7 @@ mod tests {
             msg: None,
             diffs,
             handler: false,
+            duration_ms: 0,
         })
     }
 

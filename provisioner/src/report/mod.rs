@@ -10,7 +10,7 @@ pub mod terminal;
 
 use std::io::Write;
 
-use crate::exec::events::RunEvent;
+use crate::exec::events::Event;
 
 /// Write one line to standard output. Errors writing to a closed pipe are ignored.
 pub fn print_line(s: &str) {
@@ -34,8 +34,8 @@ pub fn eprint_prompt(s: &str) {
     let _ = e.flush();
 }
 
-/// One event as a JSON line.
-pub fn json_line(event: &RunEvent) -> String {
+/// One event, with its envelope, as a JSON line (docs/events.md).
+pub fn json_line(event: &Event) -> String {
     serde_json::to_string(event)
         .unwrap_or_else(|e| format!("{{\"event\":\"error\",\"message\":\"{e}\"}}"))
 }

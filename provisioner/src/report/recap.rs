@@ -123,6 +123,7 @@ mod tests {
             msg: None,
             diffs: vec![],
             handler: false,
+            duration_ms: 0,
         })
     }
 

@@ -1,16 +1,15 @@
-//! Drives the terminal for one run: consumes `RunEvent`s, prints human lines or JSON lines,
-//! shows per-host progress bars when stderr is a TTY, and returns the recap.
+//! The terminal's sinks for one run: human lines (with per-host progress bars when stderr is a
+//! TTY, and the recap at the end) or JSON lines.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::exec::events::RunEvent;
+use crate::exec::events::{Event, RunEvent, Sink};
 use crate::report::human::{HumanFormatter, HumanOptions};
 use crate::report::recap::Recap;
-use crate::report::{json_line, print_line};
+use crate::report::{eprint_line, json_line, print_line};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -19,72 +18,116 @@ pub enum Output {
     Json,
 }
 
-/// Consume events until the run finishes; returns the recap.
-pub async fn render(
-    mut rx: UnboundedReceiver<RunEvent>,
-    output: Output,
-    opts: HumanOptions,
-) -> Recap {
-    let mut recap = Recap::default();
-    let mut fmt = HumanFormatter::new(opts);
-    let tty = output == Output::Human && std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if tty {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let style = ProgressStyle::with_template("{spinner} {prefix:<24} {wide_msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
-    let out = |multi: &MultiProgress, line: &str| {
-        if tty {
-            let _ = multi.println(line);
+/// The sink for `--output`.
+pub fn sink(output: Output, opts: HumanOptions) -> Box<dyn Sink> {
+    match output {
+        Output::Human => Box::new(Human::new(opts)),
+        Output::Json => Box::new(JsonLines),
+    }
+}
+
+/// What a run's outcome says beyond its events: failed reporting, cancellation (stderr).
+pub fn print_outcome(outcome: &crate::run::Outcome) {
+    for e in &outcome.reporting_errors {
+        eprint_line(&format!(
+            "error: reporting failed ({e}); the exit code still reflects the run"
+        ));
+    }
+    for e in &outcome.state_errors {
+        eprint_line(&format!("error: {e}"));
+    }
+    if outcome.cancelled {
+        eprint_line("cancelled: running steps were allowed to finish; nothing new was started");
+    }
+}
+
+/// One JSON object per event per line on stdout.
+pub struct JsonLines;
+
+impl Sink for JsonLines {
+    fn event(&mut self, e: &Event) -> Result<(), String> {
+        print_line(&json_line(e));
+        Ok(())
+    }
+}
+
+/// Ansible-style lines, progress bars on a TTY, the recap at the end.
+pub struct Human {
+    fmt: HumanFormatter,
+    recap: Recap,
+    tty: bool,
+    multi: MultiProgress,
+    style: ProgressStyle,
+    bars: HashMap<String, ProgressBar>,
+}
+
+impl Human {
+    pub fn new(opts: HumanOptions) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        Human {
+            fmt: HumanFormatter::new(opts),
+            recap: Recap::default(),
+            tty,
+            multi: MultiProgress::with_draw_target(if tty {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            }),
+            style: ProgressStyle::with_template("{spinner} {prefix:<24} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            bars: HashMap::new(),
+        }
+    }
+
+    fn out(&self, line: &str) {
+        if self.tty {
+            let _ = self.multi.println(line);
         } else {
             print_line(line);
         }
-    };
-    while let Some(e) = rx.recv().await {
-        recap.observe(&e);
-        match output {
-            Output::Json => print_line(&json_line(&e)),
-            Output::Human => {
-                for line in fmt.format(&e) {
-                    out(&multi, &line);
-                }
-            }
+    }
+}
+
+impl Sink for Human {
+    fn event(&mut self, e: &Event) -> Result<(), String> {
+        let e = &e.body;
+        self.recap.observe(e);
+        for line in self.fmt.format(e) {
+            self.out(&line);
         }
-        match &e {
-            RunEvent::RunStarted { hosts, .. } if tty => {
+        match e {
+            RunEvent::RunStarted { hosts, .. } if self.tty => {
                 for h in hosts {
-                    let b = multi.add(ProgressBar::new_spinner());
-                    b.set_style(style.clone());
+                    let b = self.multi.add(ProgressBar::new_spinner());
+                    b.set_style(self.style.clone());
                     b.set_prefix(h.clone());
                     b.enable_steady_tick(std::time::Duration::from_millis(120));
-                    bars.insert(h.clone(), b);
+                    self.bars.insert(h.clone(), b);
                 }
             }
             RunEvent::TaskStarted { host, task, .. } => {
-                if let Some(b) = bars.get(host) {
+                if let Some(b) = self.bars.get(host) {
                     b.set_message(task.clone());
                 }
             }
             RunEvent::HostStopped { host, reason } => {
-                if let Some(b) = bars.remove(host) {
+                if let Some(b) = self.bars.remove(host) {
                     b.finish_with_message(format!("stopped: {reason}"));
                 }
             }
-            RunEvent::RunFinished { .. } => break,
             _ => {}
         }
+        Ok(())
     }
-    for (_, b) in bars.drain() {
-        b.finish_and_clear();
-    }
-    let _ = multi.clear();
-    if output == Output::Human {
-        for line in fmt.recap(&recap) {
+
+    fn finish(&mut self) -> Result<(), String> {
+        for (_, b) in self.bars.drain() {
+            b.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+        for line in self.fmt.recap(&self.recap) {
             print_line(&line);
         }
+        Ok(())
     }
-    recap
 }

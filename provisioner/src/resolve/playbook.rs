@@ -140,6 +140,23 @@ pub struct Loader<'a> {
     import_stack: Vec<PathBuf>,
     /// `gather_facts` of a play that does not say (ansible.cfg `gathering`).
     gather_default: bool,
+    /// An inline play's (role, tasks file): that role runs this file of its `tasks/`.
+    tasks_from: Option<(String, String)>,
+}
+
+/// A one-play playbook built in memory: "role X (its tasks file Y) on hosts Z". Its roles are
+/// found as a playbook's would be (`<dir>/roles`, then the roles path); the role's
+/// dependencies, defaults, vars and handlers come with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlinePlay {
+    pub name: String,
+    /// A host pattern.
+    pub hosts: String,
+    pub role: String,
+    /// A file of the role's `tasks/` (`upgrade` or `upgrade.yml`); `None`: `main.yml`.
+    pub tasks_from: Option<String>,
+    pub gather_facts: bool,
+    pub become_: bool,
 }
 
 impl<'a> Loader<'a> {
@@ -151,6 +168,7 @@ impl<'a> Loader<'a> {
             diags: Diagnostics::new(),
             import_stack: Vec::new(),
             gather_default: true,
+            tasks_from: None,
         }
     }
 
@@ -161,9 +179,31 @@ impl<'a> Loader<'a> {
     }
 
     /// Load a playbook file. Returns every problem found, or the resolved playbook.
-    pub fn load_playbook(mut self, path: &Path) -> Result<Playbook, Diagnostics> {
-        let name = path.display().to_string();
+    pub fn load_playbook(self, path: &Path) -> Result<Playbook, Diagnostics> {
         let docs = yaml::load_file(path)?;
+        self.load_docs(docs, path)
+    }
+
+    /// Load an [`InlinePlay`] as if it were the playbook `path` (which need not exist: its
+    /// directory is the playbook's directory).
+    pub fn load_inline(mut self, play: &InlinePlay, path: &Path) -> Result<Playbook, Diagnostics> {
+        let text = serde_json::json!([{
+            "name": play.name,
+            "hosts": play.hosts,
+            "gather_facts": play.gather_facts,
+            "become": play.become_,
+            "roles": [play.role],
+        }])
+        .to_string();
+        let docs = yaml::load_str(&text, &path.display().to_string())?;
+        if let Some(f) = &play.tasks_from {
+            self.tasks_from = Some((play.role.clone(), f.clone()));
+        }
+        self.load_docs(docs, path)
+    }
+
+    fn load_docs(mut self, docs: Vec<Node>, path: &Path) -> Result<Playbook, Diagnostics> {
+        let name = path.display().to_string();
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut plays = Vec::new();
         match docs.as_slice() {
@@ -470,7 +510,27 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        if let Some(f) = main_file(&dir.join("tasks")) {
+        let tasks_file = match &self.tasks_from {
+            Some((role, file)) if *role == name => {
+                let tasks = dir.join("tasks");
+                let found = [file.clone(), format!("{file}.yml"), format!("{file}.yaml")]
+                    .into_iter()
+                    .map(|f| tasks.join(f))
+                    .find(|p| p.is_file());
+                if found.is_none() {
+                    self.diags.error(
+                        &node.loc,
+                        format!(
+                            "role `{name}` has no tasks file `{file}` in {}",
+                            tasks.display()
+                        ),
+                    );
+                }
+                found
+            }
+            _ => main_file(&dir.join("tasks")),
+        };
+        if let Some(f) = tasks_file {
             play.tasks.extend(self.task_file(&f, &inh, false));
         }
         if let Some(f) = main_file(&dir.join("handlers")) {

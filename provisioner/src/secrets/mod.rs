@@ -61,19 +61,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SecretsError + '_ {
     }
 }
 
-/// `<inventory dir>/.<inventory stem>.state`, where the engine keeps state for an inventory.
-pub fn state_dir(inventory: &Path) -> PathBuf {
-    let dir = inventory
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let stem = inventory
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "inventory".into());
-    dir.join(format!(".{stem}.state"))
-}
-
 /// `$PROVISIONER_KEY_FILE`, else `~/.config/provisioner/key`.
 pub fn default_key_file() -> PathBuf {
     if let Some(p) = std::env::var_os("PROVISIONER_KEY_FILE").filter(|p| !p.is_empty()) {
@@ -114,14 +101,19 @@ impl std::fmt::Debug for SecretStore {
 }
 
 impl SecretStore {
-    /// The store of `inventory` with the default key file.
+    /// The store of `inventory` with the default key file (see `crate::state::StateDir`).
     pub fn for_inventory(inventory: &Path) -> Result<SecretStore, SecretsError> {
-        let cluster = inventory
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let mut s = SecretStore::open(state_dir(inventory).join("secrets"), default_key_file())?;
-        s.cluster = cluster;
+        crate::state::StateDir::for_inventory(inventory).secrets()
+    }
+
+    /// The store in `dir` for the cluster named `cluster` (its TLS subjects).
+    pub fn open_for_cluster(
+        dir: PathBuf,
+        key_file: PathBuf,
+        cluster: &str,
+    ) -> Result<SecretStore, SecretsError> {
+        let mut s = SecretStore::open(dir, key_file)?;
+        s.cluster = cluster.to_string();
         Ok(s)
     }
 

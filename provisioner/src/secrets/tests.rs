@@ -17,18 +17,6 @@ fn der(pem: &str) -> Vec<u8> {
 }
 
 #[test]
-fn state_dir_is_next_to_the_inventory() {
-    assert_eq!(
-        state_dir(Path::new("/ops/inventories/prod.yml")),
-        PathBuf::from("/ops/inventories/.prod.state")
-    );
-    assert_eq!(
-        state_dir(Path::new("prod.ini")),
-        PathBuf::from("./.prod.state")
-    );
-}
-
-#[test]
 fn passwords_are_generated_once_and_kept_encrypted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = store(tmp.path());
