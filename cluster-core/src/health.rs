@@ -499,6 +499,10 @@ pub struct ProbeSpec {
     pub cert_file: Option<String>,
     /// systemd units whose state is reported.
     pub units: Vec<String>,
+    /// A name to resolve through the host's own resolver (`leader.<domain>`, on masters).
+    pub resolve: Option<String>,
+    /// Prometheus's and Alertmanager's ports on the monitoring host.
+    pub monitoring: Option<(u16, u16)>,
 }
 
 /// A section header in the probe's output: `@@ name`.
@@ -515,7 +519,8 @@ pub fn probe_script(spec: &ProbeSpec) -> String {
         Some(f) => ("https", format!(" --cacert '{f}'")),
         None => ("http", String::new()),
     };
-    let get = |port: u16, path: &str| format!("curl -sS -m 5{ca} '{scheme}://$ADDR:{port}{path}'");
+    let get =
+        |port: u16, path: &str| format!("curl -sS -m 5{ca} \"{scheme}://$ADDR:{port}{path}\"");
     // The address Mesos listens on: the `ip` flag the roles write, else the first address.
     s.push_str(
         "ADDR=$(cat /etc/mesos-master/ip /etc/mesos-agent/ip 2>/dev/null | head -n1)\n\
@@ -548,6 +553,26 @@ pub fn probe_script(spec: &ProbeSpec) -> String {
             &mut s,
             "agent.health",
             &format!("{} -o /dev/null -w '%{{http_code}}'", get(p, "/health")),
+        );
+    }
+    section(&mut s, "host.addr", "echo \"$ADDR\"");
+    if let Some(name) = &spec.resolve {
+        section(
+            &mut s,
+            "dns.resolve",
+            &format!("dig +short +time=2 +tries=1 '{name}' @127.0.0.1"),
+        );
+    }
+    if let Some((prom, am)) = spec.monitoring {
+        section(
+            &mut s,
+            "prometheus.targets",
+            &format!("curl -sS -m 5 'http://127.0.0.1:{prom}/api/v1/targets?state=active'"),
+        );
+        section(
+            &mut s,
+            "alertmanager.alerts",
+            &format!("curl -sS -m 5 'http://127.0.0.1:{am}/api/v2/alerts?active=true&silenced=false&inhibited=false'"),
         );
     }
     for u in &spec.units {
@@ -663,6 +688,162 @@ pub fn view_from_probes(
         agents: state.as_ref().map(agents_from_state).unwrap_or_default(),
         in_maintenance,
     }
+}
+
+/// Problems outside the quorum systems, from each host's probe answers: units that are not
+/// active, Mesos-DNS not resolving to the elected master, Prometheus targets down, alerts
+/// firing, certificates that expire within `cert_days` days (`now`: seconds since the epoch).
+pub fn other_flags(
+    view: &ClusterView,
+    answers: &BTreeMap<String, Option<BTreeMap<String, String>>>,
+    now: i64,
+    cert_days: i64,
+) -> Vec<Flag> {
+    let mut out = Vec::new();
+    let leader_addr = view
+        .masters
+        .iter()
+        .find(|m| m.elected)
+        .and_then(|m| answers.get(&m.host)?.as_ref()?.get("host.addr").cloned());
+    for (host, a) in answers {
+        let Some(a) = a else { continue };
+        for (k, v) in a {
+            if let Some(unit) = k.strip_prefix("unit.") {
+                if v != "active" {
+                    flag(
+                        &mut out,
+                        Severity::Critical,
+                        unit,
+                        format!(
+                            "{host}: {unit} is {}",
+                            if v.is_empty() { "unknown" } else { v }
+                        ),
+                    );
+                }
+            }
+        }
+        if let (Some(got), Some(want)) = (a.get("dns.resolve"), leader_addr.as_ref()) {
+            let got: Vec<&str> = got
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            if got != [want.as_str()] {
+                flag(
+                    &mut out,
+                    Severity::Warning,
+                    "mesos_dns",
+                    format!("{host}: the leader's name resolves to {got:?}, the elected master is {want}"),
+                );
+            }
+        }
+        if let Some(t) = a.get("prometheus.targets") {
+            match serde_json::from_str::<Value>(t) {
+                Ok(v) => {
+                    for target in v["data"]["activeTargets"].as_array().into_iter().flatten() {
+                        if target["health"] != "up" {
+                            let inst = target["labels"]["instance"].as_str().unwrap_or("?");
+                            let job = target["labels"]["job"].as_str().unwrap_or("?");
+                            flag(
+                                &mut out,
+                                Severity::Warning,
+                                "prometheus",
+                                format!(
+                                    "target {job}/{inst} is {}",
+                                    target["health"].as_str().unwrap_or("unknown")
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(_) => flag(
+                    &mut out,
+                    Severity::Warning,
+                    "prometheus",
+                    format!("{host}: Prometheus does not answer"),
+                ),
+            }
+        }
+        if let Some(t) = a.get("alertmanager.alerts") {
+            match serde_json::from_str::<Value>(t) {
+                Ok(v) => {
+                    for alert in v.as_array().into_iter().flatten() {
+                        let name = alert["labels"]["alertname"].as_str().unwrap_or("?");
+                        let inst = alert["labels"]["instance"].as_str().unwrap_or("");
+                        flag(
+                            &mut out,
+                            Severity::Warning,
+                            "alertmanager",
+                            format!("alert firing: {name} {inst}").trim().to_string(),
+                        );
+                    }
+                }
+                Err(_) => flag(
+                    &mut out,
+                    Severity::Warning,
+                    "alertmanager",
+                    format!("{host}: Alertmanager does not answer"),
+                ),
+            }
+        }
+        if let Some(end) = a
+            .get("cert.enddate")
+            .and_then(|t| t.strip_prefix("notAfter="))
+        {
+            match parse_openssl_date(end.trim()) {
+                Some(t) if t - now < cert_days * 86_400 => flag(
+                    &mut out,
+                    if t <= now {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                    "tls",
+                    format!(
+                        "{host}: its certificate expires {end} ({} days)",
+                        (t - now) / 86_400
+                    ),
+                ),
+                Some(_) => {}
+                None => flag(
+                    &mut out,
+                    Severity::Warning,
+                    "tls",
+                    format!("{host}: cannot read its certificate's expiry ({end})"),
+                ),
+            }
+        }
+    }
+    out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.cmp(b)));
+    out
+}
+
+/// `openssl x509 -enddate`'s date (`Dec  5 21:08:58 2027 GMT`) as seconds since the epoch.
+pub fn parse_openssl_date(s: &str) -> Option<i64> {
+    let mut it = s.split_whitespace();
+    let name = it.next()?;
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == name)? as i64
+        + 1;
+    let day: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
+    let year: i64 = it.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if mon <= 2 {
+        (year - 1, mon + 9)
+    } else {
+        (year, mon - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 #[cfg(test)]
@@ -854,12 +1035,14 @@ mod tests {
             ca_file: Some("/etc/provisioner/tls/ca.crt".into()),
             cert_file: None,
             units: vec!["dnsmasq".into()],
+            resolve: None,
+            monitoring: None,
         };
         let s = probe_script(&spec);
         assert!(s.contains("/dev/tcp/127.0.0.1/2181"), "{s}");
         assert!(
             s.contains(
-                "--cacert '/etc/provisioner/tls/ca.crt' 'https://$ADDR:5050/metrics/snapshot'"
+                "--cacert '/etc/provisioner/tls/ca.crt' \"https://$ADDR:5050/metrics/snapshot\""
             ),
             "{s}"
         );
@@ -891,5 +1074,49 @@ mod tests {
         let r = reasons(&v);
         assert!(r.contains(&"a2: down for maintenance".to_string()), "{r:?}");
         assert!(r.contains(&"m2: does not answer".to_string()), "{r:?}");
+    }
+
+    #[test]
+    fn other_problems_come_from_the_probe_answers() {
+        assert_eq!(parse_openssl_date("Jan  1 00:00:00 1970 GMT"), Some(0));
+        assert_eq!(
+            parse_openssl_date("Dec  5 21:08:58 2026 GMT"),
+            Some(1_796_504_938)
+        );
+        let v = healthy();
+        let mut m1 = BTreeMap::new();
+        m1.insert("unit.dnsmasq".to_string(), "inactive".to_string());
+        m1.insert("dns.resolve".to_string(), "10.0.0.9".to_string());
+        m1.insert(
+            "cert.enddate".to_string(),
+            "notAfter=Jan 10 00:00:00 1970 GMT".to_string(),
+        );
+        m1.insert(
+            "prometheus.targets".to_string(),
+            r#"{"data": {"activeTargets": [{"health": "down", "labels": {"job": "node", "instance": "a1:9100"}}, {"health": "up", "labels": {}}]}}"#.to_string(),
+        );
+        m1.insert(
+            "alertmanager.alerts".to_string(),
+            r#"[{"labels": {"alertname": "AgentLost", "instance": "a2"}}]"#.to_string(),
+        );
+        let mut m3 = BTreeMap::new();
+        m3.insert("host.addr".to_string(), "10.0.0.3".to_string());
+        let mut answers = BTreeMap::new();
+        answers.insert("m1".to_string(), Some(m1));
+        answers.insert("m3".to_string(), Some(m3));
+        let r: Vec<String> = other_flags(&v, &answers, 0, 30)
+            .into_iter()
+            .map(|f| f.reason)
+            .collect();
+        assert_eq!(
+            r,
+            [
+                "m1: dnsmasq is inactive",
+                "alert firing: AgentLost a2",
+                "m1: the leader's name resolves to [\"10.0.0.9\"], the elected master is 10.0.0.3",
+                "target node/a1:9100 is down",
+                "m1: its certificate expires Jan 10 00:00:00 1970 GMT (9 days)",
+            ]
+        );
     }
 }

@@ -43,6 +43,24 @@ pub enum Command {
     Lab(crate::lab::LabArgs),
     /// The cluster's TLS material (CA and host certificates, kept encrypted in the state dir).
     Tls(TlsArgs),
+    /// The cluster's health: ZooKeeper, Mesos masters and agents, DNS, services, alerts,
+    /// certificates. Read-only, no lock; exit 0 healthy, 1 degraded (a critical flag).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// `human` (default) or `json` (one JSON object per check).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
+    /// Check again every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
+    /// The stack's roles from this directory instead of the built-in copy.
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -431,6 +449,7 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Bundle(args) => bundle(args),
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
+        Command::Status(args) => status_command(args),
     }
 }
 
@@ -499,6 +518,41 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
                     std::process::ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn status_command(args: StatusArgs) -> std::process::ExitCode {
+    loop {
+        let r = match crate::day2::status::status(&args.inventory, args.stack_dir.clone()) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        match args.output {
+            Output::Json => print_line(
+                &serde_json::to_string(&r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+            ),
+            _ => {
+                if args.watch.is_some() {
+                    print_line(&format!(
+                        "--- {}",
+                        crate::exec::events::utc_text(std::time::SystemTime::now())
+                    ));
+                }
+                for line in crate::day2::status::render(&r) {
+                    print_line(&line);
+                }
+            }
+        }
+        match args.watch {
+            Some(secs) => std::thread::sleep(Duration::from_secs(secs.max(1))),
+            None => {
+                return exit(if r.healthy {
+                    ExitCode::Ok
+                } else {
+                    ExitCode::HostsFailed
+                })
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod day2;
 pub mod diag;
 pub mod error;
 pub mod exec;

@@ -1164,3 +1164,75 @@ fn changing_a_zookeeper_setting_rolls_one_member_at_a_time_and_quorum_holds() {
         modes.iter().all(|m| m.is_some()).then_some(())
     });
 }
+
+// ---------------------------------------------------------------- status
+
+fn status_json(inv: &Path) -> (Option<i32>, Value) {
+    let i = inv.display().to_string();
+    let out = provisioner(&["status", "-i", &i, "--output", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --output json is not JSON ({e})"));
+    (out.status.code(), v)
+}
+
+fn flag_reasons(v: &Value) -> Vec<String> {
+    v["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["severity"].as_str().unwrap(),
+                f["reason"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_is_healthy_then_flags_a_stopped_master_with_exit_1() {
+    let inv = lab_inventory();
+    let masters = group(&inv, "masters");
+    active_agents(&inv, Duration::from_secs(180));
+    let (code, v) = poll("status healthy", Duration::from_secs(120), || {
+        let (code, v) = status_json(&inv);
+        (code == Some(0)).then_some((code, v))
+    });
+    assert_eq!(code, Some(0));
+    assert_eq!(v["healthy"], true, "{:?}", flag_reasons(&v));
+    assert!(v["silent"].as_array().unwrap().is_empty());
+    assert_eq!(
+        v["view"]["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["elected"] == true)
+            .count(),
+        1
+    );
+    eprintln!("status on a healthy lab took {} ms", v["elapsed_ms"]);
+    // A stopped standby master: degraded, and the flag says which.
+    let old = leader(&inv, Duration::from_secs(60));
+    let standby = masters.iter().find(|m| **m != old).unwrap().clone();
+    ssh_ok(&inv, &standby, "systemctl stop mesos-master");
+    let (code, v) = status_json(&inv);
+    ssh_ok(&inv, &standby, "systemctl start mesos-master");
+    assert_eq!(code, Some(1), "{:?}", flag_reasons(&v));
+    assert_eq!(v["healthy"], false);
+    let flags = flag_reasons(&v);
+    assert!(
+        flags.contains(&format!("critical {standby}: does not answer")),
+        "{flags:?}"
+    );
+    assert!(
+        flags
+            .iter()
+            .any(|f| f.contains(&format!("{standby}: mesos-master is"))),
+        "{flags:?}"
+    );
+    // Back to healthy once it has recovered.
+    poll("status healthy again", Duration::from_secs(180), || {
+        (status_json(&inv).0 == Some(0)).then_some(())
+    });
+}
