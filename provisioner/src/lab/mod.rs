@@ -1042,6 +1042,25 @@ pub fn ssh_args(paths: &LabPaths, ip: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Without an artifact the lab needs AVENTER's repository; an unreachable one is one clear
+    /// error before any host is made (here: a closed port on loopback).
+    #[test]
+    fn an_unreachable_repository_is_refused_with_a_reason() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = reachable(&format!("http://127.0.0.1:{port}/Debian")).unwrap_err();
+        assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(reachable("not a url").is_err());
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/Debian", open.local_addr().unwrap());
+        assert_eq!(reachable(&url), Ok(()));
+        assert!(
+            aventer_url().unwrap().starts_with("http"),
+            "the bundle names AVENTER's URL"
+        );
+    }
+
     fn opts() -> UpOptions {
         UpOptions {
             name: "lab".into(),
