@@ -43,6 +43,16 @@ pub enum Command {
     Lab(crate::lab::LabArgs),
     /// The cluster's TLS material (CA and host certificates, kept encrypted in the state dir).
     Tls(TlsArgs),
+    /// Print a shell completion script (e.g. `provisioner completions bash > /etc/bash_completion.d/provisioner`).
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::manual::Shell,
+    },
+    /// Print the man page (roff): `provisioner man | man -l -`; `provisioner man lab up` for a subcommand's.
+    Man {
+        /// A subcommand path (`apply`, `lab up`); none for the main page.
+        command: Vec<String>,
+    },
     /// The cluster's health: ZooKeeper, Mesos masters and agents, DNS, services, alerts,
     /// certificates. Read-only, no lock; exit 0 healthy, 1 degraded (a critical flag).
     Status(StatusArgs),
@@ -450,6 +460,17 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
         Command::Status(args) => status_command(args),
+        Command::Completions { shell } => {
+            crate::report::print_raw(&crate::manual::completions(shell));
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Man { command } => match crate::manual::man_page(&command) {
+            Ok(page) => {
+                crate::report::print_raw(&page);
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
     }
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod facts;
 pub mod lab;
+pub mod manual;
 pub mod model;
 pub mod ops;
 pub mod plan;
