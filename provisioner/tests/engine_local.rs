@@ -1102,3 +1102,97 @@ fn an_apply_refuses_while_another_run_holds_the_lock_and_plan_needs_none() {
     assert!(!recap.any_failed());
     assert!(f.host_file("h1", "etc/app.conf").exists());
 }
+
+#[test]
+fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_agent() {
+    // A stack of the real cluster_facts role and a role that writes what it derives.
+    let stack = tempfile::tempdir().unwrap();
+    let roles = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../roles/cluster_facts");
+    for sub in ["defaults", "tasks", "meta"] {
+        std::fs::create_dir_all(stack.path().join("cluster_facts").join(sub)).unwrap();
+        std::fs::copy(
+            roles.join(sub).join("main.yml"),
+            stack
+                .path()
+                .join("cluster_facts")
+                .join(sub)
+                .join("main.yml"),
+        )
+        .unwrap();
+    }
+    std::fs::write(stack.path().join("site.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    std::fs::create_dir_all(stack.path().join("ids/tasks")).unwrap();
+    std::fs::create_dir_all(stack.path().join("ids/meta")).unwrap();
+    std::fs::write(
+        stack.path().join("ids/meta/main.yml"),
+        "dependencies: [cluster_facts]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stack.path().join("ids/tasks/main.yml"),
+        "- copy:\n    dest: \"{{ root }}/{{ inventory_hostname }}/ids\"\n    content: \"{{ zookeeper_myid }} {{ cni_subnet }} {{ zookeeper_ensemble | map(attribute='id') | join(',') }}\\n\"\n",
+    )
+    .unwrap();
+    let run = |inventory: &str| {
+        let f = StackFixture::new(inventory);
+        let mut spec = f.request(stack.path());
+        spec.target = Target::Stack {
+            dir: Some(stack.path().to_path_buf()),
+            play: Some(api::InlinePlay {
+                name: "ids".into(),
+                hosts: "all".into(),
+                role: "ids".into(),
+                tasks_from: None,
+                gather_facts: false,
+                become_: false,
+            }),
+        };
+        (f, spec)
+    };
+    // One inventory file, edited between runs (the state dir sits beside it).
+    let (f, spec) = run("[masters]\nm1\n[zookeeper]\nz1\nz2\nz3\n[agents]\na1\na2\na3\n");
+    for h in ["z1", "z2", "z3", "a1", "a2", "a3"] {
+        std::fs::create_dir_all(f.dir.path().join("hosts").join(h)).unwrap();
+    }
+    let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    let ids = |h: &str| f.host_file(h, "ids").unwrap_or_default();
+    // First run: today's positional values, recorded.
+    assert_eq!(ids("z2"), "2  1,2,3\n");
+    assert_eq!(ids("z3"), "3  1,2,3\n");
+    assert_eq!(ids("a2"), "0 10.200.1.0/24 1,2,3\n");
+    assert_eq!(ids("a3"), "0 10.200.2.0/24 1,2,3\n");
+    let file = f.dir.path().join(".inventory.state/allocations.json");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(recorded["zookeeper"]["z3"], 3);
+    assert_eq!(recorded["cni"]["a3"], "10.200.2.0/24");
+    // Remove the middle ZooKeeper member (z4 joins to keep the ensemble odd) and the middle
+    // agent: nobody else's id or subnet moves; z4 takes the freed id.
+    std::fs::write(
+        f.dir.path().join("inventory.ini"),
+        format!(
+            "[masters]\nm1\n[zookeeper]\nz1\nz3\nz4\n[agents]\na1\na3\n[all:vars]\nroot={}\n",
+            f.dir.path().join("hosts").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(f.dir.path().join("hosts/z4")).unwrap();
+    let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(ids("z1"), "1  1,3,2\n");
+    assert_eq!(ids("z3"), "3  1,3,2\n");
+    assert_eq!(ids("z4"), "2  1,3,2\n");
+    assert_eq!(ids("a1"), "0 10.200.0.0/24 1,3,2\n");
+    assert_eq!(ids("a3"), "0 10.200.2.0/24 1,3,2\n");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(recorded["cni"].get("a2").is_none());
+    assert_eq!(recorded["zookeeper"]["z4"], 2);
+    // plan computes the same and records nothing new.
+    let before = std::fs::read_to_string(&file).unwrap();
+    let mut plan = spec.clone();
+    plan.mode = Mode::Check;
+    let _ = run_spec(&plan, LocalConnector::default());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+}
