@@ -1196,3 +1196,71 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
     let _ = run_spec(&plan, LocalConnector::default());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
 }
+
+/// The first handshake asked for hangs until another host has connected (for at most 5 s,
+/// then it says it timed out): a pool that serialises handshakes would let no other host in.
+#[derive(Default)]
+struct HangingFirst {
+    inner: LocalConnector,
+    first: Mutex<Option<String>>,
+    others: std::sync::atomic::AtomicBool,
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl Connector for HangingFirst {
+    fn connect<'a>(
+        &'a self,
+        target: &'a ConnectTarget,
+    ) -> BoxFuture<'a, Result<Arc<dyn Connection>, TransportError>> {
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            let first = {
+                let mut f = self.first.lock().unwrap();
+                f.get_or_insert_with(|| target.name.clone()) == &target.name
+            };
+            if first {
+                let start = std::time::Instant::now();
+                while !self.others.load(Ordering::SeqCst) {
+                    if start.elapsed() > Duration::from_secs(5) {
+                        self.timed_out.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return self.inner.connect(target).await;
+            }
+            let c = self.inner.connect(target).await;
+            self.others.store(true, Ordering::SeqCst);
+            c
+        })
+    }
+}
+
+#[test]
+fn one_hosts_handshake_never_waits_on_anothers() {
+    let f = Fixture::new(
+        "- hosts: web\n  gather_facts: false\n  tasks:\n    - copy: dest={{ root }}/{{ inventory_hostname }}/f content=x\n",
+    );
+    let events = Collector::default();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let connector = Arc::new(HangingFirst::default());
+    let io = RunIo {
+        sinks: vec![Box::new(events.clone())],
+        connector: Some(connector.clone()),
+        cancel: Some(rx),
+    };
+    let outcome = api::run(&f.request(Mode::Apply), io).unwrap();
+    assert!(
+        !connector
+            .timed_out
+            .load(std::sync::atomic::Ordering::SeqCst),
+        "the other host's handshake waited for the hanging one"
+    );
+    assert!(
+        !outcome.recap.any_unreachable() && !outcome.recap.any_failed(),
+        "{:#?}",
+        events.events()
+    );
+    assert_eq!(f.read("h1", "f"), "x");
+    assert_eq!(f.read("h2", "f"), "x");
+}

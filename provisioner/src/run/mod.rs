@@ -222,10 +222,14 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     }
     // State dir reads happen here, before the walk, off the async workers.
     let run_state = match &state {
-        Some(st) => RunState {
-            secrets: Some(Arc::new(st.secrets()?)),
-            pending: st.load_pending(),
-        },
+        Some(st) => {
+            let store = st.secrets()?;
+            store.preload();
+            RunState {
+                secrets: Some(Arc::new(store)),
+                pending: st.load_pending(),
+            }
+        }
         None => RunState::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
