@@ -49,6 +49,9 @@ pub fn mesos_zk(addresses: &[String], client_port: u16, path: &str) -> String {
     format!("zk://{}/{}", hosts.join(","), path.trim_start_matches('/'))
 }
 
+/// `cni_supernet` when the inventory does not set it (the `cluster_facts` role's default).
+pub const DEFAULT_CNI_SUPERNET: &str = "10.200.0.0/16";
+
 /// A /24 carved from the CNI supernet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subnet24(pub Ipv4Addr);

@@ -8,7 +8,9 @@
 //! - [`derive`]: values derived from the inventory, never typed by hand (quorum, myid, the
 //!   ZooKeeper connect string, per-agent CNI subnets).
 //! - [`topology`]: the inventory rules of docs/stack.md, checked before anything runs.
+//! - [`allocations`]: stable member identities (ZooKeeper ids, CNI subnets), allocated once.
 
+pub mod allocations;
 pub mod bundle;
 pub mod derive;
 pub mod health;

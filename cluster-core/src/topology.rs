@@ -168,7 +168,8 @@ pub fn validate_topology(
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| v.to_string());
-            if let Err(e) = crate::derive::cni_subnets(&s, agents.len()) {
+            // The same rule the allocation of subnets applies (allocations::allocate).
+            if let Err(e) = crate::allocations::allocate(None, &[], agents, &s) {
                 out.push(Problem::whole(format!("cni_supernet: {e}")));
             }
         }

@@ -1149,3 +1149,165 @@ fn blockinfile_blocks_from_template_lookups_match_ansible() {
         assert_eq!(recap.hosts[h].changed, 0, "{h}, second run: {events:#?}");
     }
 }
+
+#[test]
+fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_agent() {
+    // A stack of the real cluster_facts role and a role that writes what it derives.
+    let stack = tempfile::tempdir().unwrap();
+    let roles = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../roles/cluster_facts");
+    for sub in ["defaults", "tasks", "meta"] {
+        std::fs::create_dir_all(stack.path().join("cluster_facts").join(sub)).unwrap();
+        std::fs::copy(
+            roles.join(sub).join("main.yml"),
+            stack
+                .path()
+                .join("cluster_facts")
+                .join(sub)
+                .join("main.yml"),
+        )
+        .unwrap();
+    }
+    std::fs::write(stack.path().join("site.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    std::fs::create_dir_all(stack.path().join("ids/tasks")).unwrap();
+    std::fs::create_dir_all(stack.path().join("ids/meta")).unwrap();
+    std::fs::write(
+        stack.path().join("ids/meta/main.yml"),
+        "dependencies: [cluster_facts]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stack.path().join("ids/tasks/main.yml"),
+        "- copy:\n    dest: \"{{ root }}/{{ inventory_hostname }}/ids\"\n    content: \"{{ zookeeper_myid }} {{ cni_subnet }} {{ zookeeper_ensemble | map(attribute='id') | join(',') }}\\n\"\n",
+    )
+    .unwrap();
+    let run = |inventory: &str| {
+        let f = StackFixture::new(inventory);
+        let mut spec = f.request(stack.path());
+        spec.target = Target::Stack {
+            dir: Some(stack.path().to_path_buf()),
+            play: Some(api::InlinePlay {
+                name: "ids".into(),
+                hosts: "all".into(),
+                role: "ids".into(),
+                tasks_from: None,
+                gather_facts: false,
+                become_: false,
+            }),
+        };
+        (f, spec)
+    };
+    // One inventory file, edited between runs (the state dir sits beside it).
+    let (f, spec) = run("[masters]\nm1\n[zookeeper]\nz1\nz2\nz3\n[agents]\na1\na2\na3\n");
+    for h in ["z1", "z2", "z3", "a1", "a2", "a3"] {
+        std::fs::create_dir_all(f.dir.path().join("hosts").join(h)).unwrap();
+    }
+    let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    let ids = |h: &str| f.host_file(h, "ids").unwrap_or_default();
+    // First run: today's positional values, recorded.
+    assert_eq!(ids("z2"), "2  1,2,3\n");
+    assert_eq!(ids("z3"), "3  1,2,3\n");
+    assert_eq!(ids("a2"), "0 10.200.1.0/24 1,2,3\n");
+    assert_eq!(ids("a3"), "0 10.200.2.0/24 1,2,3\n");
+    let file = f.dir.path().join(".inventory.state/allocations.json");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(recorded["zookeeper"]["z3"], 3);
+    assert_eq!(recorded["cni"]["a3"], "10.200.2.0/24");
+    // Remove the middle ZooKeeper member (z4 joins to keep the ensemble odd) and the middle
+    // agent: nobody else's id or subnet moves; z4 takes the freed id.
+    std::fs::write(
+        f.dir.path().join("inventory.ini"),
+        format!(
+            "[masters]\nm1\n[zookeeper]\nz1\nz3\nz4\n[agents]\na1\na3\n[all:vars]\nroot={}\n",
+            f.dir.path().join("hosts").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(f.dir.path().join("hosts/z4")).unwrap();
+    let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(ids("z1"), "1  1,3,2\n");
+    assert_eq!(ids("z3"), "3  1,3,2\n");
+    assert_eq!(ids("z4"), "2  1,3,2\n");
+    assert_eq!(ids("a1"), "0 10.200.0.0/24 1,3,2\n");
+    assert_eq!(ids("a3"), "0 10.200.2.0/24 1,3,2\n");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(recorded["cni"].get("a2").is_none());
+    assert_eq!(recorded["zookeeper"]["z4"], 2);
+    // plan computes the same and records nothing new.
+    let before = std::fs::read_to_string(&file).unwrap();
+    let mut plan = spec.clone();
+    plan.mode = Mode::Check;
+    let _ = run_spec(&plan, LocalConnector::default());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+}
+
+/// The first handshake asked for hangs until another host has connected (for at most 5 s,
+/// then it says it timed out): a pool that serialises handshakes would let no other host in.
+#[derive(Default)]
+struct HangingFirst {
+    inner: LocalConnector,
+    first: Mutex<Option<String>>,
+    others: std::sync::atomic::AtomicBool,
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl Connector for HangingFirst {
+    fn connect<'a>(
+        &'a self,
+        target: &'a ConnectTarget,
+    ) -> BoxFuture<'a, Result<Arc<dyn Connection>, TransportError>> {
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            let first = {
+                let mut f = self.first.lock().unwrap();
+                f.get_or_insert_with(|| target.name.clone()) == &target.name
+            };
+            if first {
+                let start = std::time::Instant::now();
+                while !self.others.load(Ordering::SeqCst) {
+                    if start.elapsed() > Duration::from_secs(5) {
+                        self.timed_out.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return self.inner.connect(target).await;
+            }
+            let c = self.inner.connect(target).await;
+            self.others.store(true, Ordering::SeqCst);
+            c
+        })
+    }
+}
+
+#[test]
+fn one_hosts_handshake_never_waits_on_anothers() {
+    let f = Fixture::new(
+        "- hosts: web\n  gather_facts: false\n  tasks:\n    - copy: dest={{ root }}/{{ inventory_hostname }}/f content=x\n",
+    );
+    let events = Collector::default();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let connector = Arc::new(HangingFirst::default());
+    let io = RunIo {
+        sinks: vec![Box::new(events.clone())],
+        connector: Some(connector.clone()),
+        cancel: Some(rx),
+    };
+    let outcome = api::run(&f.request(Mode::Apply), io).unwrap();
+    assert!(
+        !connector
+            .timed_out
+            .load(std::sync::atomic::Ordering::SeqCst),
+        "the other host's handshake waited for the hanging one"
+    );
+    assert!(
+        !outcome.recap.any_unreachable() && !outcome.recap.any_failed(),
+        "{:#?}",
+        events.events()
+    );
+    assert_eq!(f.read("h1", "f"), "x");
+    assert_eq!(f.read("h2", "f"), "x");
+}

@@ -143,6 +143,9 @@ type RunOnceCell = Arc<tokio::sync::OnceCell<(StepOutcome, Vars)>>;
 /// Encoded control-node files by (path, size, modification time).
 type LocalFiles = HashMap<(PathBuf, u64, Option<std::time::SystemTime>), Arc<str>>;
 
+/// A host's session, opened on first use.
+type ConnCell = Arc<tokio::sync::OnceCell<Arc<dyn Connection>>>;
+
 /// A run_once task of one batch: (play, task, batch).
 type RunOnceKey = (usize, usize, usize);
 
@@ -169,14 +172,16 @@ pub struct Runner {
     cfg: RunConfig,
     templar: Templar,
     hosts: Arc<Mutex<HashMap<String, HostState>>>,
-    conns: tokio::sync::Mutex<HashMap<String, Arc<dyn Connection>>>,
+    /// Each host's session, opened once: one cell per host, so one host's handshake never
+    /// waits on another's (the map's lock is held only to find the cell).
+    conns: Mutex<HashMap<String, ConnCell>>,
     run_once: Mutex<HashMap<RunOnceKey, RunOnceCell>>,
     /// Hosts the walker stopped (failed, unreachable, aborted).
     stopped: Mutex<BTreeSet<String>>,
     /// Control-node files already read and encoded in this run.
-    local_files: Mutex<LocalFiles>,
+    local_files: Arc<Mutex<LocalFiles>>,
     /// sha1 of control-node files already read in this run (same key as `local_files`).
-    local_digests: Mutex<LocalFiles>,
+    local_digests: Arc<Mutex<LocalFiles>>,
     redactor: Arc<Redactor>,
     /// Tasks inside a block that has a `rescue` (at any depth): their failures are rescued.
     rescuable: HashSet<crate::diag::Loc>,
@@ -271,11 +276,11 @@ impl Runner {
             cfg,
             templar,
             hosts,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             run_once: Mutex::new(HashMap::new()),
             stopped: Mutex::new(BTreeSet::new()),
-            local_files: Mutex::new(HashMap::new()),
-            local_digests: Mutex::new(HashMap::new()),
+            local_files: Arc::default(),
+            local_digests: Arc::default(),
             redactor,
             rescuable,
             titles: Mutex::new(HashMap::new()),
@@ -474,22 +479,30 @@ impl Runner {
 
     /// The host's session, opened on first use.
     async fn connection(&self, host: &str) -> Result<Arc<dyn Connection>, TransportError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(host) {
-            return Ok(c.clone());
-        }
-        let target = self.connect_target(host)?;
-        // Any failure to open the session (including a handshake timeout) means unreachable.
-        let conn = self.connector.connect(&target).await.map_err(|e| match e {
-            TransportError::Timeout { host, what, after } => TransportError::Connect {
-                host,
-                address: target.address.clone(),
-                reason: format!("timed out after {after:?} while {what}"),
-            },
-            other => other,
-        })?;
-        conns.insert(host.to_string(), conn.clone());
-        Ok(conn)
+        let cell = {
+            let mut conns = match self.conns.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            conns.entry(host.to_string()).or_default().clone()
+        };
+        // Steps of this host wait for its handshake; other hosts do not. A failed connect
+        // leaves the cell empty: the next step tries again.
+        cell.get_or_try_init(|| async {
+            let target = self.connect_target(host)?;
+            // Any failure to open the session (including a handshake timeout) means
+            // unreachable.
+            self.connector.connect(&target).await.map_err(|e| match e {
+                TransportError::Timeout { host, what, after } => TransportError::Connect {
+                    host,
+                    address: target.address.clone(),
+                    reason: format!("timed out after {after:?} while {what}"),
+                },
+                other => other,
+            })
+        })
+        .await
+        .cloned()
     }
 
     fn connect_target(&self, host: &str) -> Result<ConnectTarget, TransportError> {
@@ -1235,7 +1248,7 @@ impl Runner {
             return fail(format!("module `{module}` is not available"));
         };
         // Control-node files become content before the module sees them.
-        if let Err(e) = self.inline_local_files(module, task, &mut args, vars) {
+        if let Err(e) = self.inline_local_files(module, task, &mut args, vars).await {
             return fail(e);
         }
         let probes = match m.probes(&args) {
@@ -1313,7 +1326,7 @@ impl Runner {
         let planned = match m.plan(&args, &facts, mode) {
             // Planned from the local file's checksum, and the content differs: send it.
             Err(e) if e.is_needs_content() => {
-                if let Err(e) = self.inline_local_content(task, &mut args) {
+                if let Err(e) = self.inline_local_content(task, &mut args).await {
                     return fail(e);
                 }
                 m.plan(&args, &facts, mode)
@@ -1480,6 +1493,7 @@ impl Runner {
                 template::strip_omitted(&mut args);
                 if self
                     .inline_local_files(module, task, &mut args, &vars)
+                    .await
                     .is_err()
                 {
                     continue;
@@ -1575,7 +1589,7 @@ impl Runner {
     }
 
     /// `template` renders `src` here; `copy` reads `src` here (unless `remote_src`).
-    fn inline_local_files(
+    async fn inline_local_files(
         &self,
         module: &str,
         task: &Task,
@@ -1615,13 +1629,16 @@ impl Runner {
                 let path = self.find_local(task, "files", &src)?;
                 args.insert(
                     "_content_sha1".into(),
-                    Value::String(self.local_sha1(&path)?),
+                    Value::String(self.local_sha1(&path).await?),
                 );
                 Ok(())
             }
             "unarchive" if !remote => {
                 let path = self.find_local(task, "files", &src)?;
-                args.insert("_content_b64".into(), Value::String(self.local_b64(&path)?));
+                args.insert(
+                    "_content_b64".into(),
+                    Value::String(self.local_b64(&path).await?),
+                );
                 Ok(())
             }
             _ => Ok(()),
@@ -1629,7 +1646,7 @@ impl Runner {
     }
 
     /// The content of a `copy` task's control-node `src`, for a plan that must write it.
-    fn inline_local_content(
+    async fn inline_local_content(
         &self,
         task: &Task,
         args: &mut Map<String, Value>,
@@ -1641,44 +1658,55 @@ impl Runner {
             .ok_or("copy: no src to read")?;
         let path = self.find_local(task, "files", &src)?;
         args.remove("_content_sha1");
-        args.insert("_content_b64".into(), Value::String(self.local_b64(&path)?));
+        args.insert(
+            "_content_b64".into(),
+            Value::String(self.local_b64(&path).await?),
+        );
         Ok(())
     }
 
     /// A control-node file's sha1 (hex), computed once per run.
-    fn local_sha1(&self, path: &Path) -> Result<String, String> {
+    async fn local_sha1(&self, path: &Path) -> Result<String, String> {
         Self::cached_local(&self.local_digests, path, |bytes| {
             crate::ops::files::sha1::sha1_hex(&bytes)
         })
+        .await
     }
 
     /// A control-node file as base64, read and encoded once per run (the same artifact is often
     /// copied to many hosts).
-    fn local_b64(&self, path: &Path) -> Result<String, String> {
+    async fn local_b64(&self, path: &Path) -> Result<String, String> {
         Self::cached_local(&self.local_files, path, |bytes| {
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
         })
+        .await
     }
 
-    /// `derive` of a control-node file's bytes, kept in `cache` by path, size and mtime.
-    fn cached_local(
-        cache: &Mutex<LocalFiles>,
+    /// `derive` of a control-node file's bytes, kept in `cache` by path, size and mtime. A hit
+    /// costs one stat; a miss reads and derives on a blocking thread, off the async workers.
+    async fn cached_local(
+        cache: &Arc<Mutex<LocalFiles>>,
         path: &Path,
-        derive: impl FnOnce(Vec<u8>) -> String,
+        derive: fn(Vec<u8>) -> String,
     ) -> Result<String, String> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cant = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let meta = std::fs::metadata(path).map_err(cant)?;
         let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
         if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(hit.to_string());
         }
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let value: Arc<str> = Arc::from(derive(bytes));
-        if let Ok(mut c) = cache.lock() {
-            c.insert(key, value.clone());
-        }
-        Ok(value.to_string())
+        let (cache, owned) = (cache.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&owned)
+                .map_err(|e| format!("cannot read {}: {e}", owned.display()))?;
+            let value: Arc<str> = Arc::from(derive(bytes));
+            if let Ok(mut c) = cache.lock() {
+                c.insert(key, value.clone());
+            }
+            Ok(value.to_string())
+        })
+        .await
+        .map_err(|e| format!("reading {}: {e}", path.display()))?
     }
 
     fn search_dirs(&self, task: &Task, sub: &str) -> Vec<PathBuf> {
@@ -1856,7 +1884,14 @@ impl Runner {
 
     /// Close every session.
     pub async fn close(&self) {
-        let conns: Vec<_> = self.conns.lock().await.drain().map(|(_, c)| c).collect();
+        let conns: Vec<_> = match self.conns.lock() {
+            Ok(mut c) => c.drain().filter_map(|(_, c)| c.get().cloned()).collect(),
+            Err(p) => p
+                .into_inner()
+                .drain()
+                .filter_map(|(_, c)| c.get().cloned())
+                .collect(),
+        };
         for c in conns {
             c.close().await;
         }

@@ -57,6 +57,8 @@ pub struct StackRun {
     pub vars: Vars,
     /// Problems of the stack itself (its bundle), reported with every other problem.
     pub diags: Diagnostics,
+    /// The member identities recorded in the state dir (`None`: nothing recorded yet).
+    pub allocations: Option<cluster_core::allocations::Allocations>,
 }
 
 /// Everything validated and planned, ready to run.
@@ -65,11 +67,17 @@ pub struct Prepared {
     pub playbook: Playbook,
     pub play_hosts: Vec<Vec<String>>,
     pub warnings: Vec<String>,
+    /// A stack run's variables at role-defaults precedence: `bundle` and the member
+    /// identities (`provisioner_allocations`). Empty for a playbook run.
+    pub stack_vars: Vars,
+    /// A stack run's member identities, to record in the state dir.
+    pub allocations: Option<cluster_core::allocations::Allocations>,
 }
 
 /// Load the inventory and playbook and check everything, returning all problems at once.
 pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     let mut diags = Diagnostics::new();
+    let mut allocations = None;
     let inventory = match crate::resolve::inventory::load_sources(&req.inventory) {
         Ok(mut inv) => {
             if let Some(stack) = &req.stack {
@@ -80,7 +88,14 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
                     .first()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                crate::stack::prepare_inventory(&mut inv, &req.extra_vars, &file, &mut diags);
+                allocations = crate::stack::prepare_inventory(
+                    &mut inv,
+                    &req.extra_vars,
+                    &file,
+                    &mut diags,
+                    stack.allocations.as_ref(),
+                )
+                .allocations;
                 diags.extend(stack.diags.clone());
             }
             let pb_dir = playbook_dir(&req.playbook);
@@ -162,13 +177,19 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
         }
     }
     warnings.extend(host_keys.warning());
+    let mut stack_vars = req
+        .stack
+        .as_ref()
+        .map(|st| st.vars.clone())
+        .unwrap_or_default();
+    if let Some(a) = &allocations {
+        stack_vars.insert(
+            crate::stack::ALLOCATIONS_VAR.into(),
+            serde_json::to_value(a).unwrap_or_default(),
+        );
+    }
     if diags.is_empty() {
-        let no_stack_vars = serde_json::Map::new();
-        let stack_vars = req
-            .stack
-            .as_ref()
-            .map(|st| &st.vars)
-            .unwrap_or(&no_stack_vars);
+        let stack_vars = &stack_vars;
         diags.extend(crate::resolve::undefined::check(
             &playbook,
             &crate::resolve::undefined::Context {
@@ -191,6 +212,8 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
         playbook,
         play_hosts,
         warnings,
+        stack_vars,
+        allocations,
     })
 }
 
@@ -295,6 +318,8 @@ pub async fn run(
         playbook,
         play_hosts,
         warnings,
+        stack_vars,
+        allocations: _,
     } = prepared;
     // Every event of the run goes through the redactor, whoever emits it.
     let redactor = Arc::new(Redactor::from_inventory(&inventory, &req.extra_vars));
@@ -353,11 +378,7 @@ pub async fn run(
         playbook_dir: playbook_dir(&req.playbook),
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
-        stack_vars: req
-            .stack
-            .as_ref()
-            .map(|s| s.vars.clone())
-            .unwrap_or_default(),
+        stack_vars,
         defaults: crate::config::RunDefaults {
             connect: crate::config::connect::with_state_dir(&req.defaults.connect, &req.inventory),
             ..req.defaults.clone()

@@ -135,7 +135,8 @@ pub struct Validated {
     pub warnings: Vec<String>,
 }
 
-/// The engine's request for a spec: the stack loaded (or the playbook named).
+/// The engine's request for a spec: the stack loaded (or the playbook named), with the member
+/// identities recorded in the state dir.
 fn request(spec: &RunSpec) -> Result<RunRequest, Error> {
     let mut roles_path = spec.roles_path.clone();
     let (playbook, inline, stack) = match &spec.target {
@@ -143,9 +144,16 @@ fn request(spec: &RunSpec) -> Result<RunRequest, Error> {
         Target::Stack { dir, play } => {
             let st = crate::stack::load(dir.as_deref(), &crate::stack::default_cache_root())?;
             roles_path.insert(0, st.dir.clone());
+            let allocations = match spec.inventory.first() {
+                Some(i) => StateDir::for_inventory(i)
+                    .load_allocations()
+                    .map_err(Error::Usage)?,
+                None => None,
+            };
             let run = StackRun {
                 vars: st.vars(),
                 diags: st.diags.clone(),
+                allocations,
             };
             let playbook = match play {
                 None => st.playbook,
@@ -201,12 +209,32 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     if let Some(w) = lock.as_ref().and_then(|l| l.takeover_warning()) {
         prepared.warnings.insert(0, w);
     }
+    // Identities are recorded before any host is touched, so the ids a run hands out are kept
+    // even when it fails halfway.
+    if let (Some(st), Some(a), Mode::Apply) = (&state, &prepared.allocations, spec.mode) {
+        let recorded = match &req.stack {
+            Some(s) => s.allocations.as_ref(),
+            None => None,
+        };
+        if recorded != Some(a) {
+            st.save_allocations(a).map_err(|e| {
+                Error::Environment(format!(
+                    "cannot record the member identities in {}: {e}",
+                    st.dir().display()
+                ))
+            })?;
+        }
+    }
     // State dir reads happen here, before the walk, off the async workers.
     let run_state = match &state {
-        Some(st) => RunState {
-            secrets: Some(Arc::new(st.secrets()?)),
-            pending: st.load_pending(),
-        },
+        Some(st) => {
+            let store = st.secrets()?;
+            store.preload();
+            RunState {
+                secrets: Some(Arc::new(store)),
+                pending: st.load_pending(),
+            }
+        }
         None => RunState::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -246,6 +246,37 @@ impl SecretStore {
         Ok(Some(s))
     }
 
+    /// Read and decrypt every stored secret now, so a run's lookups are answered from memory
+    /// (called before a run's walk: no file work or decryption on the async workers). A secret
+    /// that cannot be read is left for its lookup to report. Returns how many were loaded.
+    pub fn preload(&self) -> usize {
+        fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+            let Ok(rd) = std::fs::read_dir(d) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else if p.extension().is_some_and(|x| x == EXT) {
+                    if let Ok(rel) = p.with_extension("").strip_prefix(root) {
+                        let parts: Vec<String> = rel
+                            .components()
+                            .map(|c| c.as_os_str().to_string_lossy().to_string())
+                            .collect();
+                        out.push(parts.join("/"));
+                    }
+                }
+            }
+        }
+        let mut names = Vec::new();
+        walk(&self.dir, &self.dir, &mut names);
+        names
+            .iter()
+            .filter(|n| matches!(self.get(n), Ok(Some(_))))
+            .count()
+    }
+
     /// Store `value` as `name`, replacing what was there.
     pub fn put(&self, name: &str, value: &Secret) -> Result<(), SecretsError> {
         let _g = self

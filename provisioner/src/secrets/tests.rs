@@ -319,3 +319,19 @@ fn lookups_in_templates() {
         )
         .is_err());
 }
+
+#[test]
+fn preload_decrypts_every_stored_secret_into_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path());
+    let pw = s.password("zk", &[]).unwrap();
+    s.tls_ca().unwrap();
+    let fresh = store(tmp.path());
+    assert_eq!(fresh.preload(), 2);
+    // Answered from memory: the files may go.
+    std::fs::remove_dir_all(tmp.path().join("state/secrets/password")).unwrap();
+    assert_eq!(
+        fresh.get("password/zk").unwrap().unwrap().expose(),
+        pw.expose()
+    );
+}

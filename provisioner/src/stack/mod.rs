@@ -219,16 +219,30 @@ const TOPOLOGY_VARS: &[&str] = &[
     "cni_supernet",
 ];
 
+/// The variable a stack run passes the recorded identities in (role-defaults precedence), as
+/// `allocations.json` holds them; `cluster_facts` falls back to positions without it.
+pub const ALLOCATIONS_VAR: &str = "provisioner_allocations";
+
+/// What [`prepare_inventory`] found.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The groups added (`zookeeper`, `monitoring`).
+    pub added: Vec<String>,
+    /// The member identities for this inventory (`None` when the topology has problems).
+    pub allocations: Option<cluster_core::allocations::Allocations>,
+}
+
 /// For a stack run, before host selection: add the groups the inventory lacks (`zookeeper` =
-/// the masters, `monitoring` = the first master) and check the topology rules with each
-/// host's inventory variables overlaid by `extra_vars`. Problems are located at `inventory`.
-/// Returns the names of the groups added.
+/// the masters, `monitoring` = the first master), check the topology rules with each host's
+/// inventory variables overlaid by `extra_vars`, and allocate the member identities, keeping
+/// `previous` ones (cluster_core::allocations). Problems are located at `inventory`.
 pub fn prepare_inventory(
     inv: &mut Inventory,
     extra_vars: &Vars,
     inventory: &str,
     diags: &mut Diagnostics,
-) -> Vec<String> {
+    previous: Option<&cluster_core::allocations::Allocations>,
+) -> Prepared {
     let groups_of = |inv: &Inventory| -> Groups {
         inv.groups
             .keys()
@@ -269,10 +283,34 @@ pub fn prepare_inventory(
         vars.insert(h.to_string(), v);
     }
     let loc = Loc::file(inventory);
-    for p in topology::validate_topology(&groups, &vars) {
+    let problems = topology::validate_topology(&groups, &vars);
+    let allocations = if problems.is_empty() {
+        let get = |g: &str| groups.get(g).cloned().unwrap_or_default();
+        let agents = get("agents");
+        let supernet = agents
+            .first()
+            .and_then(|a| vars.get(a))
+            .and_then(|v| v.get("cni_supernet"))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_else(|| cluster_core::derive::DEFAULT_CNI_SUPERNET.to_string());
+        match cluster_core::allocations::allocate(previous, &get("zookeeper"), &agents, &supernet) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                diags.error(&loc, format!("cni_supernet: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    for p in problems {
         diags.error(&loc, p.message);
     }
-    added
+    Prepared { added, allocations }
 }
 
 /// `bundle:` as YAML for ansible-playbook's `group_vars/all/bundle.yml`.

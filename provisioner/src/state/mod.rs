@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster_core::allocations::Allocations;
 pub use lock::{Holder, LockError, RunLock};
 
 /// `<inventory dir>/.<inventory stem>.state`.
@@ -95,6 +96,33 @@ impl StateDir {
         )
     }
 
+    fn allocations_path(&self) -> PathBuf {
+        self.dir.join("allocations.json")
+    }
+
+    /// The recorded member identities (`None`: none recorded yet). A file that is not an
+    /// allocations file is an error naming it (it is never silently replaced).
+    pub fn load_allocations(&self) -> Result<Option<Allocations>, String> {
+        let path = self.allocations_path();
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                format!(
+                    "{} is not an allocations file ({e}); fix it or restore it from version control",
+                    path.display()
+                )
+            }),
+        }
+    }
+
+    /// Record `a` (pretty JSON, one key per line, so it diffs well in version control).
+    pub fn save_allocations(&self, a: &Allocations) -> std::io::Result<()> {
+        let mut text = serde_json::to_vec_pretty(a).unwrap_or_default();
+        text.push(b'\n');
+        write_atomic(&self.allocations_path(), &text)
+    }
+
     /// The run lock, for a run of `command`: at once, or waiting up to `wait`. A lock its
     /// holder left behind is taken over; the returned lock says whose it was
     /// ([`RunLock::taken_over`]).
@@ -145,5 +173,26 @@ mod tests {
         assert_eq!(s.load_pending(), p);
         s.save_pending(&Pending::new()).unwrap();
         assert!(!s.dir().join("pending-handlers.json").exists());
+    }
+
+    #[test]
+    fn allocations_round_trip_and_a_broken_file_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::for_inventory(&tmp.path().join("prod.yml"));
+        assert_eq!(s.load_allocations(), Ok(None));
+        let a = cluster_core::allocations::allocate(
+            None,
+            &["m1".to_string()],
+            &["a1".to_string()],
+            "10.200.0.0/16",
+        )
+        .unwrap();
+        s.save_allocations(&a).unwrap();
+        assert_eq!(s.load_allocations(), Ok(Some(a)));
+        std::fs::write(s.dir().join("allocations.json"), "{").unwrap();
+        assert!(s
+            .load_allocations()
+            .unwrap_err()
+            .contains("allocations.json"));
     }
 }

@@ -328,7 +328,13 @@ where
     let mut preferred = russh::Preferred::default();
     // Ask first for the key types known_hosts has for this host, as OpenSSH does, so a host
     // with several keys is checked against the one we know.
-    let known = known_hosts::known_algorithms(known_hosts, &r.host, r.port);
+    // known_hosts is read off the async workers (a blocking read).
+    let known = {
+        let (path, host, port) = (known_hosts.to_path_buf(), r.host.clone(), r.port);
+        tokio::task::spawn_blocking(move || known_hosts::known_algorithms(&path, &host, port))
+            .await
+            .unwrap_or_default()
+    };
     if !known.is_empty() {
         let same = |a: &Algorithm, b: &Algorithm| {
             a == b || (matches!(a, Algorithm::Rsa { .. }) && matches!(b, Algorithm::Rsa { .. }))
@@ -380,16 +386,20 @@ where
     };
     let to_learn = learned.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(key) = to_learn {
-        known_hosts::append(known_hosts, &r.host, r.port, &key).map_err(|e| {
-            connect_error(
-                target,
-                address.clone(),
-                format!(
-                    "cannot record the host key in {}: {e}",
-                    known_hosts.display()
-                ),
-            )
-        })?;
+        let (path, host, port) = (known_hosts.to_path_buf(), r.host.clone(), r.port);
+        tokio::task::spawn_blocking(move || known_hosts::append(&path, &host, port, &key))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .map_err(|e| {
+                connect_error(
+                    target,
+                    address.clone(),
+                    format!(
+                        "cannot record the host key in {}: {e}",
+                        known_hosts.display()
+                    ),
+                )
+            })?;
         tracing::debug!(host = %target.name, "recorded a new host key (accept-new)");
     }
     tokio::time::timeout(
@@ -440,7 +450,13 @@ impl ClientHandler {
         }
     }
 
-    fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
+    /// `checked`: the key looked up in known_hosts (`None` for a pinned key, which needs no
+    /// file).
+    fn verify(
+        &self,
+        key: &PublicKey,
+        checked: Option<std::io::Result<HostKeyStatus>>,
+    ) -> Result<(), TransportError> {
         let actual = known_hosts::fingerprint(key);
         if let HostKeyPolicy::Pinned(pinned) = &self.policy {
             let norm = |s: &str| {
@@ -460,13 +476,12 @@ impl ClientHandler {
                 })
             };
         }
-        let status =
-            known_hosts::check(&self.known_hosts, &self.host, self.port, key).map_err(|e| {
-                TransportError::Connect {
-                    host: self.target_name.clone(),
-                    address: format!("{}:{}", self.host, self.port),
-                    reason: format!("cannot read {}: {e}", self.known_hosts.display()),
-                }
+        let status = checked
+            .unwrap_or_else(|| Err(std::io::Error::other("not read")))
+            .map_err(|e| TransportError::Connect {
+                host: self.target_name.clone(),
+                address: format!("{}:{}", self.host, self.port),
+                reason: format!("cannot read {}: {e}", self.known_hosts.display()),
             })?;
         match status {
             HostKeyStatus::Known => Ok(()),
@@ -509,7 +524,23 @@ impl client::Handler for ClientHandler {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(c) => PublicKey::from(c.public_key().clone()),
         };
-        match self.verify(&key) {
+        let checked = match self.policy {
+            HostKeyPolicy::Pinned(_) => None,
+            _ => {
+                let (path, host, port, k) = (
+                    self.known_hosts.clone(),
+                    self.host.clone(),
+                    self.port,
+                    key.clone(),
+                );
+                Some(
+                    tokio::task::spawn_blocking(move || known_hosts::check(&path, &host, port, &k))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+                )
+            }
+        };
+        match self.verify(&key, checked) {
             Ok(()) => Ok(true),
             Err(e) => {
                 *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
