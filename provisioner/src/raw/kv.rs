@@ -36,7 +36,7 @@ fn jinja_depth(token: &str, depth: usize, open: &str, close: &str) -> usize {
 /// split on spaces and newlines outside quotes and Jinja blocks, keeping quotes. Newlines
 /// stay at the end of the word before them and runs of spaces stay as trailing spaces, so
 /// `join_args` gives back the original text (a multi-line `shell: |` keeps its lines).
-fn split_args(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_args(s: &str) -> Result<Vec<String>, String> {
     let mut params: Vec<String> = Vec::new();
     let items: Vec<&str> = s.split('\n').collect();
     let mut quote: Option<char> = None;
@@ -113,7 +113,7 @@ fn split_args(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// Ansible's `join_args`: words joined by a space, except after a word that ends a line.
-fn join_args(words: &[String]) -> String {
+pub(crate) fn join_args(words: &[String]) -> String {
     let mut out = String::new();
     for w in words {
         if !(out.is_empty() || out.ends_with('\n')) {

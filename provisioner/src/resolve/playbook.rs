@@ -37,6 +37,9 @@ pub const ENGINE_MODULES: &[&str] = &[
     "meta",
     "include_tasks",
     "import_tasks",
+    // Ansible's deprecated task-level `include` (removed in ansible-core 2.16): run as
+    // `include_tasks` with a literal file name, as older roles use it.
+    "include",
 ];
 
 /// The catalog of the real modules: `crate::ops` plus the engine's own.
@@ -48,7 +51,7 @@ impl ModuleCatalog for BuiltinCatalog {
         if ENGINE_MODULES.contains(&short) {
             return Some(ModuleInfo {
                 params: None,
-                free_form: matches!(short, "meta" | "include_tasks" | "import_tasks"),
+                free_form: matches!(short, "meta" | "include_tasks" | "import_tasks" | "include"),
                 canonical: short.to_string(),
             });
         }
@@ -682,7 +685,7 @@ impl<'a> Loader<'a> {
             };
             let name = mk.key_string().unwrap_or_default();
             let short = name.strip_prefix("ansible.builtin.").unwrap_or(&name);
-            if matches!(short, "import_tasks" | "include_tasks") {
+            if matches!(short, "import_tasks" | "include_tasks" | "include") {
                 return self.import(
                     node,
                     mk,
@@ -810,7 +813,36 @@ impl<'a> Loader<'a> {
         handler: bool,
     ) -> Vec<Task> {
         let kind = mk.key_string().unwrap_or_default();
+        let mut inherit = inherit;
         let file = match &mv.value {
+            // The old `include: file.yml k=v ...`: `tags=a,b` tags the included tasks, other
+            // parameters are variables of the included tasks (as Ansible's include parameters).
+            yaml::Value::Str(s) if kind.ends_with("include") => {
+                match kv::split_args(s).and_then(|words| {
+                    let rest = kv::join_args(words.get(1..).unwrap_or_default());
+                    Ok((words.first().cloned(), kv::parse_kv(&rest, false)?))
+                }) {
+                    Ok((file, params)) => {
+                        for (k, v) in params {
+                            if k == "tags" {
+                                let tags = v.as_str().unwrap_or_default().split(',');
+                                inherit.tags.extend(
+                                    tags.map(str::trim)
+                                        .filter(|t| !t.is_empty())
+                                        .map(str::to_string),
+                                );
+                            } else {
+                                inherit.vars.insert(k, v);
+                            }
+                        }
+                        file
+                    }
+                    Err(e) => {
+                        self.diags.error(&mv.loc, e);
+                        return Vec::new();
+                    }
+                }
+            }
             yaml::Value::Str(s) => Some(s.clone()),
             yaml::Value::Map(_) => mv.get("file").and_then(Node::key_string),
             _ => None,
@@ -1076,7 +1108,9 @@ fn unsupported_keyword_hint(key: &str) -> Option<&'static str> {
         | "ansible.builtin.import_role" => {
             " (list the role under the play's `roles:` or in meta dependencies)"
         }
-        "include" | "include_vars" => " (use import_tasks, or vars files under the role's vars/)",
+        "include_vars" | "ansible.builtin.include_vars" => {
+            " (use vars files under the role's vars/ or defaults/, or group_vars/host_vars)"
+        }
         "environment" | "connection" | "remote_user" | "vars_files" | "with_dict"
         | "with_fileglob" | "with_together" | "with_nested" | "with_subelements" | "loop_with"
         | "diff" | "throttle" | "any_errors_fatal" | "debugger" | "collections"
@@ -1264,6 +1298,40 @@ mod tests {
             );
         }
         assert_eq!(err.len(), expect.len(), "{text}");
+    }
+
+    #[test]
+    fn legacy_include_runs_as_include_tasks_with_its_tags_and_vars() {
+        let err = Loader::new(&TestCatalog, vec![])
+            .load_playbook(&fixture("include-legacy"))
+            .unwrap_err()
+            .to_string();
+        // A templated file name stays outside the subset, as for include_tasks.
+        assert!(err.contains("main.yml:5:"), "{err}");
+        assert!(
+            err.contains("`ansible.builtin.include` with a templated file name"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let src = fixture("include-legacy");
+        let src = src.parent().unwrap();
+        for f in ["site.yml", "roles/r/tasks/setup.yml"] {
+            std::fs::create_dir_all(dir.path().join(f).parent().unwrap()).unwrap();
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let main = std::fs::read_to_string(src.join("roles/r/tasks/main.yml")).unwrap();
+        let main: String = main.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join("roles/r/tasks/main.yml"), main).unwrap();
+        let pb = Loader::new(&TestCatalog, vec![])
+            .load_playbook(&dir.path().join("site.yml"))
+            .unwrap();
+        let tasks = &pb.plays[0].tasks;
+        assert_eq!(names(tasks), vec!["r : in setup", "r : after"]);
+        assert_eq!(tasks[0].tags, vec!["configuration", "setup"]);
+        assert_eq!(tasks[0].vars["port"], "81");
+        assert_eq!(tasks[0].when, vec![Value::from("do_it")]);
+        assert!(tasks[1].tags.is_empty() && !tasks[1].vars.contains_key("port"));
     }
 
     #[test]
