@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, ExitCode};
-use crate::ops::Mode;
+use crate::exec::Mode;
 use crate::report::human::HumanOptions;
 use crate::report::terminal::{self, Output};
 use crate::report::{eprint_line, print_line};

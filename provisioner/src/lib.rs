@@ -10,7 +10,7 @@ pub mod exec;
 pub mod facts;
 pub mod lab;
 pub mod model;
-pub mod ops;
+pub mod modules;
 pub mod plan;
 pub mod raw;
 pub mod report;

@@ -16,11 +16,12 @@ use serde_json::{json, Map, Value};
 use crate::exec::events::{DiffText, EventSink, RunEvent, TaskReport, TaskStatus};
 use crate::exec::redact::Redactor;
 use crate::exec::walker::{StepOutcome, StepRunner, StopReason};
+use crate::exec::Mode;
 use crate::facts::{self, Facts};
 use crate::model::inventory::Inventory;
 use crate::model::play::{tags_selected, Play, Task, TaskKind};
 use crate::model::vars::{VarLevel, VarStack};
-use crate::ops::{self, Action, ActionOutput, Mode, ModuleResult, Planned};
+use crate::modules::{self, Action, ActionOutput, ModuleResult, Planned};
 use crate::plan::{Node, Step};
 use crate::template::{self, HostVarsSource, Templar, Vars};
 use crate::transport::{
@@ -85,9 +86,13 @@ fn diff_side(text: &str) -> String {
 
 /// What the actions of one module call can change, to keep the probe answers gathered before
 /// it that they cannot affect: `Some(paths)` when they only write at, under or above these
-/// absolute paths (file writes, and commands of a module [`ops::Module::confined_to`] its
+/// absolute paths (file writes, and commands of a module [`modules::Module::confined_to`] its
 /// paths), `None` when anything may change (commands, packages, services, ...).
-fn touched_paths(m: &dyn ops::Module, args: &ops::Args, actions: &[Action]) -> Option<Vec<String>> {
+fn touched_paths(
+    m: &dyn modules::Module,
+    args: &modules::Args,
+    actions: &[Action],
+) -> Option<Vec<String>> {
     let mut paths: Vec<String> = actions
         .iter()
         .filter_map(|a| match a {
@@ -1244,7 +1249,7 @@ impl Runner {
             }
             _ => {}
         }
-        let Some(m) = ops::lookup(module) else {
+        let Some(m) = modules::lookup(module) else {
             return fail(format!("module `{module}` is not available"));
         };
         // Control-node files become content before the module sees them.
@@ -1466,7 +1471,7 @@ impl Runner {
                 }
                 TaskKind::Module { module, args } => (module, args),
             };
-            let Some(m) = ops::lookup(module) else {
+            let Some(m) = modules::lookup(module) else {
                 continue;
             };
             let mut vars = self.task_vars(host, play_idx, Some(task));
@@ -1668,7 +1673,7 @@ impl Runner {
     /// A control-node file's sha1 (hex), computed once per run.
     async fn local_sha1(&self, path: &Path) -> Result<String, String> {
         Self::cached_local(&self.local_digests, path, |bytes| {
-            crate::ops::files::sha1::sha1_hex(&bytes)
+            crate::modules::files::sha1::sha1_hex(&bytes)
         })
         .await
     }
@@ -2028,7 +2033,7 @@ mod tests {
     #[test]
     fn a_file_change_keeps_the_answers_it_cannot_affect() {
         use facts::Probe;
-        let module = |name: &str| ops::lookup(name).unwrap();
+        let module = |name: &str| modules::lookup(name).unwrap();
         let stat = |p: &str| Probe::Stat {
             path: p.into(),
             follow: false,
@@ -2060,7 +2065,7 @@ mod tests {
             &none
         ));
 
-        let mut args = ops::Args::new();
+        let mut args = modules::Args::new();
         args.insert("path".into(), json!("/etc/app/"));
         let exec = Action::Exec {
             script: "mkdir -p /etc/app".into(),

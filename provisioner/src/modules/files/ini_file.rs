@@ -10,7 +10,7 @@ use super::args::{parse, specs, Kind, Param, Params, FILE_COMMON};
 use super::common::FileAttrs;
 use super::edit;
 use crate::facts::{Facts, Probe};
-use crate::ops::{Args, Mode, Module, OpError, ParamSpec, Planned};
+use crate::modules::{Args, Mode, Module, OpError, ParamSpec, Planned};
 use regex::Regex;
 use serde_json::Map;
 

@@ -8,7 +8,7 @@ use super::common::{
     MAX_READ,
 };
 use crate::facts::{Facts, FileStat, Probe};
-use crate::ops::{OpError, Planned};
+use crate::modules::{OpError, Planned};
 use serde_json::{Map, Value};
 
 /// Probes for editing `path`.

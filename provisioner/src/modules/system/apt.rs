@@ -19,7 +19,7 @@
 
 use super::args::{lines_value, p, pa, A};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

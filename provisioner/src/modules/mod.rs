@@ -1,4 +1,4 @@
-//! Operations: one per supported Ansible module. Pure functions, pyinfra's split:
+//! Modules: one per supported Ansible module (the `Module` trait). Pure functions, pyinfra's split:
 //!
 //! ```text
 //! probes(args)              -> which facts the op needs          (no I/O)
@@ -15,14 +15,8 @@ use serde_json::{Map, Value};
 /// Module arguments after templating, as Ansible passes them to a module.
 pub type Args = Map<String, Value>;
 
-/// What the executor is allowed to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Probe and plan only; report what would change.
-    Check,
-    /// Probe, plan, then perform the actions.
-    Apply,
-}
+/// The run mode modules plan for (owned by `exec`).
+pub use crate::exec::Mode;
 
 /// One mutation on a host.
 #[derive(Clone, Debug, PartialEq, Eq)]

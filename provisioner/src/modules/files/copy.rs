@@ -27,7 +27,7 @@ use super::common::{
     WriteFile,
 };
 use crate::facts::{Facts, Probe};
-use crate::ops::{Action, Args, Diff, Mode, Module, OpError, ParamSpec, Planned};
+use crate::modules::{Action, Args, Diff, Mode, Module, OpError, ParamSpec, Planned};
 use crate::shell::quote;
 use base64::Engine as _;
 use serde_json::{Map, Value};

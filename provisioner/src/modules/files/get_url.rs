@@ -16,7 +16,7 @@
 use super::args::{parse, specs, Kind, Param, Params, FILE_COMMON};
 use super::common::{basename, dirname, mode_str, need_stat, new_stat, FileAttrs};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Diff, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

@@ -16,7 +16,7 @@
 use super::args::{parse, specs, Kind, Param, Params, FILE_COMMON};
 use super::common::{mode_str, need_stat, FileAttrs, ModeArg};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     default_finish, Action, ActionOutput, Args, Diff, Mode, Module, ModuleResult, OpError,
     ParamSpec, Planned,
 };

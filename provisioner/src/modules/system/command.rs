@@ -20,7 +20,7 @@
 
 use super::args::{glob_probe, lines_value, p, pa, shlex_split, A};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

@@ -12,7 +12,7 @@
 
 use super::args::{p, pa, to_bool, A};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Diff, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

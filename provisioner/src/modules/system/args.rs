@@ -7,7 +7,7 @@
 //!
 //! The file-modules family has its own copy; the lead deduplicates later.
 
-use crate::ops::{Args, OpError, ParamSpec};
+use crate::modules::{Args, OpError, ParamSpec};
 use serde_json::{Map, Value};
 
 /// Shorthand for building a static [`ParamSpec`] table.
@@ -45,7 +45,7 @@ pub struct A<'a> {
 }
 
 /// Ansible's `boolean()` (one implementation for every module's arguments).
-pub use crate::ops::files::args::to_bool;
+pub use crate::modules::files::args::to_bool;
 
 /// Render a scalar the way Ansible's `type='str'` conversion does.
 pub fn to_str(v: &Value) -> Option<String> {

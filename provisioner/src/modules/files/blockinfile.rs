@@ -6,7 +6,7 @@ use super::args::{parse, specs, Kind, Param, Params, FILE_COMMON};
 use super::common::FileAttrs;
 use super::edit::{self, py_regex, splitlines_keepends};
 use crate::facts::{Facts, Probe};
-use crate::ops::{Args, Mode, Module, OpError, ParamSpec, Planned};
+use crate::modules::{Args, Mode, Module, OpError, ParamSpec, Planned};
 use serde_json::Map;
 
 pub struct BlockInFile;

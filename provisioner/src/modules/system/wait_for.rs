@@ -9,7 +9,7 @@
 
 use super::args::{p, A};
 use crate::facts::Facts;
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

@@ -3,7 +3,7 @@
 //! `raw`). Args arrive templated but loosely typed (YAML `0644` is the int 420, `"yes"` is a
 //! string), exactly as Ansible's modules receive them.
 
-use crate::ops::{Args, OpError, ParamSpec};
+use crate::modules::{Args, OpError, ParamSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -121,23 +121,8 @@ fn py_type(v: &Value) -> &'static str {
     }
 }
 
-/// Ansible's `boolean()`.
-pub fn to_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_f64() {
-            Some(1.0) => Some(true),
-            Some(0.0) => Some(false),
-            _ => None,
-        },
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" | "on" | "1" | "true" | "t" => Some(true),
-            "n" | "no" | "off" | "0" | "false" | "f" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
+/// Ansible's `boolean()` (see [`cluster_core::boolean`]).
+pub use cluster_core::boolean as to_bool;
 
 fn coerce(name: &str, kind: Kind, v: &Value) -> Result<Value, String> {
     let fail = |target: &str, why: String| {

@@ -17,7 +17,7 @@
 
 use super::args::{p, pa, req, split_lines, A};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Diff, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;
@@ -508,7 +508,7 @@ impl Module for Cron {
     }
 
     fn finish(&self, _args: &Args, planned: &Planned, outputs: &[ActionOutput]) -> ModuleResult {
-        let mut r = crate::ops::default_finish(planned, outputs);
+        let mut r = crate::modules::default_finish(planned, outputs);
         if r.failed {
             r.changed = false;
             r.data = Map::new();

@@ -9,7 +9,7 @@
 use super::args::{parse, specs, Kind, Param, Params, FILE_COMMON};
 use super::common::{dirname, mode_str, need_stat, new_stat, AttrPlan, FileAttrs};
 use crate::facts::{Facts, FileStat, Probe, ProbeResult};
-use crate::ops::{Action, Args, Diff, Mode, Module, OpError, ParamSpec, Planned};
+use crate::modules::{Action, Args, Diff, Mode, Module, OpError, ParamSpec, Planned};
 use crate::shell::quote;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

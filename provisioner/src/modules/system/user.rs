@@ -30,7 +30,7 @@
 use super::args::{p, pa, req, A};
 use super::group::parse_group_line;
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;
@@ -502,7 +502,7 @@ impl Module for User {
             actions, result, ..
         } = planned
         else {
-            return crate::ops::default_finish(planned, outputs);
+            return crate::modules::default_finish(planned, outputs);
         };
         let mut data = result.clone();
         let early = data.remove("_user_early").is_some();

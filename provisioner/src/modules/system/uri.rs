@@ -21,7 +21,7 @@
 
 use super::args::{p, pa, req, A};
 use crate::facts::Facts;
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

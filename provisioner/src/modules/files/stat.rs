@@ -10,7 +10,7 @@
 use super::args::{parse, specs, Kind, Param, Params};
 use super::common::{dirname, mode_str, need_stat};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{Args, Mode, Module, OpError, ParamSpec, Planned};
+use crate::modules::{Args, Mode, Module, OpError, ParamSpec, Planned};
 use crate::shell::quote;
 use serde_json::{Map, Value};
 

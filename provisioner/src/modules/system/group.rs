@@ -13,7 +13,7 @@
 
 use super::args::{p, req, A};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;
@@ -172,7 +172,7 @@ impl Module for Group {
 
     fn finish(&self, args: &Args, planned: &Planned, outputs: &[ActionOutput]) -> ModuleResult {
         let Planned::Change { result, .. } = planned else {
-            return crate::ops::default_finish(planned, outputs);
+            return crate::modules::default_finish(planned, outputs);
         };
         let mut data = result.clone();
         let created = data.remove("_group_created").is_some();

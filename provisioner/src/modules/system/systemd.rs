@@ -15,7 +15,7 @@
 
 use super::args::{p, pa, A};
 use crate::facts::{Facts, Probe, ProbeResult, UnitState};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;

@@ -22,7 +22,7 @@
 
 use super::args::{p, A};
 use crate::facts::{Facts, Probe, ProbeResult};
-use crate::ops::{
+use crate::modules::{
     Action, ActionOutput, Args, Mode, Module, ModuleResult, OpError, ParamSpec, Planned,
 };
 use crate::shell::quote;
@@ -341,7 +341,7 @@ impl Module for AptKey {
 
     fn finish(&self, _args: &Args, planned: &Planned, outputs: &[ActionOutput]) -> ModuleResult {
         let Planned::Change { result, .. } = planned else {
-            return crate::ops::default_finish(planned, outputs);
+            return crate::modules::default_finish(planned, outputs);
         };
         let mut data = result.clone();
         let after = data.remove("_apt_key_after");

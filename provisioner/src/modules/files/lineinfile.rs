@@ -7,7 +7,7 @@ use super::args::{parse, specs, Kind, Param, Params, FILE_COMMON};
 use super::common::FileAttrs;
 use super::edit::{self, py_expand, py_regex, readlines};
 use crate::facts::{Facts, Probe};
-use crate::ops::{Args, Mode, Module, OpError, ParamSpec, Planned};
+use crate::modules::{Args, Mode, Module, OpError, ParamSpec, Planned};
 use serde_json::{Map, Value};
 
 pub struct LineInFile;

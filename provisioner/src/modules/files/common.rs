@@ -10,7 +10,7 @@
 use super::args::{py_str, Params};
 use super::sha1::sha1_hex;
 use crate::facts::{Facts, FileStat, ProbeResult};
-use crate::ops::{Action, Args, Diff, OpError, Planned};
+use crate::modules::{Action, Args, Diff, OpError, Planned};
 use crate::shell::quote;
 use serde_json::{Map, Value};
 
@@ -359,7 +359,7 @@ pub fn realpath_probe(path: &str) -> crate::facts::Probe {
 
 /// `os.path.dirname`.
 /// The file a file module works on (`path` or one of its aliases), for
-/// [`crate::ops::Module::confined_to`]: its actions touch that path (and parents they create).
+/// [`crate::modules::Module::confined_to`]: its actions touch that path (and parents they create).
 pub fn own_path(args: &Args) -> Option<Vec<String>> {
     ["path", "dest", "destfile", "name"]
         .iter()

@@ -1,7 +1,7 @@
 //! System modules: apt, package, apt_repository, apt_key, service, systemd, sysctl, user, group,
 //! cron, command, shell, wait_for, uri, package_facts.
 //!
-//! Every module here is pure (see `ops/mod.rs`). Shared argument coercion lives in `args.rs`.
+//! Every module here is pure (see `modules/mod.rs`). Shared argument coercion lives in `args.rs`.
 //! Fixtures (facts in → plan out, outputs in → result out) are under
 //! `tests/fixtures/ops/system/`, run by `tests/ops_system_fixtures.rs`.
 
