@@ -13,6 +13,7 @@
 pub mod allocations;
 pub mod bundle;
 pub mod derive;
+pub mod health;
 pub mod topology;
 
 use std::fmt;

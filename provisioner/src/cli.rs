@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::ansible_cfg::AnsibleConfig;
 use crate::error::{Error, ExitCode};
 use crate::exec::Mode;
 use crate::report::human::HumanOptions;
@@ -42,6 +43,34 @@ pub enum Command {
     Lab(crate::lab::LabArgs),
     /// The cluster's TLS material (CA and host certificates, kept encrypted in the state dir).
     Tls(TlsArgs),
+    /// Print a shell completion script (e.g. `provisioner completions bash > /etc/bash_completion.d/provisioner`).
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::manual::Shell,
+    },
+    /// Print the man page (roff): `provisioner man | man -l -`; `provisioner man lab up` for a subcommand's.
+    Man {
+        /// A subcommand path (`apply`, `lab up`); none for the main page.
+        command: Vec<String>,
+    },
+    /// The cluster's health: ZooKeeper, Mesos masters and agents, DNS, services, alerts,
+    /// certificates. Read-only, no lock; exit 0 healthy, 1 degraded (a critical flag).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// `human` (default) or `json` (one JSON object per check).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
+    /// Check again every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
+    /// The stack's roles from this directory instead of the built-in copy.
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,8 +175,9 @@ fn tls_command(args: TlsArgs) -> std::process::ExitCode {
 /// Options shared by validate, plan, apply and play.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Inventory file or directory (Ansible INI or YAML). Repeatable.
-    #[arg(short = 'i', long = "inventory", required = true)]
+    /// Inventory file or directory (Ansible INI or YAML). Repeatable. Default: `inventory`
+    /// of ansible.cfg.
+    #[arg(short = 'i', long = "inventory")]
     pub inventory: Vec<PathBuf>,
     /// The playbook to run. Without one, validate/plan/apply run the bundled Mesos stack.
     pub playbook: Option<PathBuf>,
@@ -164,13 +194,13 @@ pub struct RunArgs {
     /// Show remote commands.
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// How many hosts work at once.
-    #[arg(short = 'f', long, default_value_t = 16)]
-    pub forks: usize,
+    /// How many hosts work at once [default: `forks` of ansible.cfg, else 16].
+    #[arg(short = 'f', long)]
+    pub forks: Option<usize>,
     /// Extra variables, `key=value` or a JSON object (highest precedence). Repeatable.
     #[arg(short = 'e', long = "extra-vars")]
     pub extra_vars: Vec<String>,
-    /// Additional directories to search for roles.
+    /// Additional directories to search for roles (before `roles_path` of ansible.cfg).
     #[arg(long = "roles-path")]
     pub roles_path: Vec<PathBuf>,
     /// The longest one remote command may run, in seconds.
@@ -245,8 +275,25 @@ pub enum BundleCommand {
     },
 }
 
-/// What a command runs: the playbook given, or (when allowed) the bundled stack.
-fn spec(command: &str, args: &RunArgs, mode: Mode, stack_allowed: bool) -> Result<RunSpec, Error> {
+/// What a command runs: the playbook given, or (when allowed) the bundled stack. `cfg` is
+/// ansible.cfg; the command-line flags win over it.
+fn spec(
+    command: &str,
+    args: &RunArgs,
+    mode: Mode,
+    stack_allowed: bool,
+    cfg: &AnsibleConfig,
+) -> Result<RunSpec, Error> {
+    let inventory = if args.inventory.is_empty() {
+        cfg.inventory.clone()
+    } else {
+        args.inventory.clone()
+    };
+    if inventory.is_empty() {
+        return Err(Error::Usage(
+            "no inventory: give -i INVENTORY, or set `inventory` in ansible.cfg".into(),
+        ));
+    }
     let target = match (&args.playbook, stack_allowed) {
         (Some(p), _) => Target::Playbook(p.clone()),
         (None, false) => {
@@ -259,18 +306,66 @@ fn spec(command: &str, args: &RunArgs, mode: Mode, stack_allowed: bool) -> Resul
             play: None,
         },
     };
-    let mut spec = RunSpec::new(command, args.inventory.clone(), target, mode);
+    let mut spec = RunSpec::new(command, inventory, target, mode);
     spec.limit = args.limit.clone();
     spec.diff = args.diff;
     spec.verbose = args.verbose;
-    spec.forks = args.forks.max(1);
+    spec.forks = args.forks.or(cfg.forks).unwrap_or(16).max(1);
     spec.extra_vars = parse_extra_vars(&args.extra_vars)?;
     spec.roles_path = args.roles_path.clone();
+    spec.roles_path.extend(cfg.roles_path.iter().cloned());
     spec.command_timeout = Duration::from_secs(args.timeout.max(1));
     spec.tags = args.tags.clone();
     spec.skip_tags = args.skip_tags.clone();
     spec.lock_wait = args.wait_lock.map(Duration::from_secs);
+    spec.defaults = crate::config::RunDefaults::from_config(cfg);
     Ok(spec)
+}
+
+/// ansible.cfg for a run (`ANSIBLE_CONFIG`, `./ansible.cfg`, `~/.ansible.cfg`); under `-v`,
+/// which file and the keys it ignores.
+fn ansible_config(args: &RunArgs) -> Result<AnsibleConfig, Error> {
+    let env = crate::config::ansible_cfg::Env::current();
+    let cfg = crate::config::ansible_cfg::discover(&env).map_err(Error::Invalid)?;
+    if args.verbose {
+        for n in &cfg.notes {
+            eprint_line(n);
+        }
+        for line in crate::config::ansible_cfg::ignored_entries(&cfg) {
+            eprint_line(&line);
+        }
+    }
+    Ok(cfg)
+}
+
+/// `become_ask_pass`: ask once on the terminal, without echo (as `ansible-playbook -K`).
+fn ask_become_password() -> Result<crate::secret::Secret, Error> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "become_ask_pass = True (ansible.cfg) needs a terminal to ask on; set \
+             ansible_become_password in the inventory instead (it is kept out of every output)"
+                .into(),
+        ));
+    }
+    crate::report::eprint_prompt("BECOME password: ");
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let hidden = stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if hidden {
+        stty("echo");
+    }
+    eprint_line("");
+    read.map_err(|e| Error::Usage(format!("cannot read the become password: {e}")))?;
+    Ok(crate::secret::Secret::new(
+        line.trim_end_matches(['\n', '\r']).to_string(),
+    ))
 }
 
 fn exit(code: ExitCode) -> std::process::ExitCode {
@@ -309,11 +404,18 @@ fn run_playbook(
     mode: Mode,
     drift_exit: bool,
     stack_allowed: bool,
+    cfg: &AnsibleConfig,
 ) -> std::process::ExitCode {
-    let mut spec = match spec(command, args, mode, stack_allowed) {
+    let mut spec = match spec(command, args, mode, stack_allowed, cfg) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    if cfg.become_ask_pass {
+        match ask_become_password() {
+            Ok(p) => spec.defaults.connect.become_password = Some(p),
+            Err(e) => return fail(&e),
+        }
+    }
     spec.changes_are_drift = drift_exit;
     run_with_terminal(&spec, args.output)
 }
@@ -325,8 +427,9 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Validate(args) => {
-            let v =
-                spec("validate", &args, Mode::Check, true).and_then(|s| crate::run::validate(&s));
+            let v = ansible_config(&args)
+                .and_then(|c| spec("validate", &args, Mode::Check, true, &c))
+                .and_then(|s| crate::run::validate(&s));
             match v {
                 Ok(v) => {
                     for w in &v.warnings {
@@ -341,12 +444,33 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Plan(args) => run_playbook("plan", &args.run, Mode::Check, args.exit_code, true),
-        Command::Apply(args) => run_playbook("apply", &args, Mode::Apply, false, true),
-        Command::Play(args) => run_playbook("play", &args, Mode::Apply, false, false),
+        Command::Plan(args) => match ansible_config(&args.run) {
+            Ok(cfg) => run_playbook("plan", &args.run, Mode::Check, args.exit_code, true, &cfg),
+            Err(e) => fail(&e),
+        },
+        Command::Apply(args) => match ansible_config(&args) {
+            Ok(cfg) => run_playbook("apply", &args, Mode::Apply, false, true, &cfg),
+            Err(e) => fail(&e),
+        },
+        Command::Play(args) => match ansible_config(&args) {
+            Ok(cfg) => run_playbook("play", &args, Mode::Apply, false, false, &cfg),
+            Err(e) => fail(&e),
+        },
         Command::Bundle(args) => bundle(args),
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
+        Command::Status(args) => status_command(args),
+        Command::Completions { shell } => {
+            crate::report::print_raw(&crate::manual::completions(shell));
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Man { command } => match crate::manual::man_page(&command) {
+            Ok(page) => {
+                crate::report::print_raw(&page);
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -415,6 +539,41 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
                     std::process::ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn status_command(args: StatusArgs) -> std::process::ExitCode {
+    loop {
+        let r = match crate::day2::status::status(&args.inventory, args.stack_dir.clone()) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        match args.output {
+            Output::Json => print_line(
+                &serde_json::to_string(&r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+            ),
+            _ => {
+                if args.watch.is_some() {
+                    print_line(&format!(
+                        "--- {}",
+                        crate::exec::events::utc_text(std::time::SystemTime::now())
+                    ));
+                }
+                for line in crate::day2::status::render(&r) {
+                    print_line(&line);
+                }
+            }
+        }
+        match args.watch {
+            Some(secs) => std::thread::sleep(Duration::from_secs(secs.max(1))),
+            None => {
+                return exit(if r.healthy {
+                    ExitCode::Ok
+                } else {
+                    ExitCode::HostsFailed
+                })
             }
         }
     }

@@ -4,11 +4,14 @@
 //! CLI -> raw -> resolve -> model -> plan -> exec -> RunEvent -> report.
 
 pub mod cli;
+pub mod config;
+pub mod day2;
 pub mod diag;
 pub mod error;
 pub mod exec;
 pub mod facts;
 pub mod lab;
+pub mod manual;
 pub mod model;
 pub mod modules;
 pub mod plan;

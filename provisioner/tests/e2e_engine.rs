@@ -678,3 +678,297 @@ fn a_cut_host_does_not_delay_the_other_hosts_first_task() {
         "the cut host itself timed out: {with_cut:?}"
     );
 }
+
+// ---- issue 11: Ansible projects as they are ------------------------------------------------
+
+/// The lab inventory's own ssh args (strict checking against the lab's known_hosts), which the
+/// tests below replace with what Ansible projects write.
+fn lab_ssh_args(inv: &Path) -> String {
+    let h = host(inv, &groups(inv)["all"][0]);
+    format!(
+        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+        h.known_hosts
+    )
+}
+
+/// The lab inventory's text with `from` replaced by `to` (which must be there).
+fn lab_inventory_text(inv: &Path, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(inv).unwrap();
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "the lab inventory has {from:?}:\n{text}"
+        );
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// `ssh-keygen -lf` of one known_hosts line: its SHA256 fingerprint.
+fn fingerprint_of(line: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("line");
+    std::fs::write(&f, format!("{line}\n")).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&f)
+        .output()
+        .expect("ssh-keygen");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let fp = text
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("no fingerprint for {line:?}: {text}"))
+        .to_string();
+    fp
+}
+
+/// The recap line of `host` in human output.
+fn recap_line<'a>(text: &'a str, host: &str) -> &'a str {
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with(&format!("{host} ")) && l.contains(" : ok="))
+        .unwrap_or_else(|| panic!("no recap line for {host}:\n{text}"))
+}
+
+/// Issue 11, "Prove": an inventory with the most common settings of real Ansible inventories
+/// (`StrictHostKeyChecking=no`, `UserKnownHostsFile=/dev/null`) runs, with one warning, and the
+/// keys land in the inventory's state dir; with one host's entry there swapped for another
+/// host's key, the next run refuses that host (exit 3, both fingerprints named) and the
+/// others still run. Needs: a lab with at least 3 masters.
+#[test]
+fn lenient_ssh_args_record_keys_in_the_state_dir_and_a_changed_key_is_refused() {
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let masters = groups(&inv)["masters"].clone();
+    assert!(masters.len() >= 3, "needs 3 masters: {masters:?}");
+    let text = lab_inventory_text(
+        &inv,
+        &[(
+            lab_ssh_args(&inv).as_str(),
+            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        )],
+    );
+    let inv2 = tmp.path().join("inventory.yml");
+    std::fs::write(&inv2, text).unwrap();
+    let state_kh = tmp.path().join(".inventory.state/known_hosts");
+    let pb = fixtures().join("e2e-small/site.yml");
+    let run = || {
+        provisioner(&[
+            "apply",
+            "-i",
+            inv2.to_str().unwrap(),
+            pb.to_str().unwrap(),
+            "--limit",
+            "masters",
+        ])
+    };
+    let warnings = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .lines()
+        .filter(|l| l.contains("host-key checking is never off"))
+        .count()
+    };
+
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "the first run connects");
+    assert_eq!(warnings(&first), 1, "one warning line");
+    let kh = std::fs::read_to_string(&state_kh).expect("keys recorded in the state dir");
+    let line_of = |kh: &str, name: &str| -> String {
+        let addr = host(&inv, name).address;
+        kh.lines()
+            .find(|l| l.split_whitespace().next() == Some(addr.as_str()))
+            .unwrap_or_else(|| panic!("no key of {name} ({addr}) in {}:\n{kh}", state_kh.display()))
+            .to_string()
+    };
+    for m in &masters {
+        line_of(&kh, m);
+    }
+
+    // The victim's entry now holds the other host's key.
+    let (victim, other) = (&masters[0], &masters[1]);
+    let (victim_line, other_line) = (line_of(&kh, victim), line_of(&kh, other));
+    let (actual, expected) = (fingerprint_of(&victim_line), fingerprint_of(&other_line));
+    assert_ne!(actual, expected);
+    let victim_addr = host(&inv, victim).address;
+    let other_key: Vec<&str> = other_line.split_whitespace().skip(1).take(2).collect();
+    let swapped = format!("{victim_addr} {}", other_key.join(" "));
+    std::fs::write(&state_kh, kh.replace(&victim_line, &swapped)).unwrap();
+
+    let second = run();
+    assert_eq!(
+        second.status.code(),
+        Some(3),
+        "a refused host is unreachable"
+    );
+    assert_eq!(warnings(&second), 1, "one warning line");
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        out.contains(&format!("fatal: [{victim}]: UNREACHABLE!"))
+            && out.contains("host key changed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&actual) && out.contains(&expected),
+        "names both fingerprints ({expected} known, {actual} offered):\n{out}"
+    );
+    assert!(recap_line(&out, victim).contains("unreachable=1"), "{out}");
+    for m in masters.iter().filter(|m| *m != victim) {
+        assert!(!out.contains(&format!("fatal: [{m}]")), "{m} ran:\n{out}");
+        let line = recap_line(&out, m);
+        assert!(
+            line.contains("unreachable=0") && line.contains("failed=0") && line.contains("ok=1"),
+            "{line}"
+        );
+    }
+    let kh_after = std::fs::read_to_string(&state_kh).unwrap();
+    assert!(
+        kh_after.contains(&swapped) && !kh_after.contains(&victim_line),
+        "a refused key is not recorded:\n{kh_after}"
+    );
+}
+
+/// Issue 11, "Prove": a project directory with an ansible.cfg (inventory, roles_path,
+/// remote_user, host_key_checking = False) runs `provisioner apply site.yml` with no flags.
+/// The inventory there has no `ansible_user` and no strict-checking option, so the login user
+/// and the recording of new keys can only come from ansible.cfg. Needs: a lab (its masters).
+#[test]
+fn ansible_cfg_project_runs_with_no_flags() {
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path();
+    let masters = groups(&inv)["masters"].clone();
+    for m in &masters {
+        ssh_ok(&inv, m, "rm -f /tmp/provisioner-e2e-cfg");
+    }
+    let known_hosts = proj.join("known_hosts");
+    let own_args = format!("-o UserKnownHostsFile={}", known_hosts.display());
+    let text = lab_inventory_text(
+        &inv,
+        &[
+            ("    ansible_user: ops\n", ""),
+            (lab_ssh_args(&inv).as_str(), own_args.as_str()),
+        ],
+    );
+    std::fs::write(proj.join("hosts.yml"), text).unwrap();
+    std::fs::write(
+        proj.join("ansible.cfg"),
+        "[defaults]\ninventory = hosts.yml\nroles_path = galaxy_roles\nremote_user = ops\n\
+         host_key_checking = False\nretry_files_enabled = False\n",
+    )
+    .unwrap();
+    let tasks = proj.join("galaxy_roles/cfgprobe/tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    std::fs::write(
+        tasks.join("main.yml"),
+        "- name: who logged in\n  shell: echo \"${SUDO_USER:-$(id -un)}\"\n  register: login\n  \
+         changed_when: false\n\
+         - name: it is ansible.cfg's remote_user\n  assert:\n    that: login.stdout == 'ops'\n\
+         - name: a marker\n  copy:\n    dest: /tmp/provisioner-e2e-cfg\n    content: \"{{ login.stdout }}\\n\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("site.yml"),
+        "- hosts: masters\n  become: true\n  gather_facts: false\n  roles:\n    - cfgprobe\n",
+    )
+    .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(["apply", "site.yml"])
+        .current_dir(proj)
+        .env_remove("ANSIBLE_CONFIG")
+        .env_remove("ANSIBLE_HOST_KEY_CHECKING")
+        .output()
+        .expect("run provisioner");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!(
+        "$ (cd {}; provisioner apply site.yml)\n{stdout}{stderr}",
+        proj.display()
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let both = format!("{stdout}{stderr}");
+    let warning: Vec<&str> = both
+        .lines()
+        .filter(|l| l.contains("host-key checking is never off"))
+        .collect();
+    assert_eq!(warning.len(), 1, "{both}");
+    assert!(
+        warning[0].contains("host_key_checking = False") && warning[0].contains("ansible.cfg"),
+        "{}",
+        warning[0]
+    );
+    let kh = std::fs::read_to_string(&known_hosts).expect("new keys recorded");
+    for m in &masters {
+        let addr = host(&inv, m).address;
+        assert!(
+            kh.lines()
+                .any(|l| l.split_whitespace().next() == Some(addr.as_str())),
+            "{m}'s key recorded:\n{kh}"
+        );
+        assert_eq!(
+            ssh_ok(&inv, m, "cat /tmp/provisioner-e2e-cfg"),
+            "ops\n",
+            "{m}"
+        );
+    }
+}
+
+/// Issue 11, "Prove": a playbook with an unknown lookup fails `validate` with file:line, and
+/// `apply` touches no host (the first task's marker is written nowhere). Needs: a lab.
+#[test]
+fn unknown_lookup_fails_validate_with_its_line_and_apply_touches_no_host() {
+    let inv = lab_inventory();
+    let pb = fixtures().join("e2e-unknown-lookup/site.yml");
+    let all = groups(&inv)["all"].clone();
+    for h in &all {
+        ssh_ok(&inv, h, "rm -f /tmp/provisioner-e2e-lookup");
+    }
+    for cmd in ["validate", "apply"] {
+        let out = provisioner(&[cmd, "-i", inv.to_str().unwrap(), pb.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: bad input exits 2");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("e2e-unknown-lookup/site.yml:10:")
+                && err.contains("lookup plugin `nosuchlookup` is not supported"),
+            "{cmd}: {err}"
+        );
+    }
+    for h in &all {
+        assert_eq!(
+            ssh(&inv, h, "test -e /tmp/provisioner-e2e-lookup")
+                .status
+                .code(),
+            Some(1),
+            "{h} was touched"
+        );
+    }
+}
+
+/// Issue 11, "Prove": a role whose `blockinfile` blocks come from `lookup('template')` gives
+/// the same files and changed flags through ansible-playbook (first agent) and through us
+/// (second agent). Needs: a lab with 2 agents, ansible-playbook. (engine_local.rs checks the
+/// same role hermetically against files ansible-playbook made.)
+#[test]
+fn differential_blockinfile_from_template_lookup() {
+    differential(
+        "e2e-lookup-template",
+        "rm -rf /etc/provisioner-lt",
+        &|inv, name| {
+            ssh_ok(
+                inv,
+                name,
+                &format!(
+                    "cd /etc/provisioner-lt && for f in $(ls -A | sort); do \
+                     echo \"== $f $(stat -c '%a %U %G' \"$f\")\"; sed 's/{name}/HOST/g' \"$f\"; done"
+                ),
+            )
+        },
+    );
+}

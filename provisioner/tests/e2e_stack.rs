@@ -367,50 +367,321 @@ fn zookeeper_has_one_leader_the_rest_follow_and_clients_must_authenticate() {
     );
 }
 
-// ---------------------------------------------------------------- Mesos
+// ---------------------------------------------------------------- Mesos (real Apache Mesos)
 
-fn master_states(inv: &Path) -> Vec<(String, Value)> {
-    let p = port("mesos_master", "http");
-    group(inv, "masters")
+/// A master's JSON endpoint when it answers 200 (`None` while it is down or answers otherwise).
+fn master_json(inv: &Path, master: &str, path: &str) -> Option<Value> {
+    let (status, body) = mesos_get(
+        inv,
+        &address(inv, master),
+        port("mesos_master", "http"),
+        path,
+    )?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// One master's `/metrics/snapshot` (any master answers it, leader or not).
+fn master_metrics(inv: &Path, master: &str) -> Option<Value> {
+    master_json(inv, master, "/metrics/snapshot")
+}
+
+fn metric(m: &Value, k: &str) -> f64 {
+    m[k].as_f64().unwrap_or(-1.0)
+}
+
+/// The masters whose `master/elected` is 1, with every master's metrics (a master that does
+/// not answer has none).
+fn elected(inv: &Path) -> (Vec<String>, BTreeMap<String, Value>) {
+    let mut all = BTreeMap::new();
+    let mut leaders = Vec::new();
+    for m in group(inv, "masters") {
+        if let Some(v) = master_metrics(inv, &m) {
+            if metric(&v, "master/elected") == 1.0 {
+                leaders.push(m.clone());
+            }
+            all.insert(m, v);
+        }
+    }
+    (leaders, all)
+}
+
+/// The one elected master, once there is exactly one.
+fn leader(inv: &Path, timeout: Duration) -> String {
+    poll("exactly one elected master", timeout, || {
+        let (l, _) = elected(inv);
+        (l.len() == 1).then(|| l[0].clone())
+    })
+}
+
+/// `/master/state` from the leader (the others answer 307 to it).
+fn leader_state(inv: &Path) -> Value {
+    let l = leader(inv, Duration::from_secs(120));
+    mesos_json(
+        inv,
+        &address(inv, &l),
+        port("mesos_master", "http"),
+        "/master/state",
+    )
+}
+
+/// hostname → (agent id, active, version) of the agents the leader knows.
+fn agents_of(state: &Value) -> BTreeMap<String, (String, bool, String)> {
+    state["slaves"]
+        .as_array()
         .into_iter()
-        .map(|m| {
-            let st = mesos_json(inv, &address(inv, &m), p, "/master/state");
-            (m, st)
+        .flatten()
+        .map(|s| {
+            (
+                s["hostname"].as_str().unwrap_or_default().to_string(),
+                (
+                    s["id"].as_str().unwrap_or_default().to_string(),
+                    s["active"].as_bool().unwrap_or(false),
+                    s["version"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
         })
         .collect()
 }
 
-#[test]
-fn exactly_one_master_leads() {
-    let inv = lab_inventory();
+/// Every agent of the inventory registered and active: hostname → agent id.
+fn active_agents(inv: &Path, timeout: Duration) -> BTreeMap<String, String> {
+    let want = group(inv, "agents");
+    poll("every agent registered and active", timeout, || {
+        let (l, _) = elected(inv);
+        let [l] = l.as_slice() else { return None };
+        let st = master_json(inv, l, "/master/state")?;
+        let agents = agents_of(&st);
+        want.iter()
+            .map(|a| match agents.get(a) {
+                Some((id, true, _)) => Some((a.clone(), id.clone())),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// The ZooKeeper URL Mesos uses, with its digest credentials (root-only on the masters).
+fn mesos_zk_url(inv: &Path) -> String {
+    ssh_ok(inv, &group(inv, "masters")[0], "cat /etc/mesos/zk")
+        .trim()
+        .to_string()
+}
+
+/// The test framework's options: every master, the cluster CA, the framework principal and
+/// its secret as the masters hold it.
+fn framework_options(inv: &Path) -> testkit::framework::Options {
+    let masters = group(inv, "masters");
+    let creds: Value = serde_json::from_str(&ssh_ok(
+        inv,
+        &masters[0],
+        "cat /etc/mesos/secrets/master-credentials.json",
+    ))
+    .unwrap();
+    let principal = var(inv, &masters[0], "mesos_framework_principal")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "marathon".into());
+    let secret = creds["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["principal"] == principal.as_str())
+        .and_then(|c| c["secret"].as_str())
+        .expect("the framework principal's credential on the masters")
+        .to_string();
     let p = port("mesos_master", "http");
-    for m in group(&inv, "masters") {
-        let (status, _) =
-            mesos_get(&inv, &address(&inv, &m), p, "/health").expect("master /health");
-        assert_eq!(status, 200, "{m} /health");
-    }
-    let states = poll("a Mesos leader", Duration::from_secs(120), || {
-        let s = master_states(&inv);
-        s.iter()
-            .all(|(_, st)| st["leader"].is_string())
-            .then_some(s)
-    });
-    let leaders: BTreeSet<String> = states
-        .iter()
-        .map(|(_, st)| st["leader"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        leaders.len(),
-        1,
-        "masters disagree on the leader: {leaders:?}"
+    let mut o = testkit::framework::Options::new(
+        masters
+            .iter()
+            .map(|m| format!("{}:{p}", address(inv, m)))
+            .collect(),
+        &principal,
+        &secret,
     );
-    let leader = leaders.into_iter().next().unwrap();
-    let leading: Vec<&String> = states
-        .iter()
-        .filter(|(_, st)| st["pid"].as_str() == Some(leader.as_str()))
-        .map(|(m, _)| m)
-        .collect();
-    assert_eq!(leading.len(), 1, "masters that are the leader: {leading:?}");
+    o.tls = Some(cluster_ca(inv));
+    o.name = "e2e-stack".into();
+    o
+}
+
+/// Runs `cmd` as a command task on `agent` through the v1 scheduler API; its final status.
+fn run_task(fw: &testkit::framework::Framework, agent: &str, cmd: &str) -> String {
+    let t = fw
+        .launch(Some(agent), cmd, 0.1, 32.0)
+        .unwrap_or_else(|e| panic!("launch on {agent}: {e}\n{}", fw.events_text()));
+    let st = fw
+        .wait_terminal(&t, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("task on {agent}: {e}\n{}", fw.events_text()));
+    assert_eq!(
+        st.state,
+        "TASK_FINISHED",
+        "task on {agent}: {st:?}\n{}",
+        fw.events_text()
+    );
+    st.agent_id.unwrap_or_default()
+}
+
+#[test]
+fn one_master_is_elected_through_zookeeper_and_every_replica_has_recovered() {
+    let inv = lab_inventory();
+    let masters = group(&inv, "masters");
+    let version = bundle()
+        .component("mesos_master")
+        .unwrap()
+        .version
+        .value
+        .clone();
+    let l = leader(&inv, Duration::from_secs(120));
+    // /health answers 200 whatever the registry does: the registrar's metrics are the gate.
+    let (_, metrics) = elected(&inv);
+    assert_eq!(metrics.len(), masters.len(), "a master does not answer");
+    for (m, v) in &metrics {
+        assert_eq!(metric(v, "registrar/log/recovered"), 1.0, "{m}: {v}");
+        assert_eq!(
+            metric(v, "registrar/log/ensemble_size"),
+            masters.len() as f64,
+            "{m}: {v}"
+        );
+    }
+    let st = leader_state(&inv);
+    assert_eq!(st["version"], version.as_str(), "the leader's version");
+    assert!(
+        st.get("standin").is_none(),
+        "a stand-in answered, not Mesos"
+    );
+    // ZooKeeper, through a session authenticated with the digest credentials Mesos uses: the
+    // lowest json.info_ znode is the elected master, and Mesos gave its znode an ACL (world
+    // read, the mesos user all).
+    let snap = testkit::election::snapshot(&mesos_zk_url(&inv), Duration::from_secs(10))
+        .expect("read ZooKeeper with Mesos's credentials");
+    let (_, info) = snap.contenders.leader().expect("a contender in ZooKeeper");
+    assert_eq!(
+        info["address"]["ip"].as_str(),
+        Some(address(&inv, &l).as_str()),
+        "ZooKeeper's leader is not the elected master {l}: {info}"
+    );
+    assert_eq!(
+        snap.contenders.list.len(),
+        masters.len(),
+        "{:?}",
+        snap.contenders
+    );
+    assert!(
+        snap.leader_acl
+            .iter()
+            .any(|a| a.starts_with("digest:mesos:")),
+        "the leader's znode ACL: {:?}",
+        snap.leader_acl
+    );
+    assert!(
+        !snap
+            .leader_acl
+            .iter()
+            .any(|a| a.starts_with("world:anyone:") && a.contains("All")),
+        "the leader's znode is writable by anyone: {:?}",
+        snap.leader_acl
+    );
+}
+
+#[test]
+fn every_agent_is_registered_authenticated_and_runs_a_task() {
+    let inv = lab_inventory();
+    let version = bundle()
+        .component("mesos_agent")
+        .unwrap()
+        .version
+        .value
+        .clone();
+    let ids = active_agents(&inv, Duration::from_secs(180));
+    let st = leader_state(&inv);
+    let agents = agents_of(&st);
+    for a in ids.keys() {
+        assert_eq!(agents[a].2, version, "{a}'s version");
+    }
+    // The masters require authentication from agents and HTTP frameworks.
+    let l = leader(&inv, Duration::from_secs(60));
+    let flags = mesos_json(
+        &inv,
+        &address(&inv, &l),
+        port("mesos_master", "http"),
+        "/master/flags",
+    );
+    for f in ["authenticate_agents", "authenticate_http_frameworks"] {
+        assert_eq!(flags["flags"][f], "true", "{f}: {}", flags["flags"]);
+    }
+    // A framework with a wrong secret is refused.
+    let mut bad = framework_options(&inv);
+    bad.secret = "not-the-secret".into();
+    let err = testkit::framework::Framework::subscribe(&bad)
+        .err()
+        .expect("a wrong secret subscribed");
+    assert!(err.contains("401"), "{err}");
+    // The real framework runs a command task to TASK_FINISHED on each agent.
+    let fw = testkit::framework::Framework::subscribe(&framework_options(&inv)).unwrap();
+    for (a, id) in &ids {
+        let ran_on = run_task(
+            &fw,
+            a,
+            "test -d \"$MESOS_SANDBOX\" && echo ran on $(hostname)",
+        );
+        assert_eq!(&ran_on, id, "the task ran on another agent than {a}");
+    }
+}
+
+#[test]
+fn the_leader_fails_over_and_agents_keep_their_ids() {
+    let inv = lab_inventory();
+    let masters = group(&inv, "masters");
+    let before = active_agents(&inv, Duration::from_secs(180));
+    let old = leader(&inv, Duration::from_secs(60));
+    ssh_ok(&inv, &old, "systemctl stop mesos-master");
+    let stopped = Instant::now();
+    let new = poll("a new leader", Duration::from_secs(120), || {
+        let (l, _) = elected(&inv);
+        (l.len() == 1 && l[0] != old).then(|| l[0].clone())
+    });
+    let elected_after = stopped.elapsed();
+    let after = active_agents(&inv, Duration::from_secs(180));
+    let reregistered_after = stopped.elapsed();
+    eprintln!(
+        "failover: {new} elected {:.1} s after {old} stopped; every agent re-registered after {:.1} s",
+        elected_after.as_secs_f64(),
+        reregistered_after.as_secs_f64()
+    );
+    assert_eq!(after, before, "agent ids changed across the failover");
+    // Mesos-DNS follows the leader.
+    let domain = dns_domain(&inv);
+    poll(
+        "leader.mesos to follow the new leader",
+        Duration::from_secs(90),
+        || {
+            (resolve_on(&inv, &masters[0], &format!("leader.{domain}")) == [address(&inv, &new)])
+                .then_some(())
+        },
+    );
+    // The old leader comes back as a follower, and every replica is back in the ensemble.
+    ssh_ok(&inv, &old, "systemctl start mesos-master");
+    poll(
+        "the old leader back, recovered, as a follower",
+        Duration::from_secs(180),
+        || {
+            let (l, all) = elected(&inv);
+            (l == [new.clone()]
+                && all.len() == masters.len()
+                && all.values().all(|v| {
+                    metric(v, "registrar/log/recovered") == 1.0
+                        && metric(v, "registrar/log/ensemble_size") == masters.len() as f64
+                }))
+            .then_some(())
+        },
+    );
+    // An agent restarted on its work dir recovers with its id.
+    let a = group(&inv, "agents")[0].clone();
+    ssh_ok(&inv, &a, "systemctl restart mesos-agent");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        active_agents(&inv, Duration::from_secs(180)),
+        before,
+        "{a} came back with another id"
+    );
 }
 
 #[test]
@@ -450,36 +721,6 @@ fn mesos_speaks_tls_from_the_cluster_ca_and_refuses_plain_http() {
     }
 }
 
-#[test]
-fn every_agent_is_registered_with_the_leader() {
-    let inv = lab_inventory();
-    let agents = group(&inv, "agents");
-    let want: BTreeSet<String> = agents.iter().map(|a| address(&inv, a)).collect();
-    poll("every agent registered", Duration::from_secs(180), || {
-        let states = master_states(&inv);
-        let (_, st) = states
-            .iter()
-            .find(|(_, st)| st["pid"].is_string() && st["pid"] == st["leader"])?;
-        let slaves = st["slaves"].as_array()?;
-        let have: BTreeSet<String> = slaves
-            .iter()
-            .filter(|s| s["active"].as_bool().unwrap_or(true))
-            .flat_map(|s| {
-                let host = s["hostname"].as_str().unwrap_or_default().to_string();
-                let pid_ip = s["pid"]
-                    .as_str()
-                    .and_then(|p| p.split_once('@'))
-                    .and_then(|(_, a)| a.split(':').next())
-                    .unwrap_or_default()
-                    .to_string();
-                [host, pid_ip]
-            })
-            .collect();
-        let named: BTreeSet<String> = agents.iter().cloned().collect();
-        (want.is_subset(&have) || named.is_subset(&have)).then_some(())
-    });
-}
-
 // ---------------------------------------------------------------- DNS
 
 #[test]
@@ -509,6 +750,12 @@ fn dnsmasq_on_every_host_resolves_every_host_and_forwards_the_mesos_domain() {
         assert!(
             leader.len() == 1 && masters.contains(&leader[0]),
             "{h}: leader.{domain} -> {leader:?}, masters {masters:?}"
+        );
+        let elected = address(&inv, &self::leader(&inv, Duration::from_secs(60)));
+        assert_eq!(
+            leader,
+            [elected],
+            "{h}: leader.{domain} is not the elected master"
         );
     }
 }
@@ -770,12 +1017,16 @@ fn a_second_apply_changes_nothing() {
     );
 }
 
+/// Mesos cannot recover an agent whose attributes changed ("Incompatible agent info"): the role
+/// starts it over as a new agent. Only that agent restarts, and it comes back active under a
+/// new id with the new attribute; every other agent keeps its id.
 #[test]
-fn changing_one_agents_attributes_restarts_that_agent_only() {
+fn changing_one_agents_attributes_makes_it_a_new_agent_and_touches_no_other_host() {
     let inv = lab_inventory();
     let agents = group(&inv, "agents");
     let masters = group(&inv, "masters");
     apply(&inv, &[]);
+    let ids_before = active_agents(&inv, Duration::from_secs(180));
     let pids = |inv: &Path| -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         for a in &agents {
@@ -787,11 +1038,12 @@ fn changing_one_agents_attributes_restarts_that_agent_only() {
         m
     };
     let before = pids(&inv);
+    let rack = format!("r{}", std::process::id());
     {
         let _hv = HostVars::new(
             &inv,
             &agents[0],
-            &format!("mesos_attributes:\n  e2e_rack: r{}\n", std::process::id()),
+            &format!("mesos_attributes:\n  e2e_rack: {rack}\n"),
         );
         apply(&inv, &[]);
         let after = pids(&inv);
@@ -806,15 +1058,26 @@ fn changing_one_agents_attributes_restarts_that_agent_only() {
                 );
             }
         }
-        let attrs = ssh_ok(
-            &inv,
-            &agents[0],
-            "cat /etc/mesos-agent/attributes 2>/dev/null || grep -r e2e_rack /etc/mesos-agent",
-        );
-        assert!(attrs.contains("e2e_rack"), "{attrs}");
+        let ids = poll("the new agent registered", Duration::from_secs(180), || {
+            let ids = active_agents(&inv, Duration::from_secs(180));
+            (ids[&agents[0]] != ids_before[&agents[0]]).then_some(ids)
+        });
+        for a in &agents[1..] {
+            assert_eq!(ids[a], ids_before[a], "{a}'s id changed");
+        }
+        let st = leader_state(&inv);
+        let me = st["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == ids[&agents[0]].as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(me["attributes"]["e2e_rack"], rack.as_str(), "{me}");
     }
-    // Back to the inventory's own attributes.
+    // Back to the inventory's own attributes: a new agent again, and active.
     apply(&inv, &[]);
+    active_agents(&inv, Duration::from_secs(180));
 }
 
 #[test]
@@ -899,5 +1162,77 @@ fn changing_a_zookeeper_setting_rolls_one_member_at_a_time_and_quorum_holds() {
     poll("the ensemble whole again", Duration::from_secs(120), || {
         let modes: Vec<Option<String>> = addrs.iter().map(|a| zk_mode(a)).collect();
         modes.iter().all(|m| m.is_some()).then_some(())
+    });
+}
+
+// ---------------------------------------------------------------- status
+
+fn status_json(inv: &Path) -> (Option<i32>, Value) {
+    let i = inv.display().to_string();
+    let out = provisioner(&["status", "-i", &i, "--output", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --output json is not JSON ({e})"));
+    (out.status.code(), v)
+}
+
+fn flag_reasons(v: &Value) -> Vec<String> {
+    v["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["severity"].as_str().unwrap(),
+                f["reason"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_is_healthy_then_flags_a_stopped_master_with_exit_1() {
+    let inv = lab_inventory();
+    let masters = group(&inv, "masters");
+    active_agents(&inv, Duration::from_secs(180));
+    let (code, v) = poll("status healthy", Duration::from_secs(120), || {
+        let (code, v) = status_json(&inv);
+        (code == Some(0)).then_some((code, v))
+    });
+    assert_eq!(code, Some(0));
+    assert_eq!(v["healthy"], true, "{:?}", flag_reasons(&v));
+    assert!(v["silent"].as_array().unwrap().is_empty());
+    assert_eq!(
+        v["view"]["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["elected"] == true)
+            .count(),
+        1
+    );
+    eprintln!("status on a healthy lab took {} ms", v["elapsed_ms"]);
+    // A stopped standby master: degraded, and the flag says which.
+    let old = leader(&inv, Duration::from_secs(60));
+    let standby = masters.iter().find(|m| **m != old).unwrap().clone();
+    ssh_ok(&inv, &standby, "systemctl stop mesos-master");
+    let (code, v) = status_json(&inv);
+    ssh_ok(&inv, &standby, "systemctl start mesos-master");
+    assert_eq!(code, Some(1), "{:?}", flag_reasons(&v));
+    assert_eq!(v["healthy"], false);
+    let flags = flag_reasons(&v);
+    assert!(
+        flags.contains(&format!("critical {standby}: does not answer")),
+        "{flags:?}"
+    );
+    assert!(
+        flags
+            .iter()
+            .any(|f| f.contains(&format!("{standby}: mesos-master is"))),
+        "{flags:?}"
+    );
+    // Back to healthy once it has recovered.
+    poll("status healthy again", Duration::from_secs(180), || {
+        (status_json(&inv).0 == Some(0)).then_some(())
     });
 }

@@ -1264,3 +1264,50 @@ fn one_hosts_handshake_never_waits_on_anothers() {
     assert_eq!(f.read("h1", "f"), "x");
     assert_eq!(f.read("h2", "f"), "x");
 }
+/// The hermetic half of the `lookup('template')` + `blockinfile` differential: the role of
+/// fixtures/e2e-lookup-template run through the whole engine on two local "hosts" gives the
+/// files ansible-playbook 2.14 made of it (`expected/`, from that fixture's `regen.sh`), and a
+/// second run changes nothing. e2e_engine.rs runs the same role on lab hosts against
+/// ansible-playbook itself.
+#[test]
+fn blockinfile_blocks_from_template_lookups_match_ansible() {
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e-lookup-template");
+    let f = Fixture::new("");
+    let base = f.path("hosts");
+    let request = || {
+        let mut req = f.request(Mode::Apply);
+        req.inventory = vec![fixture.join("hosts.ini")];
+        req.target = Target::Playbook(fixture.join("local.yml"));
+        req.extra_vars
+            .insert("lt_base".into(), base.display().to_string().into());
+        req
+    };
+    let (events, recap, _) = f.run_req(request(), LocalConnector::default());
+    for h in ["h1", "h2"] {
+        assert_eq!(recap.hosts[h].failed, 0, "{h}: {events:#?}");
+        for file in ["app.conf", "extra.conf"] {
+            let want =
+                std::fs::read_to_string(fixture.join("expected").join(h).join(file)).unwrap();
+            assert_eq!(f.read(h, file), want, "{h}/{file}");
+            let mode = std::fs::read_to_string(
+                fixture
+                    .join("expected")
+                    .join(h)
+                    .join(format!("{file}.mode")),
+            )
+            .unwrap();
+            let meta = std::fs::metadata(f.host_file(h, file)).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                format!("{:o}", meta.permissions().mode() & 0o7777),
+                mode.trim(),
+                "{h}/{file} mode"
+            );
+        }
+    }
+    let (events, recap, _) = f.run_req(request(), LocalConnector::default());
+    for h in ["h1", "h2"] {
+        assert_eq!(recap.hosts[h].changed, 0, "{h}, second run: {events:#?}");
+    }
+}

@@ -552,6 +552,95 @@ async fn accept_new_still_refuses_a_changed_key() {
     ));
 }
 
+/// An inventory saying `StrictHostKeyChecking=no` and `UserKnownHostsFile=/dev/null`, through
+/// the run's defaults: the key is recorded in the state dir on first contact, the next
+/// connection checks it there, and another key for that name is refused, naming both.
+#[tokio::test]
+async fn checking_off_with_dev_null_records_in_the_state_dir_and_refuses_a_changed_key() {
+    let f = Fixture::new();
+    let s = f.server(ServerOpts::default()).await;
+    let state_kh = f.dir.join(".prod.state/known_hosts");
+    let defaults = provisioner::transport::ConnectDefaults {
+        state_known_hosts: Some(state_kh.clone()),
+        ..Default::default()
+    };
+    let mut base = f.target(s.port());
+    base.known_hosts = None;
+    let args = vec!["-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null".to_string()];
+    let built = defaults.build(base.clone(), &args).unwrap();
+    assert_eq!(
+        built.target.known_hosts.as_deref(),
+        Some(state_kh.as_path())
+    );
+    assert_eq!(built.checking_off.len(), 2, "{:?}", built.checking_off);
+
+    // First contact: recorded in the state dir, not in ~/.ssh or /dev/null.
+    let c = connect(&built.target).await;
+    assert_eq!(c.exec(req("echo hi")).await.unwrap().stdout, b"hi\n");
+    let text = std::fs::read_to_string(&state_kh).unwrap();
+    assert!(
+        text.contains(&format!("[127.0.0.1]:{} ssh-ed25519 ", s.port())),
+        "{text}"
+    );
+    // The next run (same settings) connects against the recorded key.
+    let again = defaults.build(base.clone(), &args).unwrap();
+    connect(&again.target).await;
+
+    // Another host's key in the state dir for this name: refused with both fingerprints.
+    let other = new_key();
+    std::fs::write(
+        &state_kh,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            s.port(),
+            other.public_key().to_openssh().unwrap()
+        ),
+    )
+    .unwrap();
+    let again = defaults.build(base, &args).unwrap();
+    match connector().connect(&again.target).await {
+        Err(e @ TransportError::HostKeyMismatch { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&fingerprint(other.public_key())), "{msg}");
+            assert!(msg.contains(&fingerprint(&s.public_key())), "{msg}");
+        }
+        Err(other) => panic!("expected HostKeyMismatch, got {other:?}"),
+        Ok(_) => panic!("expected HostKeyMismatch, connected"),
+    }
+}
+
+/// `host_key_checking = False` (ansible.cfg) is accept-new against the usual known_hosts.
+#[tokio::test]
+async fn host_key_checking_false_is_accept_new() {
+    let f = Fixture::new();
+    let s = f.server(ServerOpts::default()).await;
+    let defaults = provisioner::transport::ConnectDefaults {
+        checking_off: Some("host_key_checking = False in ansible.cfg:3".into()),
+        ..Default::default()
+    };
+    let built = defaults.build(f.target(s.port()), &[]).unwrap();
+    assert_eq!(built.target.host_key_policy, HostKeyPolicy::AcceptNew);
+    connect(&built.target).await;
+    assert!(std::fs::read_to_string(f.known_hosts())
+        .unwrap()
+        .contains("ssh-ed25519"));
+    let mut t = built.target.clone();
+    t.known_hosts = Some(f.dir.join("changed"));
+    std::fs::write(
+        f.dir.join("changed"),
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            s.port(),
+            new_key().public_key().to_openssh().unwrap()
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        connector().connect(&t).await.err(),
+        Some(TransportError::HostKeyMismatch { .. })
+    ));
+}
+
 #[tokio::test]
 async fn pinned_fingerprint_must_match() {
     let f = Fixture::new();

@@ -92,6 +92,43 @@ pub fn pid_addr(pid: &str) -> Option<(String, u16)> {
     Some((ip.to_string(), port.parse().ok()?))
 }
 
+/// What the e2e tests read from ZooKeeper, through a session that authenticates as the zk URL
+/// says (digest): the contenders, and the ACL of the leader's znode as `scheme:id:perms`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub contenders: Contenders,
+    pub leader_acl: Vec<String>,
+}
+
+/// Blocking [`Snapshot`] (its own current-thread runtime), for synchronous tests.
+pub fn snapshot(url: &str, session_timeout: Duration) -> Result<Snapshot, String> {
+    let url = ZkUrl::parse(url.trim())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let client = connect(&url, session_timeout).await?;
+        let contenders = contenders(&client, &url).await?;
+        let mut leader_acl = Vec::new();
+        if let Some((name, _)) = contenders.leader() {
+            let path = url.child(name);
+            let (acl, _) = client
+                .get_acl(&path)
+                .await
+                .map_err(|e| format!("getAcl {path}: {e}"))?;
+            leader_acl = acl
+                .iter()
+                .map(|a| format!("{}:{}:{:?}", a.scheme(), a.id(), a.permission()))
+                .collect();
+        }
+        Ok(Snapshot {
+            contenders,
+            leader_acl,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,31 +30,6 @@ enum Cmd {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::mesos_dns_args;
-
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn installed_as_mesos_dns_it_takes_mesos_dns_flags() {
-        for given in [
-            v(&["/usr/local/sbin/mesos-dns", "-config=/etc/c.json"]),
-            v(&["mesos-dns", "-config", "/etc/c.json"]),
-            v(&["mesos-dns", "--config=/etc/c.json"]),
-        ] {
-            assert_eq!(
-                &mesos_dns_args(given)[1..],
-                v(&["dns", "--config", "/etc/c.json"])
-            );
-        }
-        let other = v(&["mesos-standin", "dns", "--config", "/x"]);
-        assert_eq!(mesos_dns_args(other.clone()), other);
-    }
-}
-
 async fn run(cmd: Cmd) -> Result<(), Vec<String>> {
     match cmd {
         Cmd::Dns { config, check } => {
@@ -131,5 +106,30 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mesos_dns_args;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn installed_as_mesos_dns_it_takes_mesos_dns_flags() {
+        for given in [
+            v(&["/usr/local/sbin/mesos-dns", "-config=/etc/c.json"]),
+            v(&["mesos-dns", "-config", "/etc/c.json"]),
+            v(&["mesos-dns", "--config=/etc/c.json"]),
+        ] {
+            assert_eq!(
+                &mesos_dns_args(given)[1..],
+                v(&["dns", "--config", "/etc/c.json"])
+            );
+        }
+        let other = v(&["mesos-standin", "dns", "--config", "/x"]);
+        assert_eq!(mesos_dns_args(other.clone()), other);
     }
 }

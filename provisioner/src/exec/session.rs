@@ -45,6 +45,8 @@ pub struct RunRequest {
     pub skip_tags: Vec<String>,
     /// Set for a run of the bundled stack (`apply` with no playbook, see `crate::stack`).
     pub stack: Option<StackRun>,
+    /// Defaults from ansible.cfg and the environment (see `crate::config`).
+    pub defaults: crate::config::RunDefaults,
 }
 
 /// What a run of the bundled stack adds to a playbook run.
@@ -107,7 +109,8 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
             None
         }
     };
-    let loader = Loader::new(&BuiltinCatalog, req.roles_path.clone());
+    let loader = Loader::new(&BuiltinCatalog, req.roles_path.clone())
+        .gather_facts_default(req.defaults.gather_facts);
     let loaded = match &req.inline {
         Some(play) => loader.load_inline(play, &req.playbook),
         None => loader.load_playbook(&req.playbook),
@@ -121,12 +124,18 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
     };
     if let Some(pb) = &playbook {
         check_templates(pb, &mut diags);
+        diags.extend(crate::resolve::expressions::check(
+            pb,
+            &playbook_dir(&req.playbook),
+        ));
     }
     let (Some(inventory), Some(playbook)) = (inventory, playbook) else {
         return Err(Error::Invalid(diags.sorted()));
     };
     let mut warnings = Vec::new();
     let mut play_hosts = Vec::new();
+    let connect = crate::config::connect::with_state_dir(&req.defaults.connect, &req.inventory);
+    let mut host_keys = crate::config::connect::HostKeyLeniency::default();
     let templar = Templar::new(playbook_dir(&req.playbook));
     for play in &playbook.plays {
         let pattern = if template::is_possibly_template(&play.hosts) {
@@ -154,8 +163,9 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
                     ));
                 }
                 for h in &sel.hosts {
-                    if let Err(d) = inventory.connection(h) {
-                        diags.extend(d);
+                    match inventory.connection(h) {
+                        Err(d) => diags.extend(d),
+                        Ok(c) => host_keys.check(&inventory, h, &connect, c, &mut diags),
                     }
                 }
                 play_hosts.push(sel.hosts);
@@ -166,6 +176,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
             }
         }
     }
+    warnings.extend(host_keys.warning());
     let mut stack_vars = req
         .stack
         .as_ref()
@@ -368,6 +379,10 @@ pub async fn run(
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
         stack_vars,
+        defaults: crate::config::RunDefaults {
+            connect: crate::config::connect::with_state_dir(&req.defaults.connect, &req.inventory),
+            ..req.defaults.clone()
+        },
     };
     let mut runner = Runner::new(
         playbook.plays.clone(),

@@ -31,16 +31,16 @@ pub enum LabCommand {
     /// Create (or start) the lab's hosts and write its inventory. Idempotent.
     Up {
         /// Number of masters (default 3; an existing lab keeps its own).
-        #[arg(long)]
+        #[arg(long, env = "PROVISIONER_LAB_MASTERS")]
         masters: Option<usize>,
         /// Number of agents (default 2).
-        #[arg(long)]
+        #[arg(long, env = "PROVISIONER_LAB_AGENTS")]
         agents: Option<usize>,
-        /// Number of extra hosts (default 0).
-        #[arg(long)]
+        /// Number of extra hosts (default 0; they are the stack's storage hosts).
+        #[arg(long, env = "PROVISIONER_LAB_EXTRA")]
         extra: Option<usize>,
         /// The lab's subnet, in 10.0.0.0/8 (default 10.250.0.0/24).
-        #[arg(long)]
+        #[arg(long, env = "PROVISIONER_LAB_SUBNET")]
         subnet: Option<String>,
         /// Where to write the inventory (default inventories/<name>.yml).
         #[arg(long)]

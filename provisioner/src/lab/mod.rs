@@ -283,7 +283,17 @@ fn decide_stack(name: &str, recorded: Option<bool>, asked: Option<bool>) -> Resu
 /// call on a running lab changes nothing.
 pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
     spec::validate_name(&opts.name)?;
-    if opts.install_deps {
+    // Missing host packages are installed after one notice (a fresh machine's first `lab up`
+    // needs no other step); `--install-deps` asks for the same.
+    prereq::check_root()?;
+    let missing = prereq::missing();
+    if !missing.is_empty() || opts.install_deps {
+        if !missing.is_empty() {
+            sink(LabEvent::Note(format!(
+                "installing the packages the lab needs: {}",
+                missing.join(" ")
+            )));
+        }
         let installed = prereq::install()?;
         if !installed.is_empty() {
             sink(LabEvent::Done(format!("installed {}", installed.join(" "))));
@@ -516,8 +526,9 @@ pub fn mesos_from(
     sink: Sink<'_>,
 ) -> Result<MesosFrom> {
     let recorded = LabState::load(&LabPaths::new(name).state())?.and_then(|st| st.mesos_artifact);
+    // Canonical, so the same file named another way does not rewrite the inventory.
     let artifact = match given {
-        Some(p) => Some(absolute(p)?),
+        Some(p) => Some(std::fs::canonicalize(p).or_else(|_| absolute(p))?),
         None => recorded,
     };
     let Some(artifact) = artifact else {
@@ -602,23 +613,24 @@ pub fn standin_path() -> Result<PathBuf> {
     Ok(dir.join(STANDIN_BINARY))
 }
 
-/// Builds the stand-in with cargo when this binary runs from a clone's target directory
-/// (`<clone>/target/<profile>/provisioner`), in the same profile.
+/// Builds the stand-in with cargo, into the target directory this binary runs from and in its
+/// profile, when the clone this binary was built from is still there (`cargo run -- lab up`
+/// from a fresh clone needs no other step).
 fn build_standin(want: &Path, sink: Sink<'_>) -> Result<()> {
     let dir = want.parent().unwrap_or(Path::new("."));
     let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or_default();
-    let clone = dir.parent().and_then(Path::parent);
-    let manifest = clone.map(|c| c.join("testkit/Cargo.toml"));
+    let target = dir.parent();
+    let clone = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
     let missing = || {
         Error::Usage(format!(
-            "the Mesos-DNS test stand-in is not built ({} is missing) and this binary does not run from a clone: run `cargo build -p testkit` (same profile as this provisioner) in the clone",
+            "the Mesos-DNS test stand-in is not built ({} is missing), and the clone this provisioner was built from is not here to build it: run `cargo build -p testkit` (same profile as this provisioner) in the clone",
             want.display()
         ))
     };
-    let (Some(clone), Some(manifest)) = (clone, manifest) else {
+    let (Some(clone), Some(target)) = (clone, target) else {
         return Err(missing());
     };
-    if !manifest.is_file() || !matches!(profile, "debug" | "release") {
+    if !clone.join("testkit/Cargo.toml").is_file() || !matches!(profile, "debug" | "release") {
         return Err(missing());
     }
     sink(LabEvent::Step(
@@ -626,7 +638,8 @@ fn build_standin(want: &Path, sink: Sink<'_>) -> Result<()> {
     ));
     let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
     cmd.current_dir(clone)
-        .args(["build", "-q", "-p", "testkit"]);
+        .args(["build", "-q", "-p", "testkit", "--target-dir"])
+        .arg(target);
     if profile == "release" {
         cmd.arg("--release");
     }
@@ -1028,6 +1041,25 @@ pub fn ssh_args(paths: &LabPaths, ip: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without an artifact the lab needs AVENTER's repository; an unreachable one is one clear
+    /// error before any host is made (here: a closed port on loopback).
+    #[test]
+    fn an_unreachable_repository_is_refused_with_a_reason() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = reachable(&format!("http://127.0.0.1:{port}/Debian")).unwrap_err();
+        assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(reachable("not a url").is_err());
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/Debian", open.local_addr().unwrap());
+        assert_eq!(reachable(&url), Ok(()));
+        assert!(
+            aventer_url().unwrap().starts_with("http"),
+            "the bundle names AVENTER's URL"
+        );
+    }
 
     fn opts() -> UpOptions {
         UpOptions {

@@ -1,5 +1,7 @@
 //! Prerequisites on the control machine: root, and the programs the lab runs.
 
+use std::path::Path;
+
 use super::sys;
 use crate::error::{Error, Result};
 
@@ -54,7 +56,14 @@ pub fn check() -> Result<()> {
     )))
 }
 
-/// `apt-get update` then install what is missing. Returns the packages installed.
+/// The packages `lab up` needs that are not installed.
+pub fn missing() -> Vec<&'static str> {
+    missing_packages(sys::which)
+}
+
+/// `apt-get update` then install what is missing. Returns the packages installed. Package
+/// scripts may not start services meanwhile (a system apt-cacher-ng would take port 3142): a
+/// `policy-rc.d` that refuses is in place for the install, unless the machine has one.
 pub fn install() -> Result<Vec<&'static str>> {
     check_root()?;
     let missing = missing_packages(sys::which);
@@ -67,9 +76,22 @@ pub fn install() -> Result<Vec<&'static str>> {
         sys::run(&mut c)
     };
     apt(&["update"])?;
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        sys::write(
+            policy,
+            "#!/bin/sh\n# provisioner lab: no service starts during its install\nexit 101\n",
+        )?;
+        sys::set_mode(policy, 0o755)?;
+    }
     let mut args = vec!["install", "-y"];
     args.extend(missing.iter().copied());
-    apt(&args)?;
+    let res = apt(&args);
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    res?;
     Ok(missing)
 }
 

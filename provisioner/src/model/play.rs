@@ -122,6 +122,19 @@ impl Task {
         }
     }
 
+    /// The tasks of a block (`block`, then `rescue`, then `always`); none for a module call.
+    pub fn children(&self) -> impl Iterator<Item = &Task> {
+        let (b, r, a): (&[Task], &[Task], &[Task]) = match &self.kind {
+            TaskKind::Block {
+                block,
+                rescue,
+                always,
+            } => (block, rescue, always),
+            TaskKind::Module { .. } => (&[], &[], &[]),
+        };
+        b.iter().chain(r).chain(a)
+    }
+
     /// The module name, if this is a module call.
     pub fn module(&self) -> Option<&str> {
         match &self.kind {

@@ -27,6 +27,13 @@ pub fn eprint_line(s: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{s}");
 }
 
+/// Write a prompt to standard error, without a newline, and flush it.
+pub fn eprint_prompt(s: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "{s}");
+    let _ = e.flush();
+}
+
 /// One event, with its envelope, as a JSON line (docs/events.md).
 pub fn json_line(event: &Event) -> String {
     serde_json::to_string(event)

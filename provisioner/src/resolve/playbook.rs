@@ -138,6 +138,8 @@ pub struct Loader<'a> {
     diags: Diagnostics,
     /// Files being imported, to report import cycles.
     import_stack: Vec<PathBuf>,
+    /// `gather_facts` of a play that does not say (ansible.cfg `gathering`).
+    gather_default: bool,
     /// An inline play's (role, tasks file): that role runs this file of its `tasks/`.
     tasks_from: Option<(String, String)>,
 }
@@ -165,8 +167,15 @@ impl<'a> Loader<'a> {
             roles_path,
             diags: Diagnostics::new(),
             import_stack: Vec::new(),
+            gather_default: true,
             tasks_from: None,
         }
+    }
+
+    /// Whether a play without `gather_facts:` gathers facts (default: true).
+    pub fn gather_facts_default(mut self, on: bool) -> Self {
+        self.gather_default = on;
+        self
     }
 
     /// Load a playbook file. Returns every problem found, or the resolved playbook.
@@ -301,7 +310,9 @@ impl<'a> Loader<'a> {
             name,
             loc: node.loc.clone(),
             hosts,
-            gather_facts: self.opt_bool(node, "gather_facts").unwrap_or(true),
+            gather_facts: self
+                .opt_bool(node, "gather_facts")
+                .unwrap_or(self.gather_default),
             become_: inherit.become_,
             become_user: inherit.become_user.clone(),
             vars,

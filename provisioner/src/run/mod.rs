@@ -70,6 +70,9 @@ pub struct RunSpec {
     /// An apply run takes the inventory's run lock: `None` refuses at once when another run
     /// holds it (exit 5), `Some(d)` waits up to `d` (`--wait-lock`).
     pub lock_wait: Option<Duration>,
+    /// Defaults from ansible.cfg and the environment (host-key policy, remote user, become,
+    /// fact gathering; see `crate::config`).
+    pub defaults: crate::config::RunDefaults,
 }
 
 impl RunSpec {
@@ -91,6 +94,7 @@ impl RunSpec {
             roles_path: Vec::new(),
             changes_are_drift: false,
             lock_wait: None,
+            defaults: crate::config::RunDefaults::default(),
         }
     }
 }
@@ -173,6 +177,7 @@ fn request(spec: &RunSpec) -> Result<RunRequest, Error> {
         command_timeout: spec.command_timeout.max(Duration::from_secs(1)),
         tags: spec.tags.clone(),
         skip_tags: spec.skip_tags.clone(),
+        defaults: spec.defaults.clone(),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Ansible's filters, tests and lookups, over minijinja values.
 
 use std::cmp::Ordering;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -264,7 +264,7 @@ pub(crate) fn register(
         move |state: &State, name: String, terms: Rest<Value>, kw: Kwargs| {
             let found = match secret_lookup(state, sec.as_deref(), &name, &terms.0, &kw) {
                 Some(r) => r?,
-                None => run_lookup(&dir, &name, &terms.0, &kw)?,
+                None => run_lookup(state, &dir, &name, &terms.0, &kw)?,
             };
             let wantlist: Option<bool> = kw.get("wantlist")?;
             if wantlist.unwrap_or(false) {
@@ -286,7 +286,7 @@ pub(crate) fn register(
             move |state: &State, name: String, terms: Rest<Value>, kw: Kwargs| {
                 let found = match secret_lookup(state, sec.as_deref(), &name, &terms.0, &kw) {
                     Some(r) => r?,
-                    None => run_lookup(&dir, &name, &terms.0, &kw)?,
+                    None => run_lookup(state, &dir, &name, &terms.0, &kw)?,
                 };
                 Ok(Value::from(found))
             },
@@ -1364,7 +1364,13 @@ fn tls_host(state: &State, host: Option<String>) -> Result<crate::secrets::TlsHo
     })
 }
 
-fn run_lookup(base: &Path, name: &str, terms: &[Value], kw: &Kwargs) -> Result<Vec<Value>, Error> {
+fn run_lookup(
+    state: &State,
+    base: &Path,
+    name: &str,
+    terms: &[Value],
+    kw: &Kwargs,
+) -> Result<Vec<Value>, Error> {
     let terms: Vec<Value> = terms
         .iter()
         .flat_map(|t| {
@@ -1379,6 +1385,9 @@ fn run_lookup(base: &Path, name: &str, terms: &[Value], kw: &Kwargs) -> Result<V
         .collect();
     let _: Option<Value> = kw.get("errors")?;
     let _: Option<bool> = kw.get("wantlist")?;
+    if let Some(found) = super::lookups::run(state, base, name, &terms, kw) {
+        return found;
+    }
     match name {
         "env" | "ansible.builtin.env" => {
             let default: Option<String> = kw.get("default")?;
@@ -1400,16 +1409,9 @@ fn run_lookup(base: &Path, name: &str, terms: &[Value], kw: &Kwargs) -> Result<V
             let mut out = Vec::new();
             for t in &terms {
                 let p = text(t);
-                let candidates: Vec<PathBuf> = if Path::new(&p).is_absolute() {
-                    vec![PathBuf::from(&p)]
-                } else {
-                    vec![base.join("files").join(&p), base.join(&p)]
-                };
-                let found = candidates
-                    .iter()
-                    .find(|c| c.is_file())
+                let found = super::lookups::find(state, base, "files", &p)
                     .ok_or_else(|| err(format!("could not locate file in lookup: {p}")))?;
-                let mut content = std::fs::read_to_string(found)
+                let mut content = std::fs::read_to_string(&found)
                     .map_err(|e| err(format!("could not read {}: {e}", found.display())))?;
                 if rstrip.unwrap_or(true) {
                     content = content.trim_end().to_string();

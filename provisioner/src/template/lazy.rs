@@ -72,6 +72,9 @@ impl LazyVars {
     }
 
     fn lookup(self: &Arc<Self>, name: &str) -> Option<Value> {
+        if name == super::lookups::ROOT_KEY {
+            return Some(Value::from_dyn_object(self.clone()));
+        }
         let Some(raw) = self.raw.get(name) else {
             if name == "hostvars" {
                 return self.hostvars_value();

@@ -21,6 +21,8 @@
 
 mod filters;
 mod lazy;
+pub mod lookups;
+pub mod names;
 pub mod pyfmt;
 
 use std::collections::{BTreeSet, HashMap};

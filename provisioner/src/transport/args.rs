@@ -10,25 +10,30 @@ use super::{ConnectTarget, HostKeyPolicy};
 /// Understood: `-o UserKnownHostsFile=PATH`, `-o StrictHostKeyChecking=yes|accept-new`,
 /// `-o Port=N`, `-o User=NAME`, `-o IdentityFile=PATH`, `-o ProxyJump=SPEC`, `-i PATH`,
 /// `-p PORT`, `-l USER`, `-J SPEC` (also written `-oKey=Value`, `-o "Key Value"`, `-pPORT`).
-/// Returns the options that were ignored (not understood), in order, so the caller can warn.
+/// Returns what the caller must still act on ([`SshArgs`]): the options that were ignored (not
+/// understood), in order, so the caller can warn, and whether the options asked to turn
+/// host-key checking off.
 ///
-/// Errors are for values we refuse: `StrictHostKeyChecking=no` and `UserKnownHostsFile=/dev/null`
-/// (we never disable host-key checking), bad ports, unbalanced quotes, a missing argument.
-pub fn apply_ssh_args(target: &mut ConnectTarget, args: &str) -> Result<Vec<String>, String> {
+/// Host-key checking is never off: `StrictHostKeyChecking=no` is applied as `accept-new` (a
+/// new host's key is recorded, a changed key is refused), and `UserKnownHostsFile=/dev/null`
+/// leaves `known_hosts` untouched and is reported, for the caller to point it at a file that
+/// persists (see [`super::defaults::ConnectDefaults`]). Errors are for values we refuse: bad
+/// ports, unbalanced quotes, a missing argument, an unknown `StrictHostKeyChecking` value.
+pub fn apply_ssh_args(target: &mut ConnectTarget, args: &str) -> Result<SshArgs, String> {
     let words = split(args)?;
-    let mut ignored = Vec::new();
+    let mut out = SshArgs::default();
     let mut i = 0;
     while i < words.len() {
         let w = &words[i];
         i += 1;
         let Some(flag) = w.strip_prefix('-').and_then(|f| f.chars().next()) else {
-            ignored.push(w.clone());
+            out.ignored.push(w.clone());
             continue;
         };
         // Options that take an argument: attached (`-p22`) or the next word.
         const WITH_ARG: &str = "bcDEeFIiJLlmOopQRSWw";
         if !WITH_ARG.contains(flag) {
-            ignored.push(w.clone());
+            out.ignored.push(w.clone());
             continue;
         }
         let attached = &w[1 + flag.len_utf8()..];
@@ -43,22 +48,46 @@ pub fn apply_ssh_args(target: &mut ConnectTarget, args: &str) -> Result<Vec<Stri
         };
         match flag {
             'o' => {
-                if let Some(unknown) = apply_option(target, &arg)? {
-                    ignored.push(format!("-o {unknown}"));
+                if let Some(unknown) = apply_option(target, &arg, &mut out.checking_off)? {
+                    out.ignored.push(format!("-o {unknown}"));
                 }
             }
             'i' => target.identity_files.push(expand_tilde(&arg)),
             'p' => target.port = Some(parse_port(&arg)?),
             'l' => target.user = Some(arg),
             'J' => target.proxy_jump = jump(&arg),
-            _ => ignored.push(format!("-{flag} {arg}")),
+            _ => out.ignored.push(format!("-{flag} {arg}")),
         }
     }
-    Ok(ignored)
+    Ok(out)
+}
+
+/// What [`apply_ssh_args`] leaves to its caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SshArgs {
+    /// Options not understood, in order (e.g. `-o ControlMaster=auto`).
+    pub ignored: Vec<String>,
+    /// The options that asked to turn host-key checking off (`-o StrictHostKeyChecking=no`,
+    /// `-o UserKnownHostsFile=/dev/null`), as written. `StrictHostKeyChecking=no` was applied
+    /// as accept-new.
+    pub checking_off: Vec<String>,
+}
+
+impl SshArgs {
+    /// Whether `UserKnownHostsFile` named no file that keeps keys (`/dev/null`, `none`).
+    pub fn null_known_hosts(&self) -> bool {
+        self.checking_off
+            .iter()
+            .any(|o| o.to_ascii_lowercase().starts_with("userknownhostsfile"))
+    }
 }
 
 /// One `-o` option. Returns it back when it is not one we understand.
-fn apply_option(target: &mut ConnectTarget, opt: &str) -> Result<Option<String>, String> {
+fn apply_option(
+    target: &mut ConnectTarget,
+    opt: &str,
+    checking_off: &mut Vec<String>,
+) -> Result<Option<String>, String> {
     let (key, value) = match opt.find(['=', ' ', '\t']) {
         Some(pos) => (
             &opt[..pos],
@@ -71,16 +100,14 @@ fn apply_option(target: &mut ConnectTarget, opt: &str) -> Result<Option<String>,
             target.host_key_policy = match value.to_ascii_lowercase().as_str() {
                 "yes" | "ask" => HostKeyPolicy::Strict,
                 "accept-new" => HostKeyPolicy::AcceptNew,
+                // Never off: recorded on first contact, a changed key still refused.
                 "no" | "off" => {
-                    return Err(format!(
-                        "StrictHostKeyChecking={value} would disable host-key checking, which \
-                         provisioner never does. Use StrictHostKeyChecking=accept-new: it records \
-                         the keys of new hosts and still refuses a changed key"
-                    ))
+                    checking_off.push(format!("StrictHostKeyChecking={value}"));
+                    HostKeyPolicy::AcceptNew
                 }
                 other => {
                     return Err(format!(
-                        "StrictHostKeyChecking={other} is not a valid value (yes, accept-new)"
+                        "StrictHostKeyChecking={other} is not a valid value (yes, accept-new, no)"
                     ))
                 }
             }
@@ -89,12 +116,11 @@ fn apply_option(target: &mut ConnectTarget, opt: &str) -> Result<Option<String>,
             // OpenSSH allows several files; the first one is where keys are recorded.
             let first = value.split_whitespace().next().unwrap_or("");
             if first.is_empty() || first == "/dev/null" || first.eq_ignore_ascii_case("none") {
-                return Err(format!(
-                    "UserKnownHostsFile={value} would disable host-key checking, which provisioner \
-                     never does. Point it at a real file and use StrictHostKeyChecking=accept-new"
-                ));
+                // Keys kept nowhere would make every key look new: the caller keeps them.
+                checking_off.push(format!("UserKnownHostsFile={value}"));
+            } else {
+                target.known_hosts = Some(expand_tilde(first));
             }
-            target.known_hosts = Some(expand_tilde(first));
         }
         "port" => target.port = Some(parse_port(value)?),
         "user" => target.user = Some(value.to_string()),
@@ -220,7 +246,8 @@ mod tests {
         );
         assert_eq!(t.user.as_deref(), Some("deploy"));
         assert_eq!(t.proxy_jump.as_deref(), Some("bastion@jump:2200"));
-        assert_eq!(ignored, vec!["-o ControlMaster=auto", "-C", "-4"]);
+        assert_eq!(ignored.ignored, vec!["-o ControlMaster=auto", "-C", "-4"]);
+        assert!(ignored.checking_off.is_empty());
     }
 
     #[test]
@@ -238,13 +265,23 @@ mod tests {
     }
 
     #[test]
-    fn disabling_host_key_checking_is_refused_with_a_pointer_to_accept_new() {
+    fn turning_host_key_checking_off_is_accept_new_and_reported() {
         let mut t = target();
-        let err = apply_ssh_args(&mut t, "-o StrictHostKeyChecking=no").unwrap_err();
-        assert!(err.contains("accept-new"), "{err}");
-        let err = apply_ssh_args(&mut t, "-o UserKnownHostsFile=/dev/null").unwrap_err();
-        assert!(err.contains("disable host-key checking"), "{err}");
-        assert_eq!(t.host_key_policy, HostKeyPolicy::Strict);
+        let a = apply_ssh_args(
+            &mut t,
+            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        )
+        .unwrap();
+        assert_eq!(t.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(t.known_hosts, None, "/dev/null is left to the caller");
+        assert_eq!(
+            a.checking_off,
+            vec!["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]
+        );
+        assert!(a.null_known_hosts());
+        let a = apply_ssh_args(&mut target(), "-o StrictHostKeyChecking=off").unwrap();
+        assert!(!a.null_known_hosts());
+        assert!(apply_ssh_args(&mut target(), "-o StrictHostKeyChecking=maybe").is_err());
     }
 
     #[test]

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 pub mod args;
 pub mod config;
+pub mod defaults;
 pub mod files;
 pub mod known_hosts;
 pub mod ssh;
 
 pub use args::apply_ssh_args;
+pub use defaults::ConnectDefaults;
 pub use files::atomic_write_script;
 pub use ssh::{SshConnector, SshOptions};
 
@@ -117,7 +119,7 @@ pub enum TransportError {
         expected: String,
         actual: String,
     },
-    #[error("{host}: host key {fingerprint} is not in {known_hosts} (strict host-key checking). Add it, or use --host-key-policy accept-new")]
+    #[error("{host}: host key {fingerprint} is not in {known_hosts} (strict host-key checking). Add it (ssh-keyscan, then verify it), or set `-o StrictHostKeyChecking=accept-new` in ansible_ssh_common_args")]
     UnknownHostKey {
         host: String,
         fingerprint: String,

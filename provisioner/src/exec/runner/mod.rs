@@ -63,6 +63,8 @@ pub struct RunConfig {
     /// Stack runs: variables at role-defaults precedence (`bundle`), over the roles' own
     /// defaults. Empty for a playbook run.
     pub stack_vars: Vars,
+    /// ansible.cfg's connection and become defaults (see `crate::config`).
+    pub defaults: crate::config::RunDefaults,
 }
 
 /// Per-host state that lives across steps.

@@ -64,12 +64,9 @@ impl Runner {
             )
             .map_err(|d| bad(d.to_string().trim().to_string()))?
         };
-        let mut target = conn.target;
-        for args in &conn.ssh_args {
-            // Options we do not act on (e.g. ControlMaster) are ignored, as Ansible's ssh would.
-            crate::transport::args::apply_ssh_args(&mut target, args).map_err(bad)?;
-        }
-        Ok(target)
+        // Options we do not act on (e.g. ControlMaster) are ignored, as Ansible's ssh would.
+        let built = self.cfg.defaults.connect.build(conn.target, &conn.ssh_args);
+        Ok(built.map_err(bad)?.target)
     }
 
     pub(super) async fn exec(

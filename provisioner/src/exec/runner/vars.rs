@@ -110,7 +110,7 @@ impl Runner {
             .and_then(|t| t.become_)
             .or(play.become_)
             .or(inv_become)
-            .unwrap_or(false);
+            .unwrap_or(self.cfg.defaults.become_);
         if !on {
             return None;
         }
@@ -122,6 +122,7 @@ impl Runner {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             })
+            .or_else(|| self.cfg.defaults.become_user.clone())
             .unwrap_or_else(|| "root".to_string());
         let _ = host;
         Some(Become { user })

@@ -1,0 +1,297 @@
+//! `provisioner status`: the cluster's health, read-only, without the run lock.
+//!
+//! A thin layer: cluster-core writes each host's probe script and reads the answers
+//! (`cluster_core::health`); the run API runs them, one round trip per host, as a play built in
+//! memory (role `cluster_probe`, check mode). Nothing here knows what a healthy ZooKeeper or
+//! Mesos looks like.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use cluster_core::health::{self, ClusterView, Flag, ProbeSpec, Severity};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::exec::events::{Event, RunEvent, Sink};
+use crate::exec::Mode;
+use crate::model::inventory::Inventory;
+use crate::run::{InlinePlay, RunIo, RunSpec, Target};
+
+/// A certificate that expires within this many days is flagged.
+pub const CERT_WARN_DAYS: i64 = 30;
+
+/// What `status` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// No critical flag.
+    pub healthy: bool,
+    pub flags: Vec<Flag>,
+    pub view: ClusterView,
+    /// Hosts that did not answer the probe (unreachable, or the probe failed).
+    pub silent: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// The inventory's stack groups, with the stack's defaults (zookeeper = the masters,
+/// monitoring = the first master).
+struct Groups {
+    zookeeper: Vec<String>,
+    masters: Vec<String>,
+    agents: Vec<String>,
+    monitoring: Vec<String>,
+}
+
+fn groups(inv: &Inventory) -> Groups {
+    let g = |name: &str| -> Vec<String> {
+        inv.group_hosts(name)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
+    let masters = g("masters");
+    let zookeeper = Some(g("zookeeper"))
+        .filter(|z| !z.is_empty())
+        .unwrap_or_else(|| masters.clone());
+    let monitoring = Some(g("monitoring"))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| masters.iter().take(1).cloned().collect());
+    Groups {
+        zookeeper,
+        masters,
+        agents: g("agents"),
+        monitoring,
+    }
+}
+
+/// Each host's probe script, from its groups, its variables and the bundle's ports.
+fn scripts(
+    inv: &Inventory,
+    g: &Groups,
+    bundle: &cluster_core::bundle::Bundle,
+) -> BTreeMap<String, String> {
+    let port = |c: &str, p: &str| {
+        bundle
+            .component(c)
+            .and_then(|c| c.ports.get(p))
+            .map(|p| p.value)
+    };
+    let mut out = BTreeMap::new();
+    for host in inv.group_hosts("all") {
+        let vars = inv.host_vars(host);
+        let s = |k: &str, d: &str| vars.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+        let tls = vars
+            .get("mesos_tls")
+            .is_none_or(|v| crate::model::inventory::ansible_bool(v).unwrap_or(true));
+        let tls_dir = s("tls_dir", "/etc/provisioner/tls");
+        let has = |list: &[String]| list.iter().any(|h| h == host);
+        let mut units = vec!["dnsmasq".to_string()];
+        if has(&g.zookeeper) {
+            units.push("zookeeper".into());
+        }
+        if has(&g.masters) {
+            units.extend(["mesos-master".into(), "mesos-dns".into()]);
+        }
+        if has(&g.agents) {
+            units.extend(["mesos-agent".into(), "docker".into()]);
+        }
+        let spec = ProbeSpec {
+            zookeeper: has(&g.zookeeper)
+                .then(|| port("zookeeper", "client"))
+                .flatten(),
+            master: has(&g.masters)
+                .then(|| port("mesos_master", "http"))
+                .flatten(),
+            agent: has(&g.agents)
+                .then(|| port("mesos_agent", "http"))
+                .flatten(),
+            ca_file: tls.then(|| format!("{tls_dir}/ca.crt")),
+            cert_file: Some(format!("{tls_dir}/host.crt")),
+            units,
+            resolve: has(&g.masters).then(|| format!("leader.{}", s("dns_domain", "mesos"))),
+            monitoring: has(&g.monitoring)
+                .then(|| Some((port("prometheus", "http")?, port("alertmanager", "http")?)))
+                .flatten(),
+        };
+        out.insert(host.to_string(), health::probe_script(&spec));
+    }
+    out
+}
+
+/// Keeps each host's probe answers (the `answers` task's message) and who was unreachable.
+#[derive(Clone, Default)]
+struct Answers(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Sink for Answers {
+    fn event(&mut self, e: &Event) -> Result<(), String> {
+        if let RunEvent::TaskFinished(r) = &e.body {
+            if r.task.ends_with("answers") {
+                if let Some(m) = &r.msg {
+                    self.0
+                        .lock()
+                        .map_err(|_| "answers poisoned".to_string())?
+                        .insert(r.host.clone(), m.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Probe every host once and evaluate. `stack_dir`: the stack's roles from disk.
+pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
+    let started = std::time::Instant::now();
+    if inventory.is_empty() {
+        return Err(Error::Usage("status needs an inventory (-i)".into()));
+    }
+    let inv = crate::resolve::inventory::load_sources(inventory).map_err(Error::Invalid)?;
+    let g = groups(&inv);
+    let bundle = crate::stack::builtin_bundle()?;
+    let scripts = scripts(&inv, &g, &bundle);
+    let mut spec = RunSpec::new(
+        "status",
+        inventory.to_vec(),
+        Target::Stack {
+            dir: stack_dir,
+            play: Some(InlinePlay {
+                name: "status".into(),
+                hosts: "all".into(),
+                role: "cluster_probe".into(),
+                tasks_from: None,
+                gather_facts: false,
+                become_: true,
+            }),
+        },
+        Mode::Check,
+    );
+    spec.extra_vars
+        .insert("cluster_probe_scripts".into(), json!(scripts));
+    spec.command_timeout = Duration::from_secs(60);
+    let answers = Answers::default();
+    let io = RunIo {
+        sinks: vec![Box::new(answers.clone())],
+        ..Default::default()
+    };
+    crate::run::run(&spec, io)?;
+    let got = answers.0.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut parsed: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();
+    let mut silent = Vec::new();
+    for host in inv.group_hosts("all") {
+        match got.get(host) {
+            Some(text) => {
+                parsed.insert(host.to_string(), Some(health::read_probe(text)));
+            }
+            None => {
+                silent.push(host.to_string());
+                parsed.insert(host.to_string(), None);
+            }
+        }
+    }
+    let view = health::view_from_probes(&g.zookeeper, &g.masters, &g.agents, &parsed);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let mut flags = health::evaluate(&view);
+    flags.extend(health::other_flags(&view, &parsed, now, CERT_WARN_DAYS));
+    for h in &silent {
+        flags.push(Flag {
+            severity: Severity::Critical,
+            component: "host".into(),
+            reason: format!("{h}: did not answer the probe (unreachable?)"),
+        });
+    }
+    flags.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.cmp(b)));
+    Ok(Report {
+        healthy: !flags.iter().any(|f| f.severity == Severity::Critical),
+        flags,
+        view,
+        silent,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// The report for humans: one line per member, then the flags.
+pub fn render(r: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push("ZooKeeper".to_string());
+    for m in &r.view.zookeeper {
+        out.push(format!(
+            "  {:<12} {:<11} zxid {}{}",
+            m.host,
+            m.mode
+                .map(|x| format!("{x:?}").to_lowercase())
+                .unwrap_or_else(|| "down".into()),
+            m.zxid
+                .map(|z| format!("{z:#x}"))
+                .unwrap_or_else(|| "-".into()),
+            m.synced_followers
+                .map(|s| format!(", {s} synced followers"))
+                .unwrap_or_default()
+        ));
+    }
+    out.push("Mesos masters".to_string());
+    for m in &r.view.masters {
+        out.push(format!(
+            "  {:<12} {:<8} {:<13} ensemble {:<3} {}",
+            m.host,
+            if !m.answered {
+                "down"
+            } else if m.elected {
+                "LEADER"
+            } else {
+                "standby"
+            },
+            if m.recovered {
+                "recovered"
+            } else {
+                "not recovered"
+            },
+            m.ensemble_size
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into()),
+            m.version.as_deref().unwrap_or("-")
+        ));
+    }
+    out.push("Mesos agents".to_string());
+    for a in &r.view.expected_agents {
+        let v = r.view.agents.iter().find(|x| &x.hostname == a);
+        let state = match v {
+            None if r.view.in_maintenance.contains(a) => "maintenance".to_string(),
+            None => "not registered".to_string(),
+            Some(v) if v.draining => "draining".to_string(),
+            Some(v) if v.active => "active".to_string(),
+            Some(_) => "deactivated".to_string(),
+        };
+        out.push(format!(
+            "  {:<12} {:<14} {} {}",
+            a,
+            state,
+            v.and_then(|v| v.version.as_deref()).unwrap_or("-"),
+            v.map(|v| v.id.as_str()).unwrap_or("")
+        ));
+    }
+    if r.flags.is_empty() {
+        out.push(format!("healthy ({} ms)", r.elapsed_ms));
+    } else {
+        out.push(format!(
+            "{} ({} ms):",
+            if r.healthy {
+                "healthy, with warnings"
+            } else {
+                "DEGRADED"
+            },
+            r.elapsed_ms
+        ));
+        for f in &r.flags {
+            let sev = match f.severity {
+                Severity::Critical => "CRITICAL",
+                Severity::Warning => "warning",
+            };
+            out.push(format!("  {sev:<8} {:<13} {}", f.component, f.reason));
+        }
+    }
+    out
+}
