@@ -18,6 +18,30 @@ pub mod topology;
 
 use std::fmt;
 
+/// Ansible's truthiness, `boolean()` (`module_utils.parsing.convert_bool`), the one
+/// implementation every part of the workspace uses (inventory flags, module arguments, play
+/// keywords, topology rules): `true` for `true`, `1`, `1.0` and the strings `y`, `yes`, `on`,
+/// `1`, `true`, `t`; `false` for `false`, `0`, `0.0` and `n`, `no`, `off`, `0`, `false`, `f`
+/// (strings in any case, trimmed); anything else is not a boolean (`None`). Jinja's `bool`
+/// filter is another thing (Ansible 2.14's `to_bool`: only `yes`, `on`, `1`, `true`).
+pub fn boolean(v: &serde_json::Value) -> Option<bool> {
+    use serde_json::Value;
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "on" | "1" | "true" | "t" => Some(true),
+            "n" | "no" | "off" | "0" | "false" | "f" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The bundle shipped with this build (`cluster-core/bundle.yaml`).
 pub const BUNDLE_YAML: &str = include_str!("../bundle.yaml");
 
@@ -51,6 +75,54 @@ impl fmt::Display for Problem {
             (0, _) => f.write_str(&self.message),
             (l, 0) => write!(f, "{l}: {}", self.message),
             (l, c) => write!(f, "{l}:{c}: {}", self.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boolean;
+    use serde_json::json;
+
+    #[test]
+    fn boolean_follows_ansible() {
+        for t in [
+            json!(true),
+            json!(1),
+            json!(1.0),
+            json!("y"),
+            json!("Yes"),
+            json!(" on "),
+            json!("1"),
+            json!("TRUE"),
+            json!("t"),
+        ] {
+            assert_eq!(boolean(&t), Some(true), "{t}");
+        }
+        for f in [
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!("n"),
+            json!("NO"),
+            json!("off"),
+            json!("0"),
+            json!("False"),
+            json!("f"),
+        ] {
+            assert_eq!(boolean(&f), Some(false), "{f}");
+        }
+        for x in [
+            json!(2),
+            json!(-1),
+            json!("1.0"),
+            json!("maybe"),
+            json!(""),
+            json!(null),
+            json!([true]),
+            json!({}),
+        ] {
+            assert_eq!(boolean(&x), None, "{x}");
         }
     }
 }

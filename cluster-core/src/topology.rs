@@ -39,19 +39,6 @@ pub fn default_groups(groups: &Groups) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// Ansible's truthiness for a boolean-ish inventory value.
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => matches!(
-            s.to_ascii_lowercase().as_str(),
-            "yes" | "on" | "true" | "1" | "y" | "t"
-        ),
-        _ => false,
-    }
-}
-
 fn as_int(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
@@ -98,7 +85,7 @@ pub fn validate_topology(
     }
     let var = |h: &str, k: &str| vars.get(h).and_then(|m| m.get(k));
     for h in masters.iter().filter(|h| agents.contains(h)) {
-        if !var(h, "allow_colocated").is_some_and(truthy) {
+        if var(h, "allow_colocated").and_then(crate::boolean) != Some(true) {
             out.push(Problem::whole(format!(
                 "{h} is in both `masters` and `agents`; set `allow_colocated: true` for it to allow that"
             )));

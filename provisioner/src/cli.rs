@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::ansible_cfg::AnsibleConfig;
 use crate::error::{Error, ExitCode};
-use crate::ops::Mode;
+use crate::exec::Mode;
 use crate::report::human::HumanOptions;
 use crate::report::terminal::{self, Output};
 use crate::report::{eprint_line, print_line};

@@ -13,7 +13,7 @@ pub mod facts;
 pub mod lab;
 pub mod manual;
 pub mod model;
-pub mod ops;
+pub mod modules;
 pub mod plan;
 pub mod raw;
 pub mod report;

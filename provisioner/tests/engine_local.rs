@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use provisioner::exec::events::Collector;
 use provisioner::exec::events::{RunEvent, TaskStatus};
-use provisioner::ops::Mode;
+use provisioner::exec::Mode;
 use provisioner::report::recap::Recap;
 use provisioner::run::{self as api, RunIo, RunSpec, Target};
 use provisioner::transport::{

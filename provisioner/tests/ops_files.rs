@@ -27,16 +27,16 @@
 #![allow(clippy::unwrap_used)] // test harness: a malformed fixture should panic loudly
 
 use provisioner::facts::{CommandOutput, Facts, FileStat, Probe, ProbeResult};
-use provisioner::ops::{lookup, Action, Mode, Planned};
+use provisioner::modules::{lookup, Action, Mode, Planned};
 use serde_json::{Map, Value};
 use std::path::Path;
 
 fn sha1(data: &[u8]) -> String {
-    provisioner::ops::files::sha1::sha1_hex(data)
+    provisioner::modules::files::sha1::sha1_hex(data)
 }
 
 fn parent(p: &str) -> String {
-    provisioner::ops::files::common::dirname(p).to_string()
+    provisioner::modules::files::common::dirname(p).to_string()
 }
 
 fn resolve(files: &Map<String, Value>, path: &str, follow: bool) -> Option<(String, Value)> {
@@ -387,7 +387,7 @@ fn unarchive_fixtures() {
 }
 
 /// Run the actions of a plan on this machine, as the executor would. Returns the outputs.
-fn run_actions(actions: &[Action]) -> Vec<provisioner::ops::ActionOutput> {
+fn run_actions(actions: &[Action]) -> Vec<provisioner::modules::ActionOutput> {
     use std::io::Write;
     actions
         .iter()
@@ -405,7 +405,7 @@ fn run_actions(actions: &[Action]) -> Vec<provisioner::ops::ActionOutput> {
                 inp.write_all(stdin.as_deref().unwrap_or_default()).unwrap();
                 drop(inp);
                 let out = child.wait_with_output().unwrap();
-                provisioner::ops::ActionOutput {
+                provisioner::modules::ActionOutput {
                     rc: out.status.code().unwrap_or(-1),
                     stdout: out.stdout,
                     stderr: out.stderr,
@@ -423,14 +423,14 @@ fn run_actions(actions: &[Action]) -> Vec<provisioner::ops::ActionOutput> {
                 if let Some(m) = mode {
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(*m)).unwrap();
                 }
-                provisioner::ops::ActionOutput::default()
+                provisioner::modules::ActionOutput::default()
             }
         })
         .collect()
 }
 
 /// Probe, plan and apply one task on this machine (probe script run with /bin/sh).
-fn apply_locally(module: &str, args: Value) -> provisioner::ops::ModuleResult {
+fn apply_locally(module: &str, args: Value) -> provisioner::modules::ModuleResult {
     let m = lookup(module).unwrap();
     let args = args.as_object().unwrap().clone();
     let probes = m.probes(&args).unwrap();

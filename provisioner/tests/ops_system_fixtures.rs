@@ -25,7 +25,7 @@
 use provisioner::facts::{
     CommandOutput, Facts, FileStat, PackageState, Probe, ProbeResult, UnitState,
 };
-use provisioner::ops::{self, Action, ActionOutput, Mode, Planned};
+use provisioner::modules::{self, Action, ActionOutput, Mode, Planned};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -197,7 +197,7 @@ fn normalise_expected_plan(v: &Value) -> Value {
 fn run_case(file: &str, module: &str, case: &Value) -> Result<(), String> {
     let name = s(case, "name");
     let ctx = format!("{file}: {name}");
-    let m = ops::lookup(module).ok_or(format!("{ctx}: no module {module}"))?;
+    let m = modules::lookup(module).ok_or(format!("{ctx}: no module {module}"))?;
     let args = case["args"].as_object().cloned().unwrap_or_default();
     let mode = match case.get("mode").and_then(Value::as_str) {
         Some("check") => Mode::Check,

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use provisioner::facts::{CommandOutput, Facts, Probe, ProbeResult};
-use provisioner::ops::{self, Action, ActionOutput, Mode, ModuleResult, Planned};
+use provisioner::modules::{self, Action, ActionOutput, Mode, ModuleResult, Planned};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -35,7 +35,7 @@ fn sh(script: &str, stdin: Option<&[u8]>) -> ActionOutput {
 
 /// Probe, plan, (in apply mode) run, finish. Returns the plan and the result.
 pub fn run(module: &str, args: Value, mode: Mode) -> (Planned, ModuleResult) {
-    let m = ops::lookup(module).unwrap();
+    let m = modules::lookup(module).unwrap();
     let args = args.as_object().unwrap().clone();
     let probes = m.probes(&args).unwrap();
     let answers = probes

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use provisioner::exec::session::{self, RunRequest};
-use provisioner::ops::Mode;
+use provisioner::exec::Mode;
 use provisioner::template::Templar;
 
 fn write(dir: &Path, rel: &str, text: &str) {

@@ -125,13 +125,10 @@ fn expand(p: &Path, home: Option<&Path>, base: &Path) -> PathBuf {
     }
 }
 
-/// Ansible's `boolean()` values.
+/// Ansible's `boolean()` of a setting's text (the workspace's one truthiness,
+/// [`cluster_core::boolean`]).
 fn boolean(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" | "on" | "1" | "true" | "t" | "1.0" => Some(true),
-        "n" | "no" | "off" | "0" | "false" | "f" | "0.0" => Some(false),
-        _ => None,
-    }
+    cluster_core::boolean(&serde_json::Value::String(v.to_string()))
 }
 
 /// Read and resolve `path`, then the environment overrides. Errors carry file:line.

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::error::Error;
 use crate::exec::events::{Event, RunEvent, Sink};
+use crate::exec::Mode;
 use crate::model::inventory::Inventory;
-use crate::ops::Mode;
 use crate::run::{InlinePlay, RunIo, RunSpec, Target};
 
 /// A certificate that expires within this many days is flagged.

@@ -201,7 +201,7 @@ pub fn run(args: LabArgs) -> ExitCode {
                     dir: stack_dir,
                     play: None,
                 },
-                crate::ops::Mode::Apply,
+                crate::exec::Mode::Apply,
             );
             let io = crate::run::RunIo {
                 sinks: vec![crate::report::terminal::sink(

@@ -486,23 +486,8 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Ansible's `boolean()` filter rules (strict): the usual spellings of true and false.
-pub fn ansible_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_f64() {
-            Some(1.0) => Some(true),
-            Some(0.0) => Some(false),
-            _ => None,
-        },
-        Value::String(s) => match s.trim().to_lowercase().as_str() {
-            "y" | "yes" | "on" | "1" | "true" | "t" | "1.0" => Some(true),
-            "n" | "no" | "off" | "0" | "false" | "f" | "0.0" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
+/// Ansible's `boolean()`: the workspace's one truthiness (see [`cluster_core::boolean`]).
+pub use cluster_core::boolean as ansible_bool;
 
 /// `~` or `~/x` → the home directory; anything else unchanged. A template is left alone.
 pub fn expand_tilde(p: &str, home: Option<&Path>) -> PathBuf {

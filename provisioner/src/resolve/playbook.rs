@@ -42,7 +42,7 @@ pub const ENGINE_MODULES: &[&str] = &[
     "include",
 ];
 
-/// The catalog of the real modules: `crate::ops` plus the engine's own.
+/// The catalog of the real modules: `crate::modules` plus the engine's own.
 pub struct BuiltinCatalog;
 
 impl ModuleCatalog for BuiltinCatalog {
@@ -55,7 +55,7 @@ impl ModuleCatalog for BuiltinCatalog {
                 canonical: short.to_string(),
             });
         }
-        let m = crate::ops::lookup(name)?;
+        let m = crate::modules::lookup(name)?;
         Some(ModuleInfo {
             params: Some(
                 m.params()
@@ -1063,16 +1063,22 @@ impl<'a> Loader<'a> {
                 );
                 None
             }
-            yaml::Value::Str(s) => match s.to_ascii_lowercase().as_str() {
-                "yes" | "true" | "on" | "1" | "y" => Some(true),
-                "no" | "false" | "off" | "0" | "n" => Some(false),
-                _ => {
-                    self.diags
-                        .error(&n.loc, format!("`{key}` must be a boolean, found `{s}`"));
-                    None
+            yaml::Value::Str(_) | yaml::Value::Int(_) | yaml::Value::Float(_) => {
+                match cluster_core::boolean(&n.to_json()) {
+                    Some(b) => Some(b),
+                    None => {
+                        let shown = match &n.value {
+                            yaml::Value::Str(s) => s.clone(),
+                            _ => n.to_json().to_string(),
+                        };
+                        self.diags.error(
+                            &n.loc,
+                            format!("`{key}` must be a boolean, found `{shown}`"),
+                        );
+                        None
+                    }
                 }
-            },
-            yaml::Value::Int(i) => Some(*i != 0),
+            }
             _ => {
                 self.diags.error(
                     &n.loc,

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ExitCode};
 use crate::exec::events::Sink;
 use crate::exec::session::{self, RunRequest, RunResult, RunState, StackRun};
-use crate::ops::Mode;
+use crate::exec::Mode;
 use crate::report::recap::Recap;
 use crate::state::StateDir;
 use crate::template::Vars;

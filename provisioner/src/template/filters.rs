@@ -295,6 +295,9 @@ pub(crate) fn register(
     env.set_unknown_method_callback(python_methods);
 }
 
+/// Jinja's `bool` filter as Ansible 2.14 defines it (`to_bool`): `yes`, `on`, `1`, `true` (any
+/// case) and 1 are true, everything else false. Not Ansible's `boolean()` (that is
+/// `cluster_core::boolean`, used everywhere else): the filter must render as ansible-playbook's.
 fn bool_filter(v: Value) -> R {
     Ok(match v.kind() {
         ValueKind::None | ValueKind::Bool => v,

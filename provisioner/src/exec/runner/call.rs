@@ -1,0 +1,676 @@
+//! One module call: templated arguments, probes (answered from the play's prefetch while
+//! valid), the plan, the actions in apply mode; engine modules (`debug`, `assert`, ...).
+
+use super::*;
+
+/// Ansible's `MAX_FILE_SIZE_FOR_DIFF`: larger contents are not diffed.
+pub(super) const MAX_DIFF_BYTES: usize = 104_448;
+
+/// One side of a diff as reported: binary (a NUL in its first 8 KiB, as Ansible checks) or
+/// oversized contents are replaced by a one-line note, as Ansible skips those diffs.
+pub(super) fn diff_side(text: &str) -> String {
+    let head = &text.as_bytes()[..text.len().min(8192)];
+    if head.contains(&0) {
+        "[diff skipped: binary content]\n".to_string()
+    } else if text.len() > MAX_DIFF_BYTES {
+        format!(
+            "[diff skipped: {} bytes, more than {MAX_DIFF_BYTES}]\n",
+            text.len()
+        )
+    } else {
+        text.to_string()
+    }
+}
+
+/// What the actions of one module call can change, to keep the probe answers gathered before
+/// it that they cannot affect: `Some(paths)` when they only write at, under or above these
+/// absolute paths (file writes, and commands of a module [`modules::Module::confined_to`] its
+/// paths), `None` when anything may change (commands, packages, services, ...).
+pub(super) fn touched_paths(
+    m: &dyn modules::Module,
+    args: &modules::Args,
+    actions: &[Action],
+) -> Option<Vec<String>> {
+    let mut paths: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteFile { path, .. } => Some(path.clone()),
+            Action::Exec { .. } => None,
+        })
+        .collect();
+    if paths.len() != actions.len() {
+        paths.extend(m.confined_to(args)?);
+    }
+    paths.iter().all(|p| p.starts_with('/')).then(|| {
+        paths
+            .iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect()
+    })
+}
+
+/// Whether a probe answer survives a change confined to `touched` (see [`touched_paths`]):
+/// stat/read of an unrelated path that is not, and is not under, a symlink (`via_link`: what
+/// it shows may change with any other path) and package state do; commands and unit state do
+/// not (a unit file may have been written).
+pub(super) fn still_valid(
+    probe: &facts::Probe,
+    touched: &[String],
+    via_link: &HashSet<String>,
+) -> bool {
+    let related = |p: &str| {
+        let p = p.trim_end_matches('/');
+        touched.iter().any(|t| {
+            p == t
+                || p.strip_prefix(t.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+                || t.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
+                || p.is_empty()
+                || t.is_empty()
+        })
+    };
+    match probe.path() {
+        Some(path) => !related(path) && !via_link.contains(path),
+        None => matches!(probe, facts::Probe::Dpkg { .. }),
+    }
+}
+
+impl Runner {
+    /// One module call with templated arguments.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn call(
+        &self,
+        host: &str,
+        play: usize,
+        task: &Task,
+        module: &str,
+        raw_args: &Map<String, Value>,
+        vars: &Vars,
+        become_: Option<Become>,
+        check: bool,
+    ) -> CallResult {
+        let fail = |msg: String| CallResult {
+            result: msg_map_failed(msg),
+            status: TaskStatus::Failed,
+            diffs: vec![],
+        };
+        let mut args = match self
+            .templar
+            .render_value(&Value::Object(raw_args.clone()), vars)
+        {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return fail("module arguments did not template to a mapping".into()),
+            Err(e) => return fail(e.to_string()),
+        };
+        template::strip_omitted(&mut args);
+        match module {
+            "debug" => return self.debug(&args, vars),
+            "set_fact" => {
+                args.remove("cacheable");
+                let facts = args.clone();
+                self.with_state(host, |s| s.set_facts.extend(facts.clone()));
+                return CallResult {
+                    result: json_map(json!({"changed": false, "ansible_facts": facts})),
+                    status: TaskStatus::Ok,
+                    diffs: vec![],
+                };
+            }
+            "fail" => {
+                let msg = args
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Failed as requested from task");
+                return fail(msg.to_string());
+            }
+            "assert" => return self.assert(&args, raw_args, vars),
+            "meta" => {
+                let what = args
+                    .get("_raw_params")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                // The header once per task and batch, before any handler it runs.
+                let batch = self.batch_of(play, host).map_or(0, |b| b.0);
+                let first = self
+                    .meta_shown
+                    .lock()
+                    .is_ok_and(|mut m| m.insert((play, task.loc.clone(), batch)));
+                if first {
+                    self.emit(RunEvent::MetaTask {
+                        play,
+                        task: self.title(play, task, host, Some(vars)),
+                    });
+                }
+                return match what {
+                    "flush_handlers" => {
+                        let o = self.flush_handlers(host, play).await;
+                        CallResult {
+                            result: Map::new(),
+                            status: if o == StepOutcome::Ok {
+                                TaskStatus::Ok
+                            } else {
+                                TaskStatus::Failed
+                            },
+                            diffs: vec![],
+                        }
+                    }
+                    "noop" => CallResult {
+                        result: Map::new(),
+                        status: TaskStatus::Ok,
+                        diffs: vec![],
+                    },
+                    other => fail(format!(
+                        "meta: `{other}` is not supported (flush_handlers and noop are)"
+                    )),
+                };
+            }
+            _ => {}
+        }
+        let Some(m) = modules::lookup(module) else {
+            return fail(format!("module `{module}` is not available"));
+        };
+        // Control-node files become content before the module sees them.
+        if let Err(e) = self.inline_local_files(module, task, &mut args, vars).await {
+            return fail(e);
+        }
+        let probes = match m.probes(&args) {
+            Ok(p) => p,
+            Err(e) => return fail(e.to_string()),
+        };
+        // delegate_to: the module runs over the delegated host's connection, with this host's
+        // variables (as in Ansible).
+        let target = match self.delegate_target(task, vars) {
+            Ok(Some(t)) => t,
+            Ok(None) => host.to_string(),
+            Err(e) => return fail(e),
+        };
+        let become_key = become_.as_ref().map(|b| b.user.clone());
+        let cached: Option<Facts> = (!probes.is_empty())
+            .then(|| {
+                self.with_state(&target, |s| {
+                    probes
+                        .iter()
+                        .map(|p| {
+                            s.probe_cache
+                                .get(&(become_key.clone(), p.clone()))
+                                .map(|r| (p.clone(), r.clone()))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
+            })
+            .flatten()
+            .map(|answers| Facts {
+                answers,
+                ..Default::default()
+            });
+        let facts = if probes.is_empty() {
+            Facts::default()
+        } else if let Some(f) = cached {
+            f
+        } else {
+            let script = facts::probe::probe_script(&probes);
+            // Probes only read: one retry after a dropped connection is safe.
+            let first = self
+                .exec(&target, script.clone(), None, become_.clone(), task.no_log)
+                .await;
+            let answer = match first {
+                Err(TransportError::Disconnected { .. }) => {
+                    self.exec(&target, script, None, become_.clone(), task.no_log)
+                        .await
+                }
+                other => other,
+            };
+            match answer {
+                Err(e) if e.is_unreachable() => {
+                    return CallResult {
+                        result: msg_map(e.to_string()),
+                        status: TaskStatus::Unreachable,
+                        diffs: vec![],
+                    }
+                }
+                Err(e) => return fail(e.to_string()),
+                Ok(o) if o.exit_status != 0 => {
+                    return fail(format!(
+                        "reading the host's state failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ))
+                }
+                Ok(o) => match facts::probe::parse_probe_output(&probes, &o.stdout) {
+                    Ok(f) => {
+                        self.with_state(&target, |s| s.via_link.extend(f.via_link.clone()));
+                        f
+                    }
+                    Err(e) => return fail(format!("cannot parse the host's state: {e}")),
+                },
+            }
+        };
+        let mode = if check { Mode::Check } else { Mode::Apply };
+        let planned = match m.plan(&args, &facts, mode) {
+            // Planned from the local file's checksum, and the content differs: send it.
+            Err(e) if e.is_needs_content() => {
+                if let Err(e) = self.inline_local_content(task, &mut args).await {
+                    return fail(e);
+                }
+                m.plan(&args, &facts, mode)
+            }
+            other => other,
+        };
+        let planned = match planned {
+            Ok(p) => p,
+            Err(e) => return fail(e.to_string()),
+        };
+        let diffs: Vec<DiffText> = match &planned {
+            Planned::Change { diffs, .. } => diffs
+                .iter()
+                .map(|d| DiffText {
+                    label: d.label.clone(),
+                    before: diff_side(&d.before),
+                    after: diff_side(&d.after),
+                })
+                .collect(),
+            Planned::NoChange { .. } => vec![],
+        };
+        // Read-only modules (wait_for, uri GET) also run in check mode, as in Ansible.
+        let run_actions = !check || m.read_only(&args);
+        let outputs = match (&planned, run_actions) {
+            (Planned::Change { actions, .. }, true) => {
+                let touched = touched_paths(m, &args, actions);
+                match self
+                    .perform(
+                        &target,
+                        actions,
+                        touched.as_deref(),
+                        become_.clone(),
+                        task.no_log,
+                    )
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(e) if e.is_unreachable() => {
+                        return CallResult {
+                            result: msg_map(e.to_string()),
+                            status: TaskStatus::Unreachable,
+                            diffs,
+                        }
+                    }
+                    Err(e) => return fail(e.to_string()),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let r: ModuleResult = if run_actions {
+            m.finish(&args, &planned, &outputs)
+        } else {
+            m.check_result(&args, &planned)
+        };
+        let status = if r.failed {
+            TaskStatus::Failed
+        } else if r.skipped {
+            TaskStatus::Skipped
+        } else if r.changed {
+            TaskStatus::Changed
+        } else {
+            TaskStatus::Ok
+        };
+        let mut result = r.data;
+        result.insert("changed".into(), json!(r.changed));
+        if r.failed {
+            result.insert("failed".into(), json!(true));
+        }
+        if r.skipped {
+            result.insert("skipped".into(), json!(true));
+        }
+        if let Some(msg) = r.msg {
+            result.insert("msg".into(), json!(msg));
+        }
+        // Facts a module returns (package_facts) become host facts, under `ansible_facts` and
+        // by their own names, as in Ansible.
+        if let Some(Value::Object(new_facts)) = result.get("ansible_facts") {
+            let new_facts = new_facts.clone();
+            self.with_state(host, |s| {
+                let af = s
+                    .facts
+                    .entry("ansible_facts".to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(af) = af {
+                    af.extend(new_facts.clone());
+                }
+                s.facts.extend(new_facts);
+            });
+        }
+        CallResult {
+            result,
+            status,
+            diffs,
+        }
+    }
+
+    /// The inventory host a task is delegated to, if any.
+    pub(super) fn delegate_target(
+        &self,
+        task: &Task,
+        vars: &Vars,
+    ) -> Result<Option<String>, String> {
+        let Some(d) = &task.delegate_to else {
+            return Ok(None);
+        };
+        let name = self
+            .templar
+            .render_string(d, vars)
+            .map_err(|e| format!("delegate_to: {e}"))?;
+        if self.inventory.host(&name).is_none() {
+            return Err(format!(
+                "delegate_to: `{name}` is not a host of the inventory (local execution is not supported)"
+            ));
+        }
+        Ok(Some(name))
+    }
+
+    /// Gather, in one round trip per become user, the probes of every task of `play` whose
+    /// arguments can already be rendered on `host`. Tasks whose arguments depend on results not
+    /// known yet are left out; they probe when they run. Failures here are not errors: the
+    /// tasks then probe live.
+    pub(super) async fn prefetch(&self, host: &str, play_idx: usize) {
+        if !self.with_state(host, |s| s.prefetched.insert(play_idx)) {
+            return;
+        }
+        let play = &self.plays[play_idx];
+        let mut by_become: std::collections::BTreeMap<Option<String>, Vec<facts::Probe>> =
+            Default::default();
+        let mut stack: Vec<&Task> = play.tasks.iter().rev().collect();
+        while let Some(task) = stack.pop() {
+            let (module, raw_args) = match &task.kind {
+                TaskKind::Block {
+                    block,
+                    rescue,
+                    always,
+                } => {
+                    stack.extend(always.iter().rev());
+                    stack.extend(rescue.iter().rev());
+                    stack.extend(block.iter().rev());
+                    continue;
+                }
+                TaskKind::Module { module, args } => (module, args),
+            };
+            let Some(m) = modules::lookup(module) else {
+                continue;
+            };
+            let mut vars = self.task_vars(host, play_idx, Some(task));
+            let items: Vec<Option<Value>> = match &task.loop_ {
+                None => vec![None],
+                Some(l) => match self.templar.render_value(l, &vars) {
+                    Ok(Value::Array(a)) if !task.loop_flatten => a.into_iter().map(Some).collect(),
+                    _ => continue,
+                },
+            };
+            let become_ = self
+                .become_for(host, play, Some(task), &vars)
+                .map(|b| b.user);
+            for item in items {
+                if let Some(i) = item {
+                    vars.insert(task.loop_var.clone(), i);
+                }
+                let Ok(Value::Object(mut args)) = self
+                    .templar
+                    .render_value(&Value::Object(raw_args.clone()), &vars)
+                else {
+                    continue;
+                };
+                template::strip_omitted(&mut args);
+                if self
+                    .inline_local_files(module, task, &mut args, &vars)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                if let Ok(probes) = m.probes(&args) {
+                    let list = by_become.entry(become_.clone()).or_default();
+                    for p in probes {
+                        if !list.contains(&p) {
+                            list.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        for (user, probes) in by_become {
+            if probes.is_empty() {
+                continue;
+            }
+            let script = facts::probe::probe_script(&probes);
+            let become_ = user.clone().map(|user| Become { user });
+            let Ok(out) = self.exec(host, script, None, become_, false).await else {
+                return;
+            };
+            if out.exit_status != 0 {
+                continue;
+            }
+            if let Ok(f) = facts::probe::parse_probe_output(&probes, &out.stdout) {
+                self.with_state(host, |s| {
+                    s.via_link.extend(f.via_link);
+                    for (p, r) in f.answers {
+                        s.probe_cache.insert((user.clone(), p), r);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Send actions in order; stop at the first that fails.
+    pub(super) async fn perform(
+        &self,
+        host: &str,
+        actions: &[Action],
+        touched: Option<&[String]>,
+        become_: Option<Become>,
+        no_log: bool,
+    ) -> Result<Vec<ActionOutput>, TransportError> {
+        if !actions.is_empty() {
+            // The host changes: answers gathered before that this change may affect are stale.
+            self.with_state(host, |s| match touched {
+                // A change through a symlink may land anywhere.
+                Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {
+                    let via_link = &s.via_link;
+                    s.probe_cache
+                        .retain(|(_, p), _| still_valid(p, paths, via_link));
+                }
+                _ => s.probe_cache.clear(),
+            });
+        }
+        let mut outputs = Vec::with_capacity(actions.len());
+        for a in actions {
+            let (script, stdin) = match a {
+                Action::Exec { script, stdin } => (script.clone(), stdin.clone()),
+                Action::WriteFile {
+                    path,
+                    content,
+                    mode,
+                    owner,
+                    group,
+                } => (
+                    crate::transport::files::atomic_write_script(
+                        Path::new(path),
+                        *mode,
+                        owner.as_deref(),
+                        group.as_deref(),
+                    ),
+                    Some(content.clone()),
+                ),
+            };
+            let o = self
+                .exec(host, script, stdin, become_.clone(), no_log)
+                .await?;
+            let failed = o.exit_status != 0;
+            outputs.push(ActionOutput {
+                rc: o.exit_status as i32,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            });
+            if failed {
+                break;
+            }
+        }
+        Ok(outputs)
+    }
+
+    pub(super) fn debug(&self, args: &Map<String, Value>, vars: &Vars) -> CallResult {
+        let mut result = Map::new();
+        if let Some(var) = args.get("var").and_then(Value::as_str) {
+            let v = self
+                .templar
+                .render_str(&format!("{{{{ {var} }}}}"), vars)
+                .unwrap_or_else(|_| json!("VARIABLE IS NOT DEFINED!"));
+            result.insert(var.to_string(), v.clone());
+            result.insert("msg".into(), json!(format!("{var}: {}", display_value(&v))));
+        } else {
+            let msg = args
+                .get("msg")
+                .cloned()
+                .unwrap_or_else(|| json!("Hello world!"));
+            result.insert("msg".into(), json!(display_value(&msg)));
+        }
+        result.insert("changed".into(), json!(false));
+        CallResult {
+            result,
+            status: TaskStatus::Ok,
+            diffs: vec![],
+        }
+    }
+
+    pub(super) fn assert(
+        &self,
+        args: &Map<String, Value>,
+        raw_args: &Map<String, Value>,
+        vars: &Vars,
+    ) -> CallResult {
+        // `that` holds expressions: evaluate them as written, not templated first.
+        let that: Vec<Value> = match raw_args.get("that") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(v) => vec![v.clone()],
+            None => {
+                return CallResult {
+                    result: msg_map_failed("assert needs `that`".into()),
+                    status: TaskStatus::Failed,
+                    diffs: vec![],
+                }
+            }
+        };
+        for cond in &that {
+            match self.eval_conditions(std::slice::from_ref(cond), vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let msg = args
+                        .get("fail_msg")
+                        .or_else(|| args.get("msg"))
+                        .map(display_value)
+                        .unwrap_or_else(|| "Assertion failed".to_string());
+                    let mut r = msg_map_failed(msg);
+                    r.insert("assertion".into(), cond.clone());
+                    r.insert("evaluated_to".into(), json!(false));
+                    return CallResult {
+                        result: r,
+                        status: TaskStatus::Failed,
+                        diffs: vec![],
+                    };
+                }
+                Err(e) => {
+                    return CallResult {
+                        result: msg_map_failed(e),
+                        status: TaskStatus::Failed,
+                        diffs: vec![],
+                    }
+                }
+            }
+        }
+        let msg = args
+            .get("success_msg")
+            .map(display_value)
+            .unwrap_or_else(|| "All assertions passed".into());
+        CallResult {
+            result: json_map(json!({"changed": false, "msg": msg})),
+            status: TaskStatus::Ok,
+            diffs: vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_and_oversized_diffs_are_skipped_like_ansible() {
+        // Regression: the stand-in binary's bytes went into every JSON event of its copy task.
+        assert_eq!(diff_side("a\nb\n"), "a\nb\n");
+        assert_eq!(
+            diff_side("ELF\0\u{1}\u{2}"),
+            "[diff skipped: binary content]\n"
+        );
+        let big = "x".repeat(MAX_DIFF_BYTES + 1);
+        assert!(diff_side(&big).starts_with("[diff skipped: 104449 bytes"));
+    }
+
+    #[test]
+    fn a_file_change_keeps_the_answers_it_cannot_affect() {
+        use facts::Probe;
+        let module = |name: &str| modules::lookup(name).unwrap();
+        let stat = |p: &str| Probe::Stat {
+            path: p.into(),
+            follow: false,
+        };
+        let touched = vec!["/etc/app".to_string()];
+        let none = HashSet::new();
+        assert!(!still_valid(&stat("/etc/app"), &touched, &none));
+        assert!(
+            !still_valid(&stat("/etc/app/conf.d/x"), &touched, &none),
+            "under it"
+        );
+        assert!(!still_valid(&stat("/etc"), &touched, &none), "its parent");
+        assert!(
+            still_valid(&stat("/etc/apparmor"), &touched, &none),
+            "a sibling with the same prefix"
+        );
+        assert!(still_valid(
+            &Probe::Dpkg {
+                packages: vec!["tree".into()]
+            },
+            &touched,
+            &none
+        ));
+        assert!(!still_valid(
+            &Probe::Command {
+                script: "ls".into()
+            },
+            &touched,
+            &none
+        ));
+
+        let mut args = modules::Args::new();
+        args.insert("path".into(), json!("/etc/app/"));
+        let exec = Action::Exec {
+            script: "mkdir -p /etc/app".into(),
+            stdin: None,
+        };
+        assert_eq!(
+            touched_paths(module("file"), &args, std::slice::from_ref(&exec)),
+            Some(vec!["/etc/app".to_string()])
+        );
+        assert_eq!(
+            touched_paths(module("command"), &args, &[exec]),
+            None,
+            "a command may do anything"
+        );
+        args.insert("path".into(), json!("relative"));
+        assert_eq!(
+            touched_paths(
+                module("file"),
+                &args,
+                &[Action::Exec {
+                    script: "true".into(),
+                    stdin: None
+                }]
+            ),
+            None
+        );
+    }
+}
