@@ -1311,3 +1311,218 @@ fn one_hosts_handshake_never_waits_on_anothers() {
     assert_eq!(f.read("h1", "f"), "x");
     assert_eq!(f.read("h2", "f"), "x");
 }
+
+/// Writes `files` (path, content) under the fixture's directory.
+fn write_files(f: &Fixture, files: &[(&str, &str)]) {
+    for (p, content) in files {
+        let p = f.path(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+const INCLUDE_VARS: &str = r#"
+- hosts: web
+  gather_facts: false
+  vars:
+    b: play
+    os: Debian
+  roles:
+    - r
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: later play
+      copy:
+        dest: "{{ root }}/{{ inventory_hostname }}/later"
+        content: "{{ a }} {{ ns.k }}"
+"#;
+
+#[test]
+fn include_vars_loads_per_host_at_its_precedence_and_persists_for_the_run() {
+    let f = Fixture::new(INCLUDE_VARS);
+    write_files(
+        &f,
+        &[
+            (
+                "roles/r/defaults/main.yml",
+                "a: default\nb: default\nc: default\ne: default\nf: default\n",
+            ),
+            (
+                "roles/r/vars/Debian.yml",
+                "a: included\nb: included\nc: included\ne: included\n",
+            ),
+            ("vars/extra.yml", "k: from-playbook-vars\n"),
+            ("roles/r/vars/h1-only.yml", "f: first-found-h1\n"),
+            ("roles/r/vars/default.yml", "f: first-found-default\n"),
+            (
+                "roles/r/tasks/main.yml",
+                r#"
+- set_fact:
+    c: set_fact
+- include_vars: "{{ os }}.yml"
+- include_vars:
+    file: extra.yml
+    name: ns
+- include_vars: "{{ item }}"
+  with_first_found:
+    - "{{ inventory_hostname }}-only.yml"
+    - default.yml
+- name: show
+  copy:
+    dest: "{{ root }}/{{ inventory_hostname }}/vars"
+    content: "{{ a }} {{ b }} {{ c }} {{ e }} {{ f }} {{ ns.k }}"
+"#,
+            ),
+        ],
+    );
+    let mut spec = f.request(Mode::Apply);
+    spec.extra_vars
+        .insert("e".into(), serde_json::json!("extra"));
+    let (events, recap, _) = f.run_req(spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    // include_vars beats role defaults and play vars, loses to set_fact and -e.
+    assert_eq!(
+        f.read("h1", "vars"),
+        "included included set_fact extra first-found-h1 from-playbook-vars"
+    );
+    assert_eq!(
+        f.read("h2", "vars"),
+        "included included set_fact extra first-found-default from-playbook-vars"
+    );
+    assert_eq!(f.read("h2", "later"), "included from-playbook-vars");
+}
+
+#[test]
+fn include_vars_missing_literal_file_fails_validate_and_a_templated_one_fails_at_run_time() {
+    let f = Fixture::new(
+        r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - include_vars: nope.yml
+    - include_vars:
+        dir: nodir
+"#,
+    );
+    let err = api::validate(&f.request(Mode::Apply)).expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains("site.yml:5:21: include_vars: could not find file `nope.yml`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("site.yml:7:9: include_vars: could not find dir `nodir`"),
+        "{text}"
+    );
+
+    let f = Fixture::new(
+        r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - include_vars: "{{ inventory_hostname }}.yml"
+"#,
+    );
+    write_files(&f, &[("vars/h1.yml", "x: 1\n")]);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    let failed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskFinished(r) if r.status == TaskStatus::Failed => {
+                Some((r.host.clone(), r.msg.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(recap.any_failed());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "h2");
+    assert!(
+        failed[0]
+            .1
+            .contains("site.yml:5:7: include_vars: could not find file `h2.yml`"),
+        "{}",
+        failed[0].1
+    );
+}
+
+#[test]
+fn with_lookup_loops_give_the_items_of_their_loop_lookup_equivalents() {
+    let f = Fixture::new(
+        r#"
+- hosts: h1
+  gather_facts: false
+  vars:
+    d: {b: 2, a: 1}
+    xs: [1, 2, 3]
+    ys: [a, b]
+  tasks:
+    - name: fileglob
+      debug: msg={{ item }}
+      with_fileglob: "*.conf"
+    - name: fileglob
+      debug: msg={{ item }}
+      loop: "{{ lookup('fileglob', '*.conf', wantlist=True) }}"
+    - name: first_found
+      debug: msg={{ item }}
+      with_first_found:
+        - missing.conf
+        - "b.{{ 'conf' }}"
+    - name: first_found
+      debug: msg={{ item }}
+      loop: "{{ query('first_found', ['missing.conf', 'b.conf']) }}"
+    - name: dict
+      debug: msg={{ item.key }}={{ item.value }}
+      with_dict: "{{ d }}"
+    - name: dict
+      debug: msg={{ item.key }}={{ item.value }}
+      loop: "{{ d | dict2items }}"
+    - name: list
+      debug: msg={{ item }}
+      with_list: [[1, 2], 3]
+    - name: list
+      debug: msg={{ item }}
+      loop: [[1, 2], 3]
+    - name: together
+      debug: msg={{ item }}
+      with_together: ["{{ xs }}", "{{ ys }}"]
+    - name: together
+      debug: msg={{ item }}
+      loop: [[1, a], [2, b], [3, null]]
+"#,
+    );
+    write_files(
+        &f,
+        &[
+            ("files/a.conf", "a"),
+            ("files/b.conf", "b"),
+            ("files/c.txt", "c"),
+        ],
+    );
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    let mut items: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for e in &events {
+        if let RunEvent::TaskFinished(r) = e {
+            if let Some(i) = &r.item {
+                items
+                    .entry((r.task.clone(), r.loc.clone()))
+                    .or_default()
+                    .push(i.clone());
+            }
+        }
+    }
+    let mut by_name: std::collections::BTreeMap<String, Vec<Vec<String>>> = Default::default();
+    for ((task, _), list) in items {
+        by_name.entry(task).or_default().push(list);
+    }
+    for name in ["fileglob", "first_found", "dict", "list", "together"] {
+        let lists = by_name.get(name).cloned().unwrap_or_default();
+        assert_eq!(lists.len(), 2, "{name}: {lists:?}");
+        assert!(!lists[0].is_empty(), "{name}: {lists:?}");
+        assert_eq!(lists[0], lists[1], "{name}");
+    }
+    assert_eq!(by_name["fileglob"][0].len(), 2);
+    assert!(by_name["first_found"][0][0].ends_with("files/b.conf"));
+}

@@ -72,6 +72,9 @@ pub struct Task {
     pub loop_: Option<Value>,
     /// `with_items:` flattens one level of nesting; `loop:` does not.
     pub loop_flatten: bool,
+    /// `with_<lookup>:` (other than `with_items`): `loop_` holds the lookup's terms and the
+    /// items are `query(lookup, terms)`, as Ansible's `with_X` is `loop: "{{ query('X', ...) }}"`.
+    pub loop_with: Option<String>,
     pub loop_var: String,
     pub index_var: Option<String>,
     pub loop_label: Option<Value>,
@@ -230,6 +233,7 @@ pub(crate) mod test_support {
             when: vec![],
             loop_: None,
             loop_flatten: false,
+            loop_with: None,
             loop_var: "item".into(),
             index_var: None,
             loop_label: None,

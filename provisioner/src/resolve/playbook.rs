@@ -40,6 +40,7 @@ pub const ENGINE_MODULES: &[&str] = &[
     // Ansible's deprecated task-level `include` (removed in ansible-core 2.16): run as
     // `include_tasks` with a literal file name, as older roles use it.
     "include",
+    "include_vars",
 ];
 
 /// The catalog of the real modules: `crate::modules` plus the engine's own.
@@ -51,7 +52,10 @@ impl ModuleCatalog for BuiltinCatalog {
         if ENGINE_MODULES.contains(&short) {
             return Some(ModuleInfo {
                 params: None,
-                free_form: matches!(short, "meta" | "include_tasks" | "import_tasks" | "include"),
+                free_form: matches!(
+                    short,
+                    "meta" | "include_tasks" | "import_tasks" | "include" | "include_vars"
+                ),
                 canonical: short.to_string(),
             });
         }
@@ -145,6 +149,8 @@ pub struct Loader<'a> {
     gather_default: bool,
     /// An inline play's (role, tasks file): that role runs this file of its `tasks/`.
     tasks_from: Option<(String, String)>,
+    /// The playbook's directory (`include_vars` searches its `vars/`).
+    playbook_dir: PathBuf,
 }
 
 /// A one-play playbook built in memory: "role X (its tasks file Y) on hosts Z". Its roles are
@@ -172,6 +178,7 @@ impl<'a> Loader<'a> {
             import_stack: Vec::new(),
             gather_default: true,
             tasks_from: None,
+            playbook_dir: PathBuf::from("."),
         }
     }
 
@@ -208,6 +215,7 @@ impl<'a> Loader<'a> {
     fn load_docs(mut self, docs: Vec<Node>, path: &Path) -> Result<Playbook, Diagnostics> {
         let name = path.display().to_string();
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        self.playbook_dir = base.clone();
         let mut plays = Vec::new();
         match docs.as_slice() {
             [] => self
@@ -607,7 +615,7 @@ impl<'a> Loader<'a> {
         let mut module: Option<(&Node, &Node)> = None;
         for (k, v) in map {
             let key = k.key_string().unwrap_or_default();
-            if TASK_KEYS.contains(&key.as_str()) {
+            if TASK_KEYS.contains(&key.as_str()) || with_lookup(&key).is_some() {
                 if key == "listen" && !handler {
                     self.diags
                         .error(&k.loc, "`listen` is only valid on handlers");
@@ -710,21 +718,44 @@ impl<'a> Loader<'a> {
                 return Vec::new();
             };
             let args = self.module_args(&info, mk, mv, node.get("args"));
+            if info.canonical == "include_vars" {
+                let role_dir = inherit.role.as_ref().map(|r| PathBuf::from(&r.dir));
+                let pb = self.playbook_dir.clone();
+                for p in super::include_vars::check(&args, role_dir.as_deref(), &pb) {
+                    self.diags.error(&mv.loc, p);
+                }
+            }
             TaskKind::Module {
                 module: info.canonical,
                 args,
             }
         };
 
-        let (loop_, loop_flatten) = match (node.get("loop"), node.get("with_items")) {
-            (Some(l), Some(w)) => {
-                self.diags
-                    .error(&w.loc, "use either `loop` or `with_items`, not both");
-                (Some(l.to_json()), false)
+        // `loop`, `with_items` or `with_<lookup>`: one of them.
+        let loops: Vec<(&Node, String)> = map
+            .iter()
+            .filter_map(|(k, _)| {
+                let key = k.key_string()?;
+                (key == "loop" || key == "with_items" || with_lookup(&key).is_some())
+                    .then_some((k, key))
+            })
+            .collect();
+        for (k, key) in loops.iter().skip(1) {
+            self.diags.error(
+                &k.loc,
+                format!("use one of `loop`, `with_items` or `with_<lookup>`; `{}` and `{key}` both loop", loops[0].1),
+            );
+        }
+        let (loop_, loop_flatten, loop_with) = match loops.first() {
+            None => (None, false, None),
+            Some((_, key)) => {
+                let value = node.get(key).map(Node::to_json);
+                match key.as_str() {
+                    "loop" => (value, false, None),
+                    "with_items" => (value, true, None),
+                    other => (value, false, with_lookup(other).map(str::to_string)),
+                }
             }
-            (Some(l), None) => (Some(l.to_json()), false),
-            (None, Some(w)) => (Some(w.to_json()), true),
-            (None, None) => (None, false),
         };
         let (loop_var, index_var, loop_label) = match node.get("loop_control") {
             Some(lc) => {
@@ -772,6 +803,7 @@ impl<'a> Loader<'a> {
             when,
             loop_,
             loop_flatten,
+            loop_with,
             loop_var,
             index_var,
             loop_label,
@@ -859,7 +891,17 @@ impl<'a> Loader<'a> {
             );
             return Vec::new();
         }
-        for key in ["loop", "with_items", "register"] {
+        let with_keys: Vec<String> = node
+            .as_map()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.key_string())
+            .filter(|k| with_lookup(k).is_some())
+            .collect();
+        let keys = ["loop", "with_items", "register"]
+            .into_iter()
+            .chain(with_keys.iter().map(String::as_str));
+        for key in keys {
             if let Some(n) = node.get(key) {
                 self.diags.error(
                     &n.loc,
@@ -1103,6 +1145,17 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The lookup behind a `with_<lookup>:` loop keyword (`with_items` is the loop itself), for
+/// the lookups the engine has that make sense as loops.
+pub fn with_lookup(key: &str) -> Option<&str> {
+    let name = key.strip_prefix("with_")?;
+    matches!(
+        name,
+        "list" | "dict" | "together" | "fileglob" | "first_found" | "lines" | "file" | "env"
+    )
+    .then_some(name)
+}
+
 /// Keywords Ansible knows that are outside our subset, with a hint.
 fn unsupported_keyword_hint(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -1114,13 +1167,9 @@ fn unsupported_keyword_hint(key: &str) -> Option<&'static str> {
         | "ansible.builtin.import_role" => {
             " (list the role under the play's `roles:` or in meta dependencies)"
         }
-        "include_vars" | "ansible.builtin.include_vars" => {
-            " (use vars files under the role's vars/ or defaults/, or group_vars/host_vars)"
-        }
-        "environment" | "connection" | "remote_user" | "vars_files" | "with_dict"
-        | "with_fileglob" | "with_together" | "with_nested" | "with_subelements" | "loop_with"
-        | "diff" | "throttle" | "any_errors_fatal" | "debugger" | "collections"
-        | "module_defaults" => " (outside the supported subset)",
+        "environment" | "connection" | "remote_user" | "vars_files" | "with_nested"
+        | "with_subelements" | "loop_with" | "diff" | "throttle" | "any_errors_fatal"
+        | "debugger" | "collections" | "module_defaults" => " (outside the supported subset)",
         _ => return None,
     })
 }

@@ -165,8 +165,13 @@ fn follow(
     None
 }
 
-/// Every variable a task could define for later tasks: `register` names and `set_fact` keys.
+/// Every variable a task could define for later tasks: `register` names, `set_fact` keys and
+/// what an `include_vars` may load.
 fn produced_names(pb: &Playbook) -> BTreeSet<String> {
+    let pb_dir = std::path::Path::new(&pb.path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
     let mut out = BTreeSet::new();
     let mut tasks = Vec::new();
     for p in &pb.plays {
@@ -179,6 +184,14 @@ fn produced_names(pb: &Playbook) -> BTreeSet<String> {
         if let TaskKind::Module { module, args } = &t.kind {
             if module == "set_fact" {
                 out.extend(args.keys().cloned());
+            }
+            if module == "include_vars" {
+                let role = t.role.as_ref().map(|r| std::path::PathBuf::from(&r.dir));
+                out.extend(super::include_vars::possible_names(
+                    args,
+                    role.as_deref(),
+                    &pb_dir,
+                ));
             }
             if module == "package_facts" {
                 out.insert("packages".into());

@@ -26,6 +26,9 @@ pub const KNOWN: &[&str] = &[
     "first_found",
     "fileglob",
     "vars",
+    "list",
+    "dict",
+    "together",
     "password",
     "provisioner_tls",
 ];
@@ -96,6 +99,9 @@ pub(crate) fn run(
         "first_found" => first_found,
         "fileglob" => fileglob,
         "vars" => vars,
+        "list" => |_, _, terms, _| Ok(terms.to_vec()),
+        "dict" => dict,
+        "together" => together,
         _ => return None,
     };
     Some(run(state, base, terms, kw))
@@ -286,6 +292,62 @@ fn fileglob(state: &State, base: &Path, terms: &[Value], _: &Kwargs) -> Result<V
     Ok(out)
 }
 
+/// `dict` (`with_dict`): each mapping's items as `{key, value}`, in order.
+fn dict(_: &State, _: &Path, terms: &[Value], _: &Kwargs) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for t in terms {
+        if t.kind() != ValueKind::Map {
+            return Err(err("with_dict expects a dict"));
+        }
+        let iter = t.try_iter().map_err(|e| err(format!("with_dict: {e}")))?;
+        for k in iter {
+            let v = t.get_item(&k)?;
+            out.push(Value::from(BTreeMap::from([
+                ("key".to_string(), k),
+                ("value".to_string(), v),
+            ])));
+        }
+    }
+    Ok(out)
+}
+
+fn flatten_into(v: &Value, out: &mut Vec<Value>) {
+    if v.kind() == ValueKind::Seq {
+        for x in v.try_iter().into_iter().flatten() {
+            flatten_into(&x, out);
+        }
+    } else {
+        out.push(v.clone());
+    }
+}
+
+/// `together` (`with_together`): the lists zipped, shorter ones padded with none, each
+/// tuple flattened.
+fn together(_: &State, _: &Path, terms: &[Value], _: &Kwargs) -> Result<Vec<Value>, Error> {
+    if terms.is_empty() {
+        return Err(err(
+            "with_together requires at least one element in each list",
+        ));
+    }
+    let lists: Vec<Vec<Value>> = terms
+        .iter()
+        .map(|t| match t.kind() {
+            ValueKind::Seq => t.try_iter().map(|i| i.collect()).unwrap_or_default(),
+            _ => vec![t.clone()],
+        })
+        .collect();
+    let n = lists.iter().map(Vec::len).max().unwrap_or(0);
+    Ok((0..n)
+        .map(|i| {
+            let mut row = Vec::new();
+            for l in &lists {
+                flatten_into(l.get(i).unwrap_or(&Value::from(())), &mut row);
+            }
+            Value::from(row)
+        })
+        .collect())
+}
+
 fn strings(v: &Value, split: &[char]) -> Vec<String> {
     match v.kind() {
         ValueKind::Seq | ValueKind::Iterable => v
@@ -348,8 +410,17 @@ fn first_found(
             add(strings(t, &[',', ';']), kw_paths.clone());
         }
     }
+    // A `with_first_found` loop searches the subdirectory Ansible picks for the task's
+    // module; a lookup in a template tries `files/`, `templates/`, `vars/`.
+    let subdir = state
+        .lookup(super::LOOKUP_SUBDIR)
+        .and_then(|v| v.as_str().map(str::to_string));
+    let subs: Vec<&str> = match &subdir {
+        Some(s) => vec![s.as_str()],
+        None => vec!["files", "templates", "vars"],
+    };
     for c in &candidates {
-        for sub in ["files", "templates", "vars"] {
+        for &sub in &subs {
             if let Some(p) = find(state, base, sub, c) {
                 return Ok(vec![Value::from(p.display().to_string())]);
             }

@@ -37,6 +37,10 @@ use crate::diag::{Diagnostic, Loc};
 
 pub use lazy::HostVarsSource;
 
+/// Set by the runner while a `with_<lookup>` loop runs its lookup: the subdirectory Ansible
+/// searches for the task's module (`vars`, `templates`, `files`); `first_found` reads it.
+pub const LOOKUP_SUBDIR: &str = "__provisioner_lookup_subdir__";
+
 mod chain;
 
 /// Serves the `password` and `provisioner_tls` lookups. The template module stays pure: the

@@ -115,6 +115,30 @@ impl Runner {
                     diffs: vec![],
                 };
             }
+            "include_vars" => {
+                let role = task.role.as_ref().map(|r| PathBuf::from(&r.dir));
+                let loaded = crate::resolve::include_vars::load(
+                    &args,
+                    role.as_deref(),
+                    &self.cfg.playbook_dir,
+                );
+                return match loaded {
+                    Ok(l) => {
+                        let facts = l.vars;
+                        self.with_state(host, |s| s.include_vars.extend(facts.clone()));
+                        CallResult {
+                            result: json_map(json!({
+                                "changed": false,
+                                "ansible_facts": facts,
+                                "ansible_included_var_files": l.files,
+                            })),
+                            status: TaskStatus::Ok,
+                            diffs: vec![],
+                        }
+                    }
+                    Err(e) => fail(format!("{}: {e}", task.loc)),
+                };
+            }
             "fail" => {
                 let msg = args
                     .get("msg")

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The variable holding a `with_<lookup>` loop's templated terms while the lookup runs.
+const WITH_TERMS: &str = "__provisioner_with_terms__";
+
 pub(super) fn task_key(t: &Task) -> usize {
     // Tasks are unique by source location within a play.
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -143,7 +146,7 @@ impl Runner {
         // Loop items (or one pass without a loop).
         let items: Option<Vec<Value>> = match &task.loop_ {
             None => None,
-            Some(l) => match self.templar.render_value(l, &vars) {
+            Some(l) => match self.loop_items(task, l, &vars) {
                 Ok(Value::Array(a)) => Some(if task.loop_flatten {
                     a.into_iter()
                         .flat_map(|v| match v {
@@ -337,6 +340,39 @@ impl Runner {
     /// `changed_when`, then `failed_when`, as Ansible applies them: each sees the task's result
     /// under its `register` name as the previous one left it. Returns the variables `until`
     /// evaluates with.
+    /// A task's loop items: `loop`/`with_items` templated, or for `with_<lookup>` the lookup
+    /// over the templated terms (Ansible's `listify_lookup_plugin_terms`: a string is one
+    /// term), as `loop: "{{ query('<lookup>', terms) }}"` gives them. `first_found` searches
+    /// the subdirectory Ansible picks from the module (`vars/` for `include_vars`, ...).
+    pub(super) fn loop_items(
+        &self,
+        task: &Task,
+        l: &Value,
+        vars: &Vars,
+    ) -> Result<Value, template::TemplateError> {
+        let terms = self.templar.render_value(l, vars)?;
+        let Some(lookup) = &task.loop_with else {
+            return Ok(terms);
+        };
+        let terms = match terms {
+            Value::Array(a) => Value::Array(a),
+            other => Value::Array(vec![other]),
+        };
+        let mut vars = vars.clone();
+        vars.insert(WITH_TERMS.into(), terms);
+        let module = task.module().unwrap_or_default();
+        let subdir = ["template", "var", "file"]
+            .into_iter()
+            .find(|s| module.contains(s))
+            .unwrap_or("file");
+        vars.insert(
+            template::LOOKUP_SUBDIR.into(),
+            Value::String(format!("{subdir}s")),
+        );
+        let expr = format!("{{{{ query('{lookup}', {WITH_TERMS}) }}}}");
+        self.templar.render_str(&expr, &vars)
+    }
+
     pub(super) fn result_conditions(
         &self,
         task: &Task,

@@ -73,6 +73,8 @@ struct HostState {
     facts: Vars,
     /// `set_fact` and registered results (precedence level 19).
     set_facts: Vars,
+    /// `include_vars` results (precedence level 18), for the rest of the run.
+    include_vars: Vars,
     /// Handler names (or `listen` topics) notified and not yet run, per play.
     notified: HashMap<usize, Vec<String>>,
     /// Probe answers gathered up front for a play's tasks, by become user. Valid until the

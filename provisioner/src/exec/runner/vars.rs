@@ -23,6 +23,7 @@ impl HostVarsSource for HostVarsView {
         if let Ok(states) = self.hosts.lock() {
             if let Some(s) = states.get(host) {
                 stack.set(VarLevel::Facts, s.facts.clone());
+                stack.set(VarLevel::IncludeVars, s.include_vars.clone());
                 stack.set(VarLevel::SetFacts, s.set_facts.clone());
             }
         }
@@ -43,7 +44,9 @@ impl Runner {
         }
         defaults.extend(self.cfg.stack_vars.clone());
         stack.set(VarLevel::RoleDefaults, defaults);
-        let (facts, set_facts) = self.with_state(host, |s| (s.facts.clone(), s.set_facts.clone()));
+        let (facts, include_vars, set_facts) = self.with_state(host, |s| {
+            (s.facts.clone(), s.include_vars.clone(), s.set_facts.clone())
+        });
         stack.set(VarLevel::Facts, facts);
         stack.set(VarLevel::PlayVars, play.vars.clone());
         let mut role_vars = Vars::new();
@@ -54,6 +57,7 @@ impl Runner {
         if let Some(t) = task {
             stack.set(VarLevel::TaskVars, t.vars.clone());
         }
+        stack.set(VarLevel::IncludeVars, include_vars);
         stack.set(VarLevel::SetFacts, set_facts);
         stack.set(VarLevel::ExtraVars, self.cfg.extra_vars.clone());
         let mut vars = stack.resolve();
