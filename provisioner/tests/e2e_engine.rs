@@ -559,10 +559,16 @@ fn two_applies_at_once_one_runs_and_the_other_refuses_with_the_lock_message() {
             .expect("start provisioner");
         (t, child)
     };
-    let (ta, a) = start("A");
-    let (tb, b) = start("B");
-    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let (da, db) = (ta.elapsed(), tb.elapsed());
+    // Each run's duration is measured by its own waiter: waiting for one after the other would
+    // count the first one's 8 s in the second one's time.
+    let wait = |(t, c): (std::time::Instant, std::process::Child)| {
+        std::thread::spawn(move || {
+            let o = c.wait_with_output().unwrap();
+            (o, t.elapsed())
+        })
+    };
+    let (wa, wb) = (wait(start("A")), wait(start("B")));
+    let ((oa, da), (ob, db)) = (wa.join().unwrap(), wb.join().unwrap());
     for (name, o) in [("A", &oa), ("B", &ob)] {
         eprintln!(
             "--- {name}: exit {:?}\n{}{}",
