@@ -226,6 +226,11 @@ impl Bundle {
         self.components.get(name).map(|c| &c.value)
     }
 
+    /// A component's named port (`port("mesos_master", "http")`).
+    pub fn port(&self, component: &str, name: &str) -> Option<u16> {
+        self.component(component)?.ports.get(name).map(|p| p.value)
+    }
+
     /// Component names by upgrade order (stable: file order within one order value).
     pub fn upgrade_order(&self) -> Vec<&str> {
         let mut v: Vec<(&str, u32, usize)> = self

@@ -35,8 +35,8 @@ pub struct Report {
     pub elapsed_ms: u64,
 }
 
-/// The inventory's stack groups, with the stack's defaults (zookeeper = the masters,
-/// monitoring = the first master).
+/// The inventory's stack groups, with the stack's defaults
+/// (`cluster_core::topology::default_groups`).
 struct Groups {
     zookeeper: Vec<String>,
     masters: Vec<String>,
@@ -45,24 +45,21 @@ struct Groups {
 }
 
 fn groups(inv: &Inventory) -> Groups {
-    let g = |name: &str| -> Vec<String> {
-        inv.group_hosts(name)
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    };
-    let masters = g("masters");
-    let zookeeper = Some(g("zookeeper"))
-        .filter(|z| !z.is_empty())
-        .unwrap_or_else(|| masters.clone());
-    let monitoring = Some(g("monitoring"))
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| masters.iter().take(1).cloned().collect());
+    let mut all: cluster_core::topology::Groups = ["masters", "agents", "zookeeper", "monitoring"]
+        .into_iter()
+        .filter(|g| inv.groups.contains_key(*g))
+        .map(|g| {
+            let hosts = inv.group_hosts(g).into_iter().map(str::to_string).collect();
+            (g.to_string(), hosts)
+        })
+        .collect();
+    all.extend(cluster_core::topology::default_groups(&all));
+    let mut take = |g: &str| all.shift_remove(g).unwrap_or_default();
     Groups {
-        zookeeper,
-        masters,
-        agents: g("agents"),
-        monitoring,
+        zookeeper: take("zookeeper"),
+        masters: take("masters"),
+        agents: take("agents"),
+        monitoring: take("monitoring"),
     }
 }
 
@@ -72,12 +69,7 @@ fn scripts(
     g: &Groups,
     bundle: &cluster_core::bundle::Bundle,
 ) -> BTreeMap<String, String> {
-    let port = |c: &str, p: &str| {
-        bundle
-            .component(c)
-            .and_then(|c| c.ports.get(p))
-            .map(|p| p.value)
-    };
+    let port = |c: &str, p: &str| bundle.port(c, p);
     let mut out = BTreeMap::new();
     for host in inv.group_hosts("all") {
         let vars = inv.host_vars(host);
@@ -294,4 +286,45 @@ pub fn render(r: &Report) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory(text: &str) -> Inventory {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hosts.ini");
+        std::fs::write(&p, text).unwrap();
+        crate::resolve::inventory::load(&p).unwrap()
+    }
+
+    #[test]
+    fn groups_take_the_stacks_defaults_when_the_inventory_has_none() {
+        let g = groups(&inventory("[masters]\nm1\nm2\nm3\n[agents]\na1\n"));
+        assert_eq!(g.zookeeper, ["m1", "m2", "m3"]);
+        assert_eq!(g.monitoring, ["m1"]);
+        assert_eq!(g.agents, ["a1"]);
+        let g = groups(&inventory(
+            "[masters]\nm1\n[agents]\na1\n[zookeeper]\nz1\n[monitoring]\nmon\n",
+        ));
+        assert_eq!(
+            (g.zookeeper, g.monitoring),
+            (vec!["z1".to_string()], vec!["mon".to_string()])
+        );
+    }
+
+    #[test]
+    fn each_host_is_asked_what_it_serves() {
+        let inv = inventory("[masters]\nm1\n[agents]\na1\n");
+        let b = crate::stack::builtin_bundle().unwrap();
+        let s = scripts(&inv, &groups(&inv), &b);
+        assert!(s["m1"].contains("zk.srvr") && s["m1"].contains("master.metrics"));
+        assert!(
+            s["m1"].contains("prometheus.targets"),
+            "m1 is the default monitoring host"
+        );
+        assert!(s["a1"].contains("agent.health") && !s["a1"].contains("zk.srvr"));
+        assert!(s["a1"].contains("unit.mesos-agent"));
+    }
 }

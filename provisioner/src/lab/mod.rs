@@ -690,12 +690,7 @@ pub fn endpoints(
     hosts: &[HostSpec],
     bundle: &cluster_core::bundle::Bundle,
 ) -> Vec<(String, String)> {
-    let port = |c: &str, p: &str| {
-        bundle
-            .component(c)
-            .and_then(|c| c.ports.get(p))
-            .map(|p| p.value)
-    };
+    let port = |c: &str, p: &str| bundle.port(c, p);
     let masters: Vec<&HostSpec> = hosts
         .iter()
         .filter(|h| h.role == spec::Role::Master)
