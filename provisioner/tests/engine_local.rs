@@ -837,6 +837,35 @@ fn cli_bundle_show_and_stack_validation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be odd"));
 }
 
+/// Regression: the built-in stack's `mesos_install` read `mesos_local_artifact` in a task that
+/// also runs for AVENTER installs, so `validate` refused every production inventory (which
+/// does not set it). Both sources must validate with the real roles.
+#[test]
+fn the_builtin_stack_validates_for_aventer_and_for_a_local_artifact() {
+    let bin = env!("CARGO_BIN_EXE_provisioner");
+    let cache = tempfile::tempdir().unwrap();
+    for extra in [
+        "",
+        "[all:vars]\nmesos_source=local\nmesos_local_artifact=/srv/mesos.tar.gz\nmesos_dns_local_artifact=/srv/mesos-dns\n",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.ini");
+        std::fs::write(&inv, format!("[masters]\nm1\nm2\nm3\n[agents]\na1\n{extra}")).unwrap();
+        let out = std::process::Command::new(bin)
+            .arg("validate")
+            .arg("-i")
+            .arg(&inv)
+            .env("XDG_CACHE_HOME", cache.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The order of play headers and task results in the event stream: (play index) for
 /// `PlayStarted`, (play index, task) for `TaskFinished`.
 fn play_order(events: &[RunEvent]) -> Vec<String> {
