@@ -62,6 +62,21 @@ pub fn parse_srvr(text: &str) -> (ZkMode, Option<u64>) {
     (mode, zxid)
 }
 
+/// The version in `srvr`'s first line (`Zookeeper version: 3.8.0-…, built on …`): its
+/// leading `major.minor.patch`.
+pub fn srvr_version(text: &str) -> Option<String> {
+    let rest = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Zookeeper version:"))?
+        .trim();
+    let v: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let v = v.trim_end_matches('.');
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 /// `mntr`'s answer: `key<TAB>value` lines.
 pub fn parse_mntr(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -78,6 +93,8 @@ pub struct ZkMember {
     pub zxid: Option<u64>,
     /// The leader's `zk_synced_followers`.
     pub synced_followers: Option<u64>,
+    /// The version it runs (`srvr`).
+    pub version: Option<String>,
 }
 
 /// One Mesos master as seen now. `answered: false`: no `/metrics/snapshot`.
@@ -594,6 +611,37 @@ pub fn probe_script(spec: &ProbeSpec) -> String {
     s
 }
 
+/// A script for a master's host that calls one of its HTTP endpoints (the address as
+/// [`probe_script`] finds it), with an optional JSON body to POST. Its output, read with
+/// [`read_probe`], has `body` and `status` (the HTTP code; `000` when nothing answered).
+pub fn master_call_script(
+    port: u16,
+    ca_file: Option<&str>,
+    path: &str,
+    body: Option<&str>,
+) -> String {
+    let (scheme, ca) = match ca_file {
+        Some(f) => ("https", format!(" --cacert '{f}'")),
+        None => ("http", String::new()),
+    };
+    let mut s = String::from(
+        "ADDR=$(cat /etc/mesos-master/ip 2>/dev/null | head -n1)\n\
+         [ -n \"$ADDR\" ] || ADDR=$(hostname -I | cut -d' ' -f1)\n",
+    );
+    s.push_str(&format!("echo '{SECTION}body'\n"));
+    let url = format!("\"{scheme}://$ADDR:{port}{path}\"");
+    match body {
+        Some(b) => s.push_str(&format!(
+            "curl -sS -m 10{ca} -X POST -H 'Content-Type: application/json' --data-binary @- -w '\\n{SECTION}status\\n%{{http_code}}\\n' {url} <<'PROVISIONER_BODY'\n{b}\nPROVISIONER_BODY\n"
+        )),
+        None => s.push_str(&format!(
+            "curl -sS -m 10{ca} -w '\\n{SECTION}status\\n%{{http_code}}\\n' {url}\n"
+        )),
+    }
+    s.push_str("exit 0\n");
+    s
+}
+
 /// The probe's output as `section -> text` (trimmed).
 pub fn read_probe(out: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -651,6 +699,7 @@ pub fn view_from_probes(
                 mode,
                 zxid,
                 synced_followers: synced,
+                version: srvr.and_then(srvr_version),
             }
         })
         .collect();
@@ -857,7 +906,15 @@ mod tests {
             mode,
             zxid: Some(1),
             synced_followers: (mode == Some(ZkMode::Leader)).then_some(2),
+            version: Some("3.8.0".into()),
         }
+    }
+
+    #[test]
+    fn srvr_version_is_the_leading_release() {
+        let t = "Zookeeper version: 3.8.0-${mvngit.commit.id}, built on 2023-01-01\nLatency min/avg/max: 0/0.0/0\nMode: follower\n";
+        assert_eq!(srvr_version(t).as_deref(), Some("3.8.0"));
+        assert_eq!(srvr_version("Mode: leader\n"), None);
     }
 
     fn master(host: &str, elected: bool) -> MasterView {

@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod derive;
 pub mod health;
 pub mod topology;
+pub mod upgrade;
 
 use std::fmt;
 

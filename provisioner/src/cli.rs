@@ -56,6 +56,38 @@ pub enum Command {
     /// The cluster's health: ZooKeeper, Mesos masters and agents, DNS, services, alerts,
     /// certificates. Read-only, no lock; exit 0 healthy, 1 degraded (a critical flag).
     Status(StatusArgs),
+    /// Roll Mesos (and ZooKeeper) to the versions the bundle or the inventory asks for: every
+    /// gate green first, masters one at a time with the leader last, then agents in batches in
+    /// maintenance windows. Halts at a safe point on a red gate, a failure or Ctrl-C; run it
+    /// again to resume.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// Only this component: zookeeper, mesos_master or mesos_agent.
+    #[arg(long)]
+    pub component: Option<String>,
+    /// Show the plan (components, hosts, order, gates) and change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Agents restarted at the same time.
+    #[arg(long = "max-unavailable", default_value_t = 1, value_name = "N")]
+    pub max_unavailable: usize,
+    /// Allow a member to go to an older version than it runs.
+    #[arg(long = "allow-downgrade")]
+    pub allow_downgrade: bool,
+    /// How long a gate may stay red after a restart before the upgrade halts.
+    #[arg(long = "gate-timeout", default_value_t = 300, value_name = "SECONDS")]
+    pub gate_timeout: u64,
+    /// `human` (default) or `json` (one event per line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
+    /// The stack's roles from this directory instead of the built-in copy.
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -460,6 +492,7 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Lab(args) => crate::lab::cli::run(args),
         Command::Tls(args) => tls_command(args),
         Command::Status(args) => status_command(args),
+        Command::Upgrade(args) => upgrade_command(args),
         Command::Completions { shell } => {
             crate::report::print_raw(&crate::manual::completions(shell));
             std::process::ExitCode::SUCCESS
@@ -541,6 +574,32 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+fn upgrade_command(args: UpgradeArgs) -> std::process::ExitCode {
+    if args.max_unavailable == 0 {
+        return fail(&Error::Usage("--max-unavailable must be at least 1".into()));
+    }
+    let opts = crate::day2::upgrade::Options {
+        inventory: args.inventory,
+        stack_dir: args.stack_dir,
+        component: args.component,
+        plan_only: args.plan,
+        max_unavailable: args.max_unavailable,
+        allow_downgrade: args.allow_downgrade,
+        gate_timeout: Duration::from_secs(args.gate_timeout.max(1)),
+    };
+    let sink = terminal::sink(
+        args.output,
+        HumanOptions {
+            color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            ..Default::default()
+        },
+    );
+    match crate::day2::upgrade::upgrade(&opts, vec![sink], crate::day2::upgrade::ctrl_c()) {
+        Ok(ended) => exit(ended.exit_code()),
+        Err(e) => fail(&e),
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -307,24 +309,6 @@ fn run_lab_ok(args: &[&str]) -> String {
     stdout
 }
 
-/// A 10.N.0.0/24 that no interface of this machine uses.
-fn free_subnet() -> String {
-    let addrs = String::from_utf8(
-        Command::new("ip")
-            .args(["-o", "-4", "addr", "show"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    (200..240)
-        .rev()
-        .map(|n| format!("10.{n}."))
-        .find(|p| !addrs.contains(&format!(" inet {p}")))
-        .map(|p| format!("{p}0.0/24"))
-        .expect("a free 10.N.0.0/24")
-}
-
 fn link_exists(name: &str) -> bool {
     Command::new("ip")
         .args(["link", "show", name])
@@ -357,7 +341,7 @@ fn a_second_lab_runs_beside_this_one_and_destroy_removes_all_of_it() {
     let lab = lab();
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("side.yml").display().to_string();
-    let subnet = free_subnet();
+    let subnet = common::free_subnet((200..240).rev());
     let state_dir = format!("/var/lib/provisioner/labs/{SIDE}");
     run_lab(&["destroy", "--name", SIDE]); // leftovers of an interrupted run
 

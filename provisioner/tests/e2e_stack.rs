@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -156,18 +158,25 @@ fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
-/// The cluster CA (`provisioner tls ca`), written once to a file for curl.
+/// The cluster CA of the lab `inv` (`provisioner tls ca`), written once per lab to a file for
+/// curl.
 fn cluster_ca(inv: &Path) -> PathBuf {
-    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    CA.get_or_init(|| {
-        let i = inv.display().to_string();
-        let out = provisioner(&["tls", "ca", "-i", &i]);
-        assert!(out.status.success(), "provisioner tls ca failed");
-        let p = std::env::temp_dir().join(format!("e2e-stack-ca-{}.crt", std::process::id()));
-        std::fs::write(&p, &out.stdout).unwrap();
-        p
-    })
-    .clone()
+    static CA: Mutex<BTreeMap<PathBuf, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut known = CA.lock().unwrap();
+    if let Some(p) = known.get(inv) {
+        return p.clone();
+    }
+    let i = inv.display().to_string();
+    let out = provisioner(&["tls", "ca", "-i", &i]);
+    assert!(out.status.success(), "provisioner tls ca failed");
+    let p = std::env::temp_dir().join(format!(
+        "e2e-stack-ca-{}-{}.crt",
+        std::process::id(),
+        known.len()
+    ));
+    std::fs::write(&p, &out.stdout).unwrap();
+    known.insert(inv.to_path_buf(), p.clone());
+    p
 }
 
 /// GET https://host:port/path from the control machine with curl, verifying the server's
@@ -1235,4 +1244,501 @@ fn status_is_healthy_then_flags_a_stopped_master_with_exit_1() {
     poll("status healthy again", Duration::from_secs(180), || {
         (status_json(&inv).0 == Some(0)).then_some(())
     });
+}
+
+// ---------------------------------------------------------------- upgrade 1.10.0 -> 1.11.0
+
+/// A lab of its own for the upgrade (3 masters, 2 agents, Mesos 1.10.0), destroyed on drop.
+struct UpgradeLab {
+    name: String,
+    inventory: PathBuf,
+}
+
+impl Drop for UpgradeLab {
+    fn drop(&mut self) {
+        provisioner(&["lab", "destroy", "--name", &self.name]);
+    }
+}
+
+fn mesos_artifact(version: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../../shared/mesos/mesos-{version}-debian12-amd64.tar.gz"
+    ));
+    assert!(p.exists(), "no Mesos {version} artifact at {}", p.display());
+    p.canonicalize().unwrap()
+}
+
+/// One 200 ms sample: when, each ZooKeeper member's mode, each master's (answered, elected).
+#[derive(Clone, Debug)]
+struct Sample {
+    at: std::time::SystemTime,
+    zk: Vec<Option<String>>,
+    masters: Vec<(bool, bool)>,
+}
+
+/// Samples the cluster every 200 ms from the control machine until `stop` is set.
+fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
+    std::thread::spawn(move || {
+        let masters: Vec<String> = group(&inv, "masters")
+            .iter()
+            .map(|m| address(&inv, m))
+            .collect();
+        let zk: Vec<String> = group(&inv, "zookeeper")
+            .iter()
+            .map(|m| address(&inv, m))
+            .collect();
+        let p = port("mesos_master", "http");
+        let mut out = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let t0 = Instant::now();
+            let at = std::time::SystemTime::now();
+            let zk_modes = zk.iter().map(|a| zk_mode(a)).collect();
+            let ms = masters
+                .iter()
+                .map(|a| match mesos_get(&inv, a, p, "/metrics/snapshot") {
+                    Some((200, body)) => {
+                        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                        (true, metric(&v, "master/elected") == 1.0)
+                    }
+                    _ => (false, false),
+                })
+                .collect();
+            out.push(Sample {
+                at,
+                zk: zk_modes,
+                masters: ms,
+            });
+            if let Some(rest) = Duration::from_millis(200).checked_sub(t0.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+        out
+    })
+}
+
+fn rfc3339(t: &str) -> std::time::SystemTime {
+    // `2026-01-31T12:00:00.123Z` (the event envelope's format).
+    let (date, time) = t.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2];
+    std::time::UNIX_EPOCH
+        + Duration::from_secs(secs as u64)
+        + Duration::from_millis(ms.parse().unwrap())
+}
+
+/// Runs `provisioner upgrade ... --output json`, calling `on_event` for each step as it comes.
+fn upgrade_run(args: &[String], mut on_event: impl FnMut(&Value)) -> (Option<i32>, Vec<Value>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .arg("upgrade")
+        .args(args)
+        .args(["--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run provisioner upgrade");
+    let mut events = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            eprintln!("{line}");
+            continue;
+        };
+        eprintln!(
+            "[{}] {} {} {} {:?}: {}",
+            v["time"].as_str().unwrap_or(""),
+            v["phase"].as_str().unwrap_or(""),
+            v["status"].as_str().unwrap_or(""),
+            v["component"].as_str().unwrap_or(""),
+            v["hosts"],
+            v["message"].as_str().unwrap_or("")
+        );
+        on_event(&v);
+        events.push(v);
+    }
+    (child.wait().unwrap().code(), events)
+}
+
+fn steps<'a>(events: &'a [Value], phase: &str, status: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["phase"] == phase && e["status"] == status)
+        .collect()
+}
+
+fn versions(inv: &Path) -> (BTreeMap<String, String>, BTreeMap<String, (String, String)>) {
+    let masters = group(inv, "masters")
+        .into_iter()
+        .map(|m| {
+            let v = master_json(inv, &m, "/version").unwrap_or_default();
+            (m, v["version"].as_str().unwrap_or("?").to_string())
+        })
+        .collect();
+    let agents = agents_of(&leader_state(inv))
+        .into_iter()
+        .map(|(h, (id, _, v))| (h, (id, v)))
+        .collect();
+    (masters, agents)
+}
+
+#[test]
+fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
+    // The shared lab runs 1.11.0; this one starts on 1.10.0.
+    let subnet = common::free_subnet(220..232);
+    let dir = tempfile::tempdir().unwrap();
+    let lab = UpgradeLab {
+        name: "e2e-upgrade".into(),
+        inventory: dir.path().join("upgrade.yml"),
+    };
+    let inv = lab.inventory.clone();
+    let i = inv.display().to_string();
+    let old = mesos_artifact("1.10.0");
+    let new = mesos_artifact("1.11.0");
+    let t = Instant::now();
+    let up = provisioner(&[
+        "lab",
+        "up",
+        "--name",
+        &lab.name,
+        "--masters",
+        "3",
+        "--agents",
+        "2",
+        "--extra",
+        "0",
+        "--subnet",
+        &subnet,
+        "--inventory",
+        &i,
+        "--mesos-artifact",
+        &old.display().to_string(),
+    ]);
+    assert_eq!(up.status.code(), Some(0), "lab up on Mesos 1.10.0");
+    eprintln!(
+        "lab up (5 hosts, Mesos 1.10.0): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let ids_before = active_agents(&inv, Duration::from_secs(180));
+    let (mv, av) = versions(&inv);
+    assert!(mv.values().all(|v| v == "1.10.0"), "{mv:?}");
+    assert!(av.values().all(|(_, v)| v == "1.10.0"), "{av:?}");
+
+    // The bundle's desired state, pointed at 1.11.0 (a second inventory source wins).
+    let target = dir.path().join("to-1.11.yml");
+    std::fs::write(
+        &target,
+        format!(
+            "all:\n  vars:\n    mesos_version: \"1.11.0\"\n    mesos_local_artifact: \"{}\"\n",
+            new.display()
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "-i".into(),
+        i.clone(),
+        "-i".into(),
+        target.display().to_string(),
+    ];
+
+    // Refusals change nothing: a downgrade, and a red gate (a stopped master).
+    let down = dir.path().join("to-1.9.yml");
+    std::fs::write(&down, "all:\n  vars:\n    mesos_version: \"1.9.0\"\n").unwrap();
+    let masters = group(&inv, "masters");
+    let pids = |inv: &Path| -> Vec<String> {
+        masters
+            .iter()
+            .map(|m| main_pid(inv, m, "mesos-master"))
+            .collect()
+    };
+    let pids0 = pids(&inv);
+    let (code, ev) = upgrade_run(
+        &[
+            "-i".into(),
+            i.clone(),
+            "-i".into(),
+            down.display().to_string(),
+        ],
+        |_| {},
+    );
+    assert_eq!(code, Some(1));
+    let refused = steps(&ev, "refused", "failed");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("downgrade"),
+        "{refused:?}"
+    );
+    let standby = masters
+        .iter()
+        .find(|m| **m != leader(&inv, Duration::from_secs(60)))
+        .unwrap()
+        .clone();
+    ssh_ok(&inv, &standby, "systemctl stop mesos-master");
+    let (code, ev) = upgrade_run(&args, |_| {});
+    ssh_ok(&inv, &standby, "systemctl start mesos-master");
+    assert_eq!(code, Some(1));
+    let msg = steps(&ev, "refused", "failed")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains(&format!("{standby}: does not answer")),
+        "{msg}"
+    );
+    assert!(steps(&ev, "restart", "started").is_empty());
+    let mut after_refusals = pids(&inv);
+    let standby_ix = masters.iter().position(|m| *m == standby).unwrap();
+    after_refusals[standby_ix] = pids0[standby_ix].clone(); // the test restarted that one
+    assert_eq!(
+        after_refusals, pids0,
+        "a refused upgrade restarted a master"
+    );
+    poll(
+        "status healthy after the refusals",
+        Duration::from_secs(180),
+        || {
+            let o = provisioner(&["status", "-i", &i]);
+            (o.status.code() == Some(0)).then_some(())
+        },
+    );
+
+    // Long-running tasks, checkpointed, one on each agent; each writes its pid.
+    let mut fo = framework_options(&inv);
+    fo.checkpoint = true;
+    fo.failover_timeout = Duration::from_secs(3600);
+    fo.name = "e2e-upgrade".into();
+    let fw = testkit::framework::Framework::subscribe(&fo).expect("subscribe");
+    let mut tasks = BTreeMap::new();
+    for a in group(&inv, "agents") {
+        let t = fw
+            .launch(
+                Some(&a),
+                "echo $$ > /tmp/e2e-upgrade-task.pid; exec sleep 3600",
+                0.1,
+                32.0,
+            )
+            .unwrap_or_else(|e| panic!("launch on {a}: {e}\n{}", fw.events_text()));
+        let pid = poll("the task wrote its pid", Duration::from_secs(60), || {
+            let o = ssh(&inv, &a, "cat /tmp/e2e-upgrade-task.pid");
+            let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            (!p.is_empty()).then_some(p)
+        });
+        tasks.insert(a.clone(), (t, pid));
+    }
+
+    // The plan: masters one at a time (leader last), then agents; nothing changes.
+    let mut plan_args = args.clone();
+    plan_args.push("--plan".into());
+    let (code, ev) = upgrade_run(&plan_args, |_| {});
+    assert_eq!(code, Some(0));
+    let plan = steps(&ev, "plan", "ok")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("mesos_master") && plan.contains("mesos_agent"),
+        "{plan}"
+    );
+    assert!(plan.contains("1.10.0 -> 1.11.0"), "{plan}");
+    assert!(steps(&ev, "restart", "started").is_empty());
+
+    // Sample the whole time from here.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampling = sampler(inv.clone(), stop.clone());
+    let t_upgrade = Instant::now();
+
+    // First run: a ZooKeeper follower stops while the first master restarts. The upgrade halts
+    // before the next quorum member, and restarts nothing else.
+    let zk_hosts = group(&inv, "zookeeper");
+    let mut stopped_zk: Option<String> = None;
+    let mut first_restarted: Option<String> = None;
+    let (code, ev1) = upgrade_run(&args, |e| {
+        if e["phase"] == "restart"
+            && e["status"] == "started"
+            && e["component"] == "mesos_master"
+            && first_restarted.is_none()
+        {
+            let h = e["hosts"][0].as_str().unwrap().to_string();
+            let follower = zk_hosts
+                .iter()
+                .find(|z| **z != h && zk_mode(&address(&inv, z)).as_deref() == Some("follower"))
+                .expect("a ZooKeeper follower besides the restarting master")
+                .clone();
+            ssh_ok(&inv, &follower, "systemctl stop zookeeper");
+            stopped_zk = Some(follower);
+            first_restarted = Some(h);
+        }
+    });
+    let stopped_zk = stopped_zk.expect("the upgrade restarted a master");
+    let first = first_restarted.unwrap();
+    assert_eq!(code, Some(1), "the upgrade halts");
+    let halted = steps(&ev1, "halted", "failed");
+    let why = halted[0]["message"].as_str().unwrap();
+    assert!(why.contains(&format!("zookeeper: {stopped_zk}")), "{why}");
+    let restarted: Vec<&str> = steps(&ev1, "restart", "started")
+        .iter()
+        .map(|e| e["hosts"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        restarted,
+        [first.as_str()],
+        "nothing after the fault restarts"
+    );
+    let (mv, _) = versions(&inv);
+    assert_eq!(mv.values().filter(|v| *v == "1.11.0").count(), 1, "{mv:?}");
+    ssh_ok(&inv, &stopped_zk, "systemctl start zookeeper");
+    poll("ZooKeeper serving again", Duration::from_secs(120), || {
+        (zk_mode(&address(&inv, &stopped_zk)).as_deref() == Some("follower")
+            || zk_mode(&address(&inv, &stopped_zk)).as_deref() == Some("leader"))
+        .then_some(())
+    });
+
+    // Second run resumes and completes.
+    let (code, ev2) = upgrade_run(&args, |_| {});
+    assert_eq!(code, Some(0), "the resumed upgrade completes");
+    let upgrade_secs = t_upgrade.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let samples = sampling.join().unwrap();
+    let restarted2: Vec<&str> = steps(&ev2, "restart", "started")
+        .iter()
+        .flat_map(|e| {
+            e["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap())
+        })
+        .collect();
+    assert!(
+        !restarted2.contains(&first.as_str()),
+        "{first} was done already: {restarted2:?}"
+    );
+
+    // What the sampler saw.
+    assert!(samples.len() > 50, "{} samples", samples.len());
+    for s in &samples {
+        let serving =
+            s.zk.iter()
+                .filter(|m| matches!(m.as_deref(), Some("leader" | "follower")))
+                .count();
+        assert!(
+            serving >= 2,
+            "ZooKeeper quorum lost at {:?}: {:?}",
+            s.at,
+            s.zk
+        );
+        let down = s.masters.iter().filter(|(answered, _)| !answered).count();
+        assert!(
+            down <= 1,
+            "{down} masters down at once at {:?}: {:?}",
+            s.at,
+            s.masters
+        );
+    }
+    // Windows without a leader: consecutive samples with no master elected.
+    let mut windows: Vec<(std::time::SystemTime, std::time::SystemTime)> = Vec::new();
+    let mut open: Option<std::time::SystemTime> = None;
+    for s in &samples {
+        let led = s.masters.iter().any(|(_, e)| *e);
+        match (led, open) {
+            (false, None) => open = Some(s.at),
+            (true, Some(o)) => {
+                windows.push((o, s.at));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_none(), "no leader at the end");
+    assert!(
+        windows.len() <= 1,
+        "more than one leaderless window: {windows:?}"
+    );
+    // It lies within the leader's restart, as the upgrade's own events date it.
+    let leader_restart = steps(&ev2, "restart", "started")
+        .into_iter()
+        .find(|e| e["message"].as_str().unwrap().contains("the leader"))
+        .expect("the leader restarted, last");
+    let gate_after = ev2
+        .iter()
+        .find(|e| {
+            e["phase"] == "gate"
+                && e["status"] == "ok"
+                && e["component"] == "mesos_master"
+                && e["hosts"] == leader_restart["hosts"]
+        })
+        .unwrap();
+    let (from, to) = (
+        rfc3339(leader_restart["time"].as_str().unwrap()),
+        rfc3339(gate_after["time"].as_str().unwrap()),
+    );
+    for (a, b) in &windows {
+        assert!(
+            *a >= from && *b <= to + Duration::from_secs(1),
+            "leaderless {a:?}..{b:?} outside the leader's restart {from:?}..{to:?}"
+        );
+        eprintln!(
+            "failover window: {:.1} s",
+            b.duration_since(*a).unwrap_or_default().as_secs_f64()
+        );
+    }
+
+    // The end state: 1.11.0 everywhere, the same agent ids, the tasks still running.
+    let (mv, av) = versions(&inv);
+    assert!(mv.values().all(|v| v == "1.11.0"), "{mv:?}");
+    for (h, id) in &ids_before {
+        assert_eq!(av[h], (id.clone(), "1.11.0".to_string()), "{h}");
+    }
+    let st = leader_state(&inv);
+    let running: BTreeSet<String> = st["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for (a, (task, pid)) in &tasks {
+        assert!(
+            running.contains(task.as_str()),
+            "task {task:?} on {a} is not running: {running:?}"
+        );
+        ssh_ok(&inv, a, &format!("kill -0 {pid}"));
+    }
+    let t = Instant::now();
+    let o = provisioner(&["status", "-i", &i]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "status is healthy after the upgrade"
+    );
+    eprintln!("status after the upgrade: {} ms", t.elapsed().as_millis());
+    let (code, ev3) = upgrade_run(&args, |_| {});
+    assert_eq!(code, Some(0));
+    assert!(
+        steps(&ev3, "restart", "started").is_empty(),
+        "a second upgrade does nothing"
+    );
+    assert_eq!(steps(&ev3, "done", "ok")[0]["message"], "nothing to do");
+    for (t, _) in tasks.values() {
+        let _ = fw.kill(t);
+    }
+    let _ = fw.teardown();
+    eprintln!(
+        "upgrade 1.10.0 -> 1.11.0 (halted run, fault repaired, resumed run): {upgrade_secs:.0} s, {} samples",
+        samples.len()
+    );
 }

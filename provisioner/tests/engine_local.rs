@@ -1031,18 +1031,44 @@ fn an_inline_play_runs_one_tasks_file_of_a_stack_role_on_chosen_hosts() {
     spec.target = Target::Stack {
         dir: Some(stack.path().to_path_buf()),
         play: Some(api::InlinePlay {
-            name: "r other".into(),
-            hosts: "agents".into(),
-            role: "r".into(),
             tasks_from: Some("other".into()),
-            gather_facts: false,
             become_: false,
+            ..api::InlinePlay::role("r other", "agents", "r")
         }),
     };
     let (events, recap, _) = run_spec(&spec, LocalConnector::default());
     assert!(!recap.any_failed(), "{events:#?}");
     assert_eq!(f.host_file("a1", "other").as_deref(), Some("1"));
     assert_eq!(f.host_file("a1", "main"), None);
+    // Roles before it (their main tasks) and its parameters, as a play's `roles:` gives them.
+    std::fs::create_dir_all(stack.path().join("first/tasks")).unwrap();
+    std::fs::write(
+        stack.path().join("first/tasks/main.yml"),
+        "- copy: dest={{ root }}/{{ inventory_hostname }}/first content=before\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stack.path().join("r/tasks/other.yml"),
+        "- copy: dest={{ root }}/{{ inventory_hostname }}/other content={{ phase }}\n",
+    )
+    .unwrap();
+    let mut with_params = api::InlinePlay {
+        tasks_from: Some("other".into()),
+        become_: false,
+        before: vec!["first".into()],
+        ..api::InlinePlay::role("r other", "a1", "r")
+    };
+    with_params
+        .params
+        .insert("phase".into(), serde_json::json!("two"));
+    spec.target = Target::Stack {
+        dir: Some(stack.path().to_path_buf()),
+        play: Some(with_params),
+    };
+    let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(f.host_file("a1", "first").as_deref(), Some("before"));
+    assert_eq!(f.host_file("a1", "other").as_deref(), Some("two"));
     assert_eq!(f.host_file("m1", "other"), None);
     // A tasks file the role lacks is bad input, named.
     if let Target::Stack { play: Some(p), .. } = &mut spec.target {
@@ -1215,12 +1241,8 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
         spec.target = Target::Stack {
             dir: Some(stack.path().to_path_buf()),
             play: Some(api::InlinePlay {
-                name: "ids".into(),
-                hosts: "all".into(),
-                role: "ids".into(),
-                tasks_from: None,
-                gather_facts: false,
                 become_: false,
+                ..api::InlinePlay::role("ids", "all", "ids")
             }),
         };
         (f, spec)

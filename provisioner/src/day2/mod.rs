@@ -3,3 +3,4 @@
 //! They hold no engine of their own and never print; the CLI renders what they return.
 
 pub mod status;
+pub mod upgrade;

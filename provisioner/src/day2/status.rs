@@ -32,19 +32,21 @@ pub struct Report {
     pub view: ClusterView,
     /// Hosts that did not answer the probe (unreachable, or the probe failed).
     pub silent: Vec<String>,
+    /// The address each host's Mesos listens on (what the probe saw).
+    pub addresses: BTreeMap<String, String>,
     pub elapsed_ms: u64,
 }
 
 /// The inventory's stack groups, with the stack's defaults
 /// (`cluster_core::topology::default_groups`).
-struct Groups {
-    zookeeper: Vec<String>,
-    masters: Vec<String>,
-    agents: Vec<String>,
-    monitoring: Vec<String>,
+pub struct Groups {
+    pub zookeeper: Vec<String>,
+    pub masters: Vec<String>,
+    pub agents: Vec<String>,
+    pub monitoring: Vec<String>,
 }
 
-fn groups(inv: &Inventory) -> Groups {
+pub fn groups(inv: &Inventory) -> Groups {
     let mut all: cluster_core::topology::Groups = ["masters", "agents", "zookeeper", "monitoring"]
         .into_iter()
         .filter(|g| inv.groups.contains_key(*g))
@@ -63,6 +65,18 @@ fn groups(inv: &Inventory) -> Groups {
     }
 }
 
+/// The CA file Mesos's HTTPS is verified with on a host (`None`: `mesos_tls` is off).
+pub fn ca_file(vars: &crate::template::Vars) -> Option<String> {
+    let tls = vars
+        .get("mesos_tls")
+        .is_none_or(|v| crate::model::inventory::ansible_bool(v).unwrap_or(true));
+    let tls_dir = vars
+        .get("tls_dir")
+        .and_then(Value::as_str)
+        .unwrap_or("/etc/provisioner/tls");
+    tls.then(|| format!("{tls_dir}/ca.crt"))
+}
+
 /// Each host's probe script, from its groups, its variables and the bundle's ports.
 fn scripts(
     inv: &Inventory,
@@ -74,9 +88,6 @@ fn scripts(
     for host in inv.group_hosts("all") {
         let vars = inv.host_vars(host);
         let s = |k: &str, d: &str| vars.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
-        let tls = vars
-            .get("mesos_tls")
-            .is_none_or(|v| crate::model::inventory::ansible_bool(v).unwrap_or(true));
         let tls_dir = s("tls_dir", "/etc/provisioner/tls");
         let has = |list: &[String]| list.iter().any(|h| h == host);
         let mut units = vec!["dnsmasq".to_string()];
@@ -99,7 +110,7 @@ fn scripts(
             agent: has(&g.agents)
                 .then(|| port("mesos_agent", "http"))
                 .flatten(),
-            ca_file: tls.then(|| format!("{tls_dir}/ca.crt")),
+            ca_file: ca_file(&vars),
             cert_file: Some(format!("{tls_dir}/host.crt")),
             units,
             resolve: has(&g.masters).then(|| format!("leader.{}", s("dns_domain", "mesos"))),
@@ -132,6 +143,41 @@ impl Sink for Answers {
     }
 }
 
+/// Run one cluster-core script on each of `scripts`' hosts, once, in one round trip per host (an
+/// in-memory play of role `cluster_probe`; `mode` Check takes no lock and changes nothing else).
+/// Returns each host's output; a host that did not answer is missing.
+pub fn run_scripts(
+    inventory: &[PathBuf],
+    stack_dir: Option<PathBuf>,
+    command: &str,
+    scripts: &BTreeMap<String, String>,
+    mode: Mode,
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let hosts: Vec<&str> = scripts.keys().map(String::as_str).collect();
+    let mut spec = RunSpec::new(
+        command,
+        inventory.to_vec(),
+        Target::Stack {
+            dir: stack_dir,
+            play: Some(InlinePlay::role(command, &hosts.join(":"), "cluster_probe")),
+        },
+        mode,
+    );
+    spec.extra_vars
+        .insert("cluster_probe_scripts".into(), json!(scripts));
+    spec.command_timeout = Duration::from_secs(60);
+    let answers = Answers::default();
+    let io = RunIo {
+        sinks: vec![Box::new(answers.clone())],
+        cancel,
+        ..Default::default()
+    };
+    crate::run::run(&spec, io)?;
+    let got = answers.0.lock().map(|m| m.clone()).unwrap_or_default();
+    Ok(got)
+}
+
 /// Probe every host once and evaluate. `stack_dir`: the stack's roles from disk.
 pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
     let started = std::time::Instant::now();
@@ -142,38 +188,18 @@ pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Repor
     let g = groups(&inv);
     let bundle = crate::stack::builtin_bundle()?;
     let scripts = scripts(&inv, &g, &bundle);
-    let mut spec = RunSpec::new(
-        "status",
-        inventory.to_vec(),
-        Target::Stack {
-            dir: stack_dir,
-            play: Some(InlinePlay {
-                name: "status".into(),
-                hosts: "all".into(),
-                role: "cluster_probe".into(),
-                tasks_from: None,
-                gather_facts: false,
-                become_: true,
-            }),
-        },
-        Mode::Check,
-    );
-    spec.extra_vars
-        .insert("cluster_probe_scripts".into(), json!(scripts));
-    spec.command_timeout = Duration::from_secs(60);
-    let answers = Answers::default();
-    let io = RunIo {
-        sinks: vec![Box::new(answers.clone())],
-        ..Default::default()
-    };
-    crate::run::run(&spec, io)?;
-    let got = answers.0.lock().map(|m| m.clone()).unwrap_or_default();
+    let got = run_scripts(inventory, stack_dir, "status", &scripts, Mode::Check, None)?;
     let mut parsed: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();
     let mut silent = Vec::new();
+    let mut addresses = BTreeMap::new();
     for host in inv.group_hosts("all") {
         match got.get(host) {
             Some(text) => {
-                parsed.insert(host.to_string(), Some(health::read_probe(text)));
+                let answers = health::read_probe(text);
+                if let Some(a) = answers.get("host.addr").filter(|a| !a.is_empty()) {
+                    addresses.insert(host.to_string(), a.clone());
+                }
+                parsed.insert(host.to_string(), Some(answers));
             }
             None => {
                 silent.push(host.to_string());
@@ -201,6 +227,7 @@ pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Repor
         flags,
         view,
         silent,
+        addresses,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -289,10 +316,10 @@ pub fn render(r: &Report) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn inventory(text: &str) -> Inventory {
+    pub(crate) fn inventory(text: &str) -> Inventory {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hosts.ini");
         std::fs::write(&p, text).unwrap();

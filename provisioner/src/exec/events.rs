@@ -174,6 +174,33 @@ pub enum RunEvent {
         duration_ms: u64,
         cancelled: bool,
     },
+    /// A step of a day-2 operation (`upgrade`): it runs many runs and gates between them; each
+    /// of its steps is one event on the operation's own bus, so history and metrics can record
+    /// it and a sampler can line its timestamps up with what it saw.
+    Step(StepEvent),
+}
+
+/// One step of a day-2 operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepEvent {
+    /// `upgrade`.
+    pub operation: String,
+    /// `plan`, `refused`, `stage`, `gate`, `restart`, `maintenance`, `halted`, `done`.
+    pub phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    pub status: StepStatus,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Started,
+    Ok,
+    Failed,
 }
 
 /// Where producers send events (the runner, the session, the secrets store's notices).

@@ -124,6 +124,7 @@ impl Redactor {
             }
             RunEvent::Command { command, .. } => self.redact(command),
             RunEvent::Warning { message } | RunEvent::Notice { message } => self.redact(message),
+            RunEvent::Step(s) => self.redact(&mut s.message),
             _ => {}
         }
     }

@@ -10,6 +10,18 @@ fn q(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// The version in a Mesos artifact's file name: `mesos-<version>-…` or `mesos-<version>.tar.gz`.
+pub fn artifact_version(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix("mesos-")?;
+    let v: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let v = v.trim_end_matches('.');
+    (v.split('.').count() >= 2 && v.split('.').all(|p| !p.is_empty())).then(|| v.to_string())
+}
+
 /// Render the inventory: groups `masters`, `agents`, `zookeeper` (the masters), `monitoring`
 /// (the first master) and `extra` (when any), with connection settings under `all.vars`.
 /// With a Mesos artifact, the stack installs that build (`mesos_source: local`,
@@ -49,6 +61,11 @@ pub fn render(
             "    mesos_local_artifact: {}\n",
             q(&a.display().to_string())
         ));
+        // The build's version, when its name says it (`mesos-1.10.0-debian12-amd64.tar.gz`):
+        // a lab can run another version than the bundle's (and `upgrade` it later).
+        if let Some(v) = artifact_version(a) {
+            out.push_str(&format!("    mesos_version: {}\n", q(&v)));
+        }
     }
     if let Some(d) = &mesos.dns {
         out.push_str("    mesos_dns_source: local\n");
@@ -116,6 +133,18 @@ mod tests {
     }
 
     #[test]
+    fn the_artifacts_version_comes_from_its_name() {
+        let v = |s: &str| artifact_version(Path::new(s));
+        assert_eq!(
+            v("/x/mesos-1.10.0-debian12-amd64.tar.gz").as_deref(),
+            Some("1.10.0")
+        );
+        assert_eq!(v("mesos-1.11.0.tar.gz").as_deref(), Some("1.11.0"));
+        assert_eq!(v("/x/build.tar.gz"), None);
+        assert_eq!(v("/x/mesos-latest.tar.gz"), None);
+    }
+
+    #[test]
     fn inventory_has_the_groups_and_connection_vars() {
         let text = render(
             "lab",
@@ -147,6 +176,10 @@ mod tests {
         assert_eq!(vars["lab_name"], "lab");
         assert_eq!(vars["mesos_source"], "local");
         assert_eq!(vars["mesos_local_artifact"], "/m/mesos-1.11.0.tar.gz");
+        assert_eq!(
+            vars["mesos_version"], "1.11.0",
+            "the lab runs the artifact's version"
+        );
         assert_eq!(vars["mesos_dns_source"], "local");
         assert_eq!(vars["mesos_dns_local_artifact"], "/t/debug/mesos-standin");
         assert_eq!(

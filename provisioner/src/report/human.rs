@@ -130,6 +130,34 @@ impl HumanFormatter {
             RunEvent::Notice { message } => {
                 out.push(paint(&format!("[NOTICE]: {message}"), "36", c));
             }
+            RunEvent::Step(s) => {
+                let hosts = if s.hosts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", s.hosts.join(", "))
+                };
+                let comp = s
+                    .component
+                    .as_deref()
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default();
+                let (mark, color) = match s.status {
+                    crate::exec::events::StepStatus::Started => ("..", "0"),
+                    crate::exec::events::StepStatus::Ok => ("ok", "32"),
+                    crate::exec::events::StepStatus::Failed => ("!!", "31"),
+                };
+                for (i, line) in s.message.lines().enumerate() {
+                    if i == 0 {
+                        out.push(paint(
+                            &format!("{} {mark} {}{comp}{hosts}: {line}", s.operation, s.phase),
+                            color,
+                            c,
+                        ));
+                    } else {
+                        out.push(format!("    {line}"));
+                    }
+                }
+            }
             RunEvent::HostStopped { host, reason } if self.opts.verbose => {
                 out.push(format!("<{host}> no more steps: {reason}"));
             }

@@ -125,6 +125,10 @@ impl Sink for Human {
             b.finish_and_clear();
         }
         let _ = self.multi.clear();
+        if self.recap.hosts.is_empty() {
+            // A stream without runs (a day-2 operation's steps) has no recap.
+            return Ok(());
+        }
         for line in self.fmt.recap(&self.recap) {
             print_line(&line);
         }

@@ -166,6 +166,27 @@ pub struct InlinePlay {
     pub tasks_from: Option<String>,
     pub gather_facts: bool,
     pub become_: bool,
+    /// Roles that run (their `main.yml`) before `role`, as a play lists them
+    /// (`cluster_facts` first in the stack).
+    pub before: Vec<String>,
+    /// `role`'s parameters (`- role: X` with `key: value`).
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl InlinePlay {
+    /// Role `role`'s main tasks on `hosts`, with privilege escalation and without facts.
+    pub fn role(name: &str, hosts: &str, role: &str) -> Self {
+        InlinePlay {
+            name: name.to_string(),
+            hosts: hosts.to_string(),
+            role: role.to_string(),
+            tasks_from: None,
+            gather_facts: false,
+            become_: true,
+            before: Vec::new(),
+            params: serde_json::Map::new(),
+        }
+    }
 }
 
 impl<'a> Loader<'a> {
@@ -197,12 +218,17 @@ impl<'a> Loader<'a> {
     /// Load an [`InlinePlay`] as if it were the playbook `path` (which need not exist: its
     /// directory is the playbook's directory).
     pub fn load_inline(mut self, play: &InlinePlay, path: &Path) -> Result<Playbook, Diagnostics> {
+        let mut roles: Vec<serde_json::Value> =
+            play.before.iter().map(|r| serde_json::json!(r)).collect();
+        let mut main = play.params.clone();
+        main.insert("role".into(), serde_json::json!(play.role));
+        roles.push(serde_json::Value::Object(main));
         let text = serde_json::json!([{
             "name": play.name,
             "hosts": play.hosts,
             "gather_facts": play.gather_facts,
             "become": play.become_,
-            "roles": [play.role],
+            "roles": roles,
         }])
         .to_string();
         let docs = yaml::load_str(&text, &path.display().to_string())?;

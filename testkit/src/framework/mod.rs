@@ -52,6 +52,8 @@ pub struct Options {
     pub user: String,
     pub role: String,
     pub failover_timeout: Duration,
+    /// Ask agents to checkpoint the tasks (they then survive an agent restart).
+    pub checkpoint: bool,
     /// Upper bound on connecting, subscribing and on each call.
     pub timeout: Duration,
     /// Upper bound on waiting for a fitting offer in [`Framework::launch`].
@@ -69,6 +71,7 @@ impl Options {
             user: "root".into(),
             role: "*".into(),
             failover_timeout: Duration::from_secs(60),
+            checkpoint: false,
             timeout: Duration::from_secs(30),
             offer_timeout: Duration::from_secs(60),
         }
@@ -549,6 +552,7 @@ fn background(
             principal: opts.principal.clone(),
             role: opts.role.clone(),
             failover_timeout_secs: opts.failover_timeout.as_secs_f64(),
+            checkpoint: opts.checkpoint,
         };
         let body = wire::subscribe(&info).to_string();
         match open_stream(&opts, tls, &auth, &body).await {

@@ -77,6 +77,8 @@ pub struct FrameworkInfo {
     pub principal: String,
     pub role: String,
     pub failover_timeout_secs: f64,
+    /// The agents checkpoint this framework's tasks: they survive an agent restart.
+    pub checkpoint: bool,
 }
 
 pub fn subscribe(info: &FrameworkInfo) -> Value {
@@ -86,6 +88,7 @@ pub fn subscribe(info: &FrameworkInfo) -> Value {
         "principal": info.principal,
         "roles": [info.role],
         "failover_timeout": info.failover_timeout_secs,
+        "checkpoint": info.checkpoint,
         "capabilities": [{"type": "MULTI_ROLE"}],
     }}})
 }
@@ -312,6 +315,7 @@ mod tests {
             principal: "fw".into(),
             role: "*".into(),
             failover_timeout_secs: 60.0,
+            checkpoint: false,
         };
         let s = subscribe(&info);
         assert_eq!(s["subscribe"]["framework_info"]["roles"], json!(["*"]));
