@@ -8,11 +8,13 @@
 //! - [`derive`]: values derived from the inventory, never typed by hand (quorum, myid, the
 //!   ZooKeeper connect string, per-agent CNI subnets).
 //! - [`topology`]: the inventory rules of docs/stack.md, checked before anything runs.
+//! - [`gates`]: the health gates of rolling restarts as one program the roles run on hosts.
 //! - [`allocations`]: stable member identities (ZooKeeper ids, CNI subnets), allocated once.
 
 pub mod allocations;
 pub mod bundle;
 pub mod derive;
+pub mod gates;
 pub mod health;
 pub mod topology;
 pub mod upgrade;

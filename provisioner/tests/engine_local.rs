@@ -1577,3 +1577,173 @@ fn with_lookup_loops_give_the_items_of_their_loop_lookup_equivalents() {
     assert_eq!(by_name["fileglob"][0].len(), 2);
     assert!(by_name["first_found"][0][0].ends_with("files/b.conf"));
 }
+
+/// Copies the repository's `roles/<name>` into `stack`.
+fn copy_role(name: &str, stack: &std::path::Path) {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let roles = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../roles");
+    copy(&roles.join(name), &stack.join(name));
+}
+
+/// `host task` of each task that finished with `status`.
+fn finished(events: &[RunEvent], status: TaskStatus) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskFinished(r) if r.status == status => {
+                Some(format!("{} {}", r.host, r.task))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rolling restarts' health gates as the roles run them: the real `zookeeper` and
+/// `mesos_master` rolling_restart tasks through the engine, the gate program installed from
+/// the `bundle` variable (as `common` does), against a fake ZooKeeper member and a fake Mesos
+/// master on 127.0.0.1 (every "host" is this machine).
+#[test]
+fn the_rolling_restarts_gate_on_the_gate_program() {
+    use testkit::fake::{FakeHttp, FakeZk};
+    use testkit::http::Response;
+
+    let stack = tempfile::tempdir().unwrap();
+    for r in ["cluster_facts", "zookeeper", "mesos_master"] {
+        copy_role(r, stack.path());
+    }
+    // The common role's two gate tasks (common itself installs packages).
+    let common = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../roles/common/tasks/main.yml"),
+    )
+    .unwrap();
+    let gate_tasks = common
+        .split("\n\n")
+        .filter(|t| t.contains("provisioner_gate"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    assert!(
+        gate_tasks.contains("bundle['gate_program']"),
+        "{gate_tasks}"
+    );
+    std::fs::create_dir_all(stack.path().join("gate/tasks")).unwrap();
+    std::fs::write(stack.path().join("gate/tasks/main.yml"), gate_tasks).unwrap();
+    std::fs::write(
+        stack.path().join("site.yml"),
+        "- hosts: all\n  gather_facts: false\n  roles: [cluster_facts, gate]\n\
+         - hosts: zookeeper\n  gather_facts: false\n  serial: 1\n  any_errors_fatal: true\n  roles:\n    - cluster_facts\n    - role: zookeeper\n      zookeeper_phase: rolling_restart\n      zookeeper_restart_leader: false\n\
+         - hosts: masters\n  gather_facts: false\n  serial: 1\n  any_errors_fatal: true\n  roles:\n    - cluster_facts\n    - role: mesos_master\n      mesos_master_phase: rolling_restart\n",
+    )
+    .unwrap();
+
+    let zk = FakeZk::start(Some("follower")).unwrap();
+    let ready = r#"{"master\/elected":0.0,"registrar\/log\/recovered":1.0}"#;
+    let master = |redirect: Response| {
+        FakeHttp::start(vec![
+            ("/metrics/snapshot".into(), Response::text(200, ready)),
+            ("/master/redirect".into(), redirect),
+        ])
+        .unwrap()
+    };
+    let run = |http: &FakeHttp, mode: Mode| {
+        let port = http.url().rsplit(':').next().unwrap().to_string();
+        let f = StackFixture::new(&format!(
+            "[masters]\nm1\nm2\nm3\n[agents]\na1\n[all:vars]\nansible_host=127.0.0.1\n\
+             provisioner_gate={{{{ root }}}}/{{{{ inventory_hostname }}}}/gate\n\
+             zookeeper_client_port={}\nzookeeper_restart_marker_dir={{{{ root }}}}/{{{{ inventory_hostname }}}}\n\
+             zookeeper_service=provisioner-test-no-such-unit\nzookeeper_health_retries=2\nzookeeper_health_delay=0\n\
+             mesos_tls=false\nmesos_master_port={port}\nmesos_restart_marker_dir={{{{ root }}}}/{{{{ inventory_hostname }}}}\n\
+             mesos_master_service=provisioner-test-no-such-unit\nmesos_master_health_retries=2\nmesos_master_health_delay=0\n",
+            zk.port()
+        ));
+        // Applying, m1 has a pending ZooKeeper restart, and it is the leader: the followers'
+        // play leaves it (zk-leader), so nothing restarts.
+        if mode == Mode::Apply {
+            std::fs::write(f.dir.path().join("hosts/m1/zookeeper"), "pending\n").unwrap();
+        }
+        let mut spec = f.request(stack.path());
+        spec.mode = mode;
+        let (events, recap, _) = run_spec(&spec, LocalConnector::default());
+        let failed = finished(&events, TaskStatus::Failed);
+        (f, recap, failed, events)
+    };
+
+    // Green: every gate passes; the leader keeps its marker.
+    zk.set_mode(Some("leader"));
+    let http = master(Response::redirect("//m2:5050"));
+    let (f, recap, failed, events) = run(&http, Mode::Apply);
+    assert!(failed.is_empty(), "{failed:?} {events:#?}");
+    assert!(!recap.any_failed());
+    let ran = finished(&events, TaskStatus::Ok);
+    for gate in [
+        "m1 zookeeper : zookeeper | is this member the leader?",
+        "m3 zookeeper : zookeeper | this member serves (leader or follower)",
+        "m3 zookeeper : zookeeper | the ensemble has a quorum",
+        "m2 mesos_master : wait until this master has recovered its log and knows the leader",
+    ] {
+        assert!(ran.iter().any(|r| r == gate), "{gate}: {ran:#?}");
+    }
+    let gate = f.dir.path().join("hosts/m2/gate");
+    assert_eq!(
+        std::fs::read_to_string(&gate).unwrap(),
+        cluster_core::gates::gate_program()
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&gate).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+    assert!(f.host_file("m1", "zookeeper").is_some());
+
+    // Members that serve no quorum: m1 (pending, no leader now) waits for a quorum before it
+    // restarts, in vain; the play stops there.
+    zk.set_mode(None);
+    let (_f, _, failed, _) = run(&http, Mode::Apply);
+    assert_eq!(
+        failed,
+        ["m1 zookeeper : zookeeper | ensemble has a quorum before this member restarts"]
+    );
+
+    // Plan: the gates are waits, skipped; nothing fails.
+    let (_f, recap, failed, _) = run(&http, Mode::Check);
+    assert!(failed.is_empty() && !recap.any_failed(), "{failed:?}");
+
+    // A master that knows no leader: its play stops at the gate.
+    zk.set_mode(Some("leader"));
+    let http = master(Response::text(503, "no leader"));
+    let (_f, _, failed, _) = run(&http, Mode::Apply);
+    assert_eq!(
+        failed,
+        ["m1 mesos_master : wait until this master has recovered its log and knows the leader"]
+    );
+
+    // The handler of a changed config: a serving member is not restarted, it gets a marker.
+    std::fs::write(
+        stack.path().join("site.yml"),
+        "- hosts: all\n  gather_facts: false\n  roles: [cluster_facts, gate]\n\
+         - hosts: zookeeper\n  gather_facts: false\n  roles:\n    - cluster_facts\n    - role: zookeeper\n      zookeeper_phase: none\n  tasks:\n    - command: \"true\"\n      notify: zookeeper config changed\n",
+    )
+    .unwrap();
+    zk.set_mode(Some("follower"));
+    let (f, recap, failed, _) = run(&http, Mode::Apply);
+    assert!(failed.is_empty() && !recap.any_failed(), "{failed:?}");
+    // (m1's marker was there before.)
+    for h in ["m2", "m3"] {
+        assert_eq!(
+            f.host_file(h, "zookeeper").as_deref(),
+            Some(
+                "config changed; roles/site.yml restarts it with the health gate (docs/stack.md)\n"
+            ),
+            "{h}"
+        );
+    }
+}

@@ -4,9 +4,12 @@
 //!   end-to-end tests to prove a real Mesos cluster runs tasks (and by `mesos-testframework`).
 //! - `mesos-standin dns` ([`dns`]): a stand-in for Mesos-DNS, which has no obtainable build. It
 //!   reads Mesos-DNS's config.json and answers A queries from the real masters' state.
+//! - [`fake`]: a ZooKeeper member and an HTTP server with fixed answers on 127.0.0.1, for the
+//!   hermetic tests of the gate program (`cluster_core::gates`) and the roles that run it.
 
 pub mod dns;
 pub mod election;
+pub mod fake;
 pub mod framework;
 pub mod http;
 pub mod tls;

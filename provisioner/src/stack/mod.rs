@@ -138,10 +138,23 @@ impl Stack {
     pub fn vars(&self) -> Vars {
         let mut v = Vars::new();
         if let Some(b) = &self.bundle {
-            v.insert("bundle".into(), b.to_json());
+            v.insert("bundle".into(), bundle_var(b));
         }
         v
     }
+}
+
+/// The `bundle` variable: the bundle as JSON, plus `gate_program`, the health gates the roles
+/// run on hosts (`cluster_core::gates`; the `common` role installs it as `provisioner_gate`).
+pub fn bundle_var(bundle: &Bundle) -> Value {
+    let mut j = bundle.to_json();
+    if let Value::Object(m) = &mut j {
+        m.insert(
+            "gate_program".into(),
+            Value::String(cluster_core::gates::gate_program()),
+        );
+    }
+    j
 }
 
 /// Parse a bundle, turning its problems into diagnostics located in `file`.
@@ -316,7 +329,7 @@ pub fn prepare_inventory(
 /// `bundle:` as YAML for ansible-playbook's `group_vars/all/bundle.yml`.
 pub fn bundle_vars_yaml(bundle: &Bundle) -> Result<String, Error> {
     let mut vars = Vars::new();
-    vars.insert("bundle".into(), bundle.to_json());
+    vars.insert("bundle".into(), bundle_var(bundle));
     let t = crate::template::Templar::new(".");
     let body = t
         .render_string("{{ v | to_nice_yaml(indent=2) }}", &{
@@ -436,6 +449,10 @@ mod tests {
         let s = load(Some(d.path()), cache.path()).unwrap();
         assert_eq!(s.bundle_source, BUILTIN_BUNDLE);
         assert!(s.vars()["bundle"]["components"]["zookeeper"].is_object());
+        assert_eq!(
+            s.vars()["bundle"]["gate_program"],
+            cluster_core::gates::gate_program()
+        );
         std::fs::write(
             d.path().join(BUNDLE_FILE),
             "schema: 1\ncomponents:\n  x: 3\n",
@@ -454,7 +471,38 @@ mod tests {
         let y = bundle_vars_yaml(&b).unwrap();
         let docs = crate::yaml::load_str(&y, "bundle.yml").unwrap();
         let j = docs[0].to_json();
-        assert_eq!(j["bundle"], b.to_json());
+        assert_eq!(j["bundle"], bundle_var(&b));
+        assert_eq!(
+            j["bundle"]["gate_program"],
+            cluster_core::gates::gate_program()
+        );
+    }
+
+    /// `mesos_quorum` stays Jinja in `cluster_facts` (ansible-playbook derives it too); it must
+    /// be cluster-core's quorum rule for every size.
+    #[test]
+    fn cluster_facts_mesos_quorum_is_cluster_cores() {
+        let (_, src) = FILES
+            .iter()
+            .find(|(p, _)| *p == "cluster_facts/defaults/main.yml")
+            .unwrap();
+        let docs = crate::yaml::load_str(std::str::from_utf8(src).unwrap(), "main.yml").unwrap();
+        let expr = docs[0].to_json()["mesos_quorum"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t = crate::template::Templar::new(".");
+        for n in 1..=9 {
+            let mut vars = Vars::new();
+            vars.insert(
+                "master_hosts".into(),
+                (0..n).map(|i| Value::from(format!("m{i}"))).collect(),
+            );
+            let got = t.render_string(&expr, &vars).unwrap();
+            let want = cluster_core::topology::mesos_quorum(n).unwrap();
+            assert_eq!(got, want.to_string(), "{n} masters");
+            assert_eq!(want, cluster_core::health::majority(n));
+        }
     }
 
     #[test]
