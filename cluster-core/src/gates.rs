@@ -5,7 +5,7 @@
 //! [`gate_program`] is a POSIX sh script (bash's `/dev/tcp` for ZooKeeper's four-letter words,
 //! curl for Mesos), written from this module's Rust so its modes, its majority and its Mesos
 //! signal are those of [`crate::health`]. A stack run hands it to the roles as
-//! `bundle.gate_program`; the `common` role installs it on every host as `provisioner_gate`
+//! `bundle.gate_program`; role `gate` installs it on every host as `provisioner_gate`
 //! (`/usr/local/libexec/provisioner/gate`). Ports and addresses are its arguments: it knows no
 //! cluster facts.
 //!

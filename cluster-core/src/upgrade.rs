@@ -97,6 +97,10 @@ pub struct Stage {
     /// check).
     pub gates_before: Vec<String>,
     pub gates_after: Vec<String>,
+    /// Agents whose new configuration Mesos cannot recover into their old identity (changed
+    /// attributes or resources): they take the drain path (drained and marked gone, their
+    /// tasks end, they register as new agents).
+    pub drain: Vec<String>,
 }
 
 /// What `upgrade` will do, or why it will not.
@@ -126,6 +130,8 @@ pub struct Request<'a> {
     pub only: Option<&'a str>,
     pub max_unavailable: usize,
     pub allow_downgrade: bool,
+    /// Agents the roles say would come back incompatible (their attributes or resources change).
+    pub incompatible: &'a std::collections::BTreeSet<String>,
 }
 
 fn gates(component: &str) -> (Vec<String>, Vec<String>) {
@@ -238,6 +244,14 @@ pub fn plan(req: &Request) -> Plan {
             _ => ordered.iter().map(|h| vec![h.clone()]).collect(),
         };
         let (gates_before, gates_after) = gates(c);
+        let drain = match c {
+            "mesos_agent" => ordered
+                .iter()
+                .filter(|h| req.incompatible.contains(*h))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
         out.stages.push(Stage {
             component: c.to_string(),
             order: req.upgrade_order.get(c).copied().unwrap_or_default(),
@@ -245,6 +259,7 @@ pub fn plan(req: &Request) -> Plan {
             batches,
             gates_before,
             gates_after,
+            drain,
         });
     }
     out
@@ -290,6 +305,8 @@ pub struct Before {
     pub agent_ids: BTreeMap<String, String>,
     /// The batch held the quorum's leader.
     pub had_leader: bool,
+    /// Agents that come back under a new id (the drain path); the others must keep theirs.
+    pub new_ids: std::collections::BTreeSet<String>,
 }
 
 /// What to remember about `batch` before restarting it.
@@ -310,6 +327,7 @@ pub fn before(component: &str, batch: &[String], view: &ClusterView) -> Before {
             "mesos_master" => view.masters.iter().any(|m| m.elected && in_batch(&m.host)),
             _ => false,
         },
+        new_ids: Default::default(),
     }
 }
 
@@ -399,7 +417,13 @@ pub fn settled(
                 at(h)?;
                 let now = view.agents.iter().find(|a| &a.hostname == h && a.active);
                 if let (Some(a), Some(id)) = (now, before.agent_ids.get(h)) {
-                    if &a.id != id {
+                    if before.new_ids.contains(h) {
+                        if &a.id == id {
+                            return Err(format!(
+                                "{h} is still registered under its old id {id} (the drain path gives it a new one)"
+                            ));
+                        }
+                    } else if &a.id != id {
                         return Err(format!(
                             "{h} registered as a new agent ({}, was {id}): its tasks were lost",
                             a.id
@@ -420,6 +444,31 @@ fn agents_registered(view: &ClusterView, hosts: &[String]) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// The drain path may call `DRAIN_AGENT` only when every master runs the same version: a
+/// drain writes a minimum capability into the registry that an older master cannot recover.
+pub fn may_drain(view: &ClusterView) -> Result<(), String> {
+    let versions: std::collections::BTreeSet<&str> = view
+        .masters
+        .iter()
+        .filter_map(|m| m.version.as_deref())
+        .collect();
+    if versions.len() > 1 {
+        return Err(format!(
+            "the masters run mixed versions ({}): DRAIN_AGENT must wait until they agree",
+            versions.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The operator API call (`POST /api/v1`) that drains `agent_id` and then marks it gone.
+pub fn drain_call(agent_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "DRAIN_AGENT",
+        "drain_agent": {"agent_id": {"value": agent_id}, "mark_gone": true},
+    })
 }
 
 /// The maintenance schedule (`/master/maintenance/schedule`) with a window for `machines`
@@ -561,7 +610,38 @@ mod tests {
             only: None,
             max_unavailable: 2,
             allow_downgrade: false,
+            incompatible: &NONE,
         }
+    }
+
+    static NONE: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+
+    #[test]
+    fn an_incompatible_agent_takes_the_drain_path_and_comes_back_new() {
+        let v = view("m1", "1.11.0", "1.10.0");
+        let (d, o) = (desired("1.11.0"), order());
+        let inc: std::collections::BTreeSet<String> = ["a2".to_string()].into();
+        let mut r = req(&v, &[], &d, &o);
+        r.incompatible = &inc;
+        let p = plan(&r);
+        assert_eq!(p.stages[0].drain, ["a2"]);
+        let mut b = before("mesos_agent", &["a2".into()], &v);
+        b.new_ids.insert("a2".into());
+        let mut after = v.clone();
+        after.agents[1].version = Some("1.11.0".into());
+        assert!(settled("mesos_agent", &["a2".into()], "1.11.0", &b, &after)
+            .unwrap_err()
+            .contains("old id"));
+        after.agents[1].id = "id-a2-new".into();
+        assert_eq!(
+            settled("mesos_agent", &["a2".into()], "1.11.0", &b, &after),
+            Ok(())
+        );
+        assert_eq!(may_drain(&v), Ok(()));
+        let mut mixed = v.clone();
+        mixed.masters[0].version = Some("1.10.0".into());
+        assert!(may_drain(&mixed).unwrap_err().contains("mixed versions"));
+        assert_eq!(drain_call("S1")["drain_agent"]["mark_gone"], true);
     }
 
     #[test]

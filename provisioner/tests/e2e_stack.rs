@@ -1268,10 +1268,12 @@ fn mesos_artifact(version: &str) -> PathBuf {
     p.canonicalize().unwrap()
 }
 
-/// One 200 ms sample: when, each ZooKeeper member's mode, each master's (answered, elected).
+/// One 200 ms sample: when the masters were asked (`at`) and when the last answered (`end`),
+/// each ZooKeeper member's mode, each master's (answered, elected).
 #[derive(Clone, Debug)]
 struct Sample {
     at: std::time::SystemTime,
+    end: std::time::SystemTime,
     zk: Vec<Option<String>>,
     masters: Vec<(bool, bool)>,
 }
@@ -1288,23 +1290,59 @@ fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<S
             .map(|m| address(&inv, m))
             .collect();
         let p = port("mesos_master", "http");
+        // In-process HTTPS (no curl per request): a sample takes a few milliseconds, so the
+        // 200 ms period holds even on a busy machine.
+        let tls = Arc::new(testkit::tls::client_config(&cluster_ca(&inv), None).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let mut out = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let t0 = Instant::now();
-            let at = std::time::SystemTime::now();
             let zk_modes = zk.iter().map(|a| zk_mode(a)).collect();
-            let ms = masters
-                .iter()
-                .map(|a| match mesos_get(&inv, a, p, "/metrics/snapshot") {
-                    Some((200, body)) => {
-                        let v: Value = serde_json::from_str(&body).unwrap_or_default();
-                        (true, metric(&v, "master/elected") == 1.0)
+            // The masters at once, so a sample is one moment (give or take one request).
+            let at = std::time::SystemTime::now();
+            let ms: Vec<(bool, bool)> = rt.block_on(async {
+                let asks = masters.iter().map(|a| {
+                    let ep = testkit::http::Endpoint {
+                        host: a.clone(),
+                        port: p,
+                        tls: Some(tls.clone()),
+                    };
+                    async move {
+                        match testkit::http::request_to(
+                            &ep,
+                            "GET",
+                            "/metrics/snapshot",
+                            &[],
+                            None,
+                            Duration::from_secs(2),
+                        )
+                        .await
+                        {
+                            Ok((200, _, body)) => {
+                                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                                (true, metric(&v, "master/elected") == 1.0)
+                            }
+                            _ => (false, false),
+                        }
                     }
-                    _ => (false, false),
-                })
-                .collect();
+                });
+                let mut got = Vec::new();
+                for f in asks.collect::<Vec<_>>() {
+                    got.push(tokio::spawn(f));
+                }
+                let mut res = Vec::new();
+                for g in got {
+                    res.push(g.await.unwrap_or((false, false)));
+                }
+                res
+            });
+            let end = std::time::SystemTime::now();
             out.push(Sample {
                 at,
+                end,
                 zk: zk_modes,
                 masters: ms,
             });
@@ -1357,7 +1395,7 @@ fn upgrade_run(args: &[String], mut on_event: impl FnMut(&Value)) -> (Option<i32
             continue;
         };
         eprintln!(
-            "[{}] {} {} {} {:?}: {}",
+            "[{}] {} {} {} {}: {}",
             v["time"].as_str().unwrap_or(""),
             v["phase"].as_str().unwrap_or(""),
             v["status"].as_str().unwrap_or(""),
@@ -1629,6 +1667,22 @@ fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
 
     // What the sampler saw.
     assert!(samples.len() > 50, "{} samples", samples.len());
+    let mut gaps: Vec<u128> = samples
+        .windows(2)
+        .map(|w| {
+            w[1].at
+                .duration_since(w[0].at)
+                .unwrap_or_default()
+                .as_millis()
+        })
+        .collect();
+    gaps.sort_unstable();
+    eprintln!(
+        "sampler: {} samples, period median {} ms, max {} ms",
+        samples.len(),
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
     for s in &samples {
         let serving =
             s.zk.iter()
@@ -1648,13 +1702,14 @@ fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
             s.masters
         );
     }
-    // Windows without a leader: consecutive samples with no master elected.
+    // Windows without a leader: consecutive samples with no master elected, from the first
+    // one's answers (`end`: it saw no leader by then) to the next leader's question (`at`).
     let mut windows: Vec<(std::time::SystemTime, std::time::SystemTime)> = Vec::new();
     let mut open: Option<std::time::SystemTime> = None;
     for s in &samples {
         let led = s.masters.iter().any(|(_, e)| *e);
         match (led, open) {
-            (false, None) => open = Some(s.at),
+            (false, None) => open = Some(s.end),
             (true, Some(o)) => {
                 windows.push((o, s.at));
                 open = None;
@@ -1688,7 +1743,11 @@ fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
     for (a, b) in &windows {
         assert!(
             *a >= from && *b <= to + Duration::from_secs(1),
-            "leaderless {a:?}..{b:?} outside the leader's restart {from:?}..{to:?}"
+            "leaderless {a:?}..{b:?} outside the leader's restart {from:?}..{to:?}; samples around it: {:#?}",
+            samples
+                .iter()
+                .filter(|s| s.end + Duration::from_secs(3) >= *a && s.at <= *b + Duration::from_secs(1))
+                .collect::<Vec<_>>()
         );
         eprintln!(
             "failover window: {:.1} s",

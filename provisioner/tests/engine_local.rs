@@ -1610,7 +1610,7 @@ fn finished(events: &[RunEvent], status: TaskStatus) -> Vec<String> {
 
 /// The rolling restarts' health gates as the roles run them: the real `zookeeper` and
 /// `mesos_master` rolling_restart tasks through the engine, the gate program installed from
-/// the `bundle` variable (as `common` does), against a fake ZooKeeper member and a fake Mesos
+/// the `bundle` variable (role `gate`), against a fake ZooKeeper member and a fake Mesos
 /// master on 127.0.0.1 (every "host" is this machine).
 #[test]
 fn the_rolling_restarts_gate_on_the_gate_program() {
@@ -1618,25 +1618,9 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
     use testkit::http::Response;
 
     let stack = tempfile::tempdir().unwrap();
-    for r in ["cluster_facts", "zookeeper", "mesos_master"] {
+    for r in ["cluster_facts", "gate", "zookeeper", "mesos_master"] {
         copy_role(r, stack.path());
     }
-    // The common role's two gate tasks (common itself installs packages).
-    let common = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../roles/common/tasks/main.yml"),
-    )
-    .unwrap();
-    let gate_tasks = common
-        .split("\n\n")
-        .filter(|t| t.contains("provisioner_gate"))
-        .collect::<Vec<_>>()
-        .join("\n\n");
-    assert!(
-        gate_tasks.contains("bundle['gate_program']"),
-        "{gate_tasks}"
-    );
-    std::fs::create_dir_all(stack.path().join("gate/tasks")).unwrap();
-    std::fs::write(stack.path().join("gate/tasks/main.yml"), gate_tasks).unwrap();
     std::fs::write(
         stack.path().join("site.yml"),
         "- hosts: all\n  gather_facts: false\n  roles: [cluster_facts, gate]\n\

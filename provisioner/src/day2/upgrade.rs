@@ -141,6 +141,12 @@ pub fn render_plan(plan: &Plan) -> String {
                 .collect();
             out.push(format!("  {}. {}", i + 1, line.join(", ")));
         }
+        if !s.drain.is_empty() {
+            out.push(format!(
+                "  drain path: {} (attributes or resources change: drained and marked gone, their tasks end, each registers as a new agent)",
+                s.drain.join(", ")
+            ));
+        }
         out.push(format!("  before each: {}", s.gates_before.join("; ")));
         out.push(format!("  after each: {}", s.gates_after.join("; ")));
     }
@@ -154,6 +160,36 @@ struct Upgrade<'a> {
     /// The CA file and the master port for calls to the leader.
     ca_file: Option<String>,
     master_port: u16,
+}
+
+/// The roles an agent's stage runs before `mesos_agent` (as site.yml's agents play).
+const AGENT_ROLES: [&str; 4] = ["cluster_facts", "docker", "cni", "mesos_install"];
+
+/// The task of role `mesos_agent` that says the agent's identity changes (it notifies `mesos-agent
+/// info changed`).
+const AGENT_INFO_TASK: &str = "the agent's attributes or resources changed";
+
+/// Keeps the hosts on which a task whose name ends with `.0` reports `changed`.
+#[derive(Clone)]
+struct ChangedOn(
+    &'static str,
+    Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+);
+
+impl Sink for ChangedOn {
+    fn event(&mut self, e: &crate::exec::events::Event) -> Result<(), String> {
+        if let RunEvent::TaskFinished(r) = &e.body {
+            if r.task.ends_with(self.0)
+                && r.status == crate::exec::events::TaskStatus::Changed
+                && r.item.is_none()
+            {
+                if let Ok(mut s) = self.1.lock() {
+                    s.insert(r.host.clone());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a step stopped the upgrade.
@@ -195,6 +231,37 @@ impl Upgrade<'_> {
         role: &str,
         params: serde_json::Map<String, Value>,
     ) -> Result<u32, Halt> {
+        self.run_role_in(Mode::Apply, hosts, before, role, params, Vec::new())
+    }
+
+    /// The agents whose roles, in check mode, say their identity changes (drain path).
+    fn incompatible_agents(
+        &self,
+        hosts: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, Halt> {
+        let seen = ChangedOn(AGENT_INFO_TASK, Default::default());
+        self.run_role_in(
+            Mode::Check,
+            hosts,
+            &AGENT_ROLES,
+            "mesos_agent",
+            serde_json::Map::new(),
+            vec![Box::new(seen.clone())],
+        )
+        .map_err(|e| format!("checking the agents' new configuration: {e}"))?;
+        let out = seen.1.lock().map(|s| s.clone()).unwrap_or_default();
+        Ok(out)
+    }
+
+    fn run_role_in(
+        &self,
+        mode: Mode,
+        hosts: &[String],
+        before: &[&str],
+        role: &str,
+        params: serde_json::Map<String, Value>,
+        sinks: Vec<Box<dyn Sink>>,
+    ) -> Result<u32, Halt> {
         let play = InlinePlay {
             before: before.iter().map(|r| r.to_string()).collect(),
             params,
@@ -207,9 +274,10 @@ impl Upgrade<'_> {
                 dir: self.opts.stack_dir.clone(),
                 play: Some(play),
             },
-            Mode::Apply,
+            mode,
         );
         let io = RunIo {
+            sinks,
             cancel: Some(self.cancel.clone()),
             ..Default::default()
         };
@@ -295,10 +363,11 @@ impl Upgrade<'_> {
     fn quorum_stage(&self, s: &Stage) -> Result<(), Halt> {
         let c = s.component.as_str();
         let (role, before_roles, phase_var): (&str, &[&str], &str) = match c {
-            "zookeeper" => ("zookeeper", &["cluster_facts"], "zookeeper_phase"),
+            // `gate`: the roles' restart gates (a cluster provisioned before them lacks it).
+            "zookeeper" => ("zookeeper", &["cluster_facts", "gate"], "zookeeper_phase"),
             _ => (
                 "mesos_master",
-                &["cluster_facts", "mesos_install"],
+                &["cluster_facts", "gate", "mesos_install"],
                 "mesos_master_phase",
             ),
         };
@@ -444,13 +513,81 @@ impl Upgrade<'_> {
         Ok(())
     }
 
+    /// The drain path: `DRAIN_AGENT` with `mark_gone` for each agent (every master on one
+    /// version), then wait until the leader no longer lists it as active.
+    fn drain(&self, agents: &[String], before: &core::Before) -> Result<(), Halt> {
+        let c = "mesos_agent";
+        let r = self.probe()?;
+        core::may_drain(&r.view)?;
+        let leader = r
+            .view
+            .masters
+            .iter()
+            .find(|m| m.elected)
+            .map(|m| m.host.clone())
+            .ok_or("no elected master to drain with")?;
+        self.step(
+            "drain",
+            Some(c),
+            agents,
+            StepStatus::Started,
+            "draining (its attributes or resources change: its tasks end, then it is marked gone)",
+        );
+        for a in agents {
+            let id = before
+                .agent_ids
+                .get(a)
+                .ok_or_else(|| format!("{a}: not registered, nothing to drain"))?;
+            let (code, body) =
+                self.leader_call(&leader, "/api/v1", Some(&core::drain_call(id).to_string()))?;
+            if !code.starts_with('2') {
+                return Err(format!("DRAIN_AGENT {a} ({id}): HTTP {code}: {body}"));
+            }
+        }
+        let started = Instant::now();
+        loop {
+            let r = self.probe()?;
+            let left: Vec<&String> = agents
+                .iter()
+                .filter(|a| {
+                    r.view
+                        .agents
+                        .iter()
+                        .any(|v| &v.hostname == *a && Some(&v.id) == before.agent_ids.get(*a))
+                })
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            if started.elapsed() >= self.opts.gate_timeout {
+                return Err(format!(
+                    "{:?} still registered under the old id {} s after DRAIN_AGENT (tasks that do not end?)",
+                    left,
+                    self.opts.gate_timeout.as_secs()
+                ));
+            }
+            if self.cancelled() {
+                return Err("interrupted (Ctrl-C) while draining".into());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        self.step("drain", Some(c), agents, StepStatus::Ok, "drained and gone");
+        Ok(())
+    }
+
     fn agent_stage(&self, s: &Stage) -> Result<(), Halt> {
         let c = "mesos_agent";
         for batch in &s.batches {
             let r = self
                 .check_before(c, batch)
                 .map_err(|e| format!("before agents {}: {e}", batch.join(", ")))?;
-            let before = core::before(c, batch, &r.view);
+            let mut before = core::before(c, batch, &r.view);
+            let drain: Vec<String> = batch
+                .iter()
+                .filter(|h| s.drain.contains(h))
+                .cloned()
+                .collect();
+            before.new_ids.extend(drain.iter().cloned());
             self.step(
                 "maintenance",
                 Some(c),
@@ -460,6 +597,9 @@ impl Upgrade<'_> {
             );
             self.maintenance(&r, batch, true)?;
             self.step("maintenance", Some(c), batch, StepStatus::Ok, "in a window");
+            if !drain.is_empty() {
+                self.drain(&drain, &before)?;
+            }
             self.step(
                 "restart",
                 Some(c),
@@ -467,18 +607,13 @@ impl Upgrade<'_> {
                 StepStatus::Started,
                 "installing the new build, then restarting (tasks keep running; the agent recovers them)",
             );
-            self.run_role(
-                batch,
-                &["cluster_facts", "docker", "cni", "mesos_install"],
-                "mesos_agent",
-                serde_json::Map::new(),
-            )
-            .map_err(|e| {
-                format!(
-                    "{e} (the maintenance window for {} stays until a rerun finishes them)",
-                    batch.join(", ")
-                )
-            })?;
+            self.run_role(batch, &AGENT_ROLES, "mesos_agent", serde_json::Map::new())
+                .map_err(|e| {
+                    format!(
+                        "{e} (the maintenance window for {} stays until a rerun finishes them)",
+                        batch.join(", ")
+                    )
+                })?;
             self.step("restart", Some(c), batch, StepStatus::Ok, "restarted");
             let to = s
                 .changes
@@ -574,7 +709,8 @@ fn run_upgrade(
             return Ended::Refused;
         }
     };
-    let plan = core::plan(&core::Request {
+    let none = std::collections::BTreeSet::new();
+    let request = |incompatible| core::Request {
         view: &r.view,
         flags: &r.flags,
         desired,
@@ -582,7 +718,23 @@ fn run_upgrade(
         only: opts.component.as_deref(),
         max_unavailable: opts.max_unavailable,
         allow_downgrade: opts.allow_downgrade,
-    });
+        incompatible,
+    };
+    let mut plan = core::plan(&request(&none));
+    // Agents to roll: would their roles change their identity? (check mode, nothing changes)
+    let agents: Vec<String> = plan
+        .stages
+        .iter()
+        .filter(|s| s.component == "mesos_agent")
+        .flat_map(|s| s.changes.iter().map(|c| c.host.clone()))
+        .collect();
+    if plan.refusals.is_empty() && !agents.is_empty() {
+        match up.incompatible_agents(&agents) {
+            Ok(inc) if !inc.is_empty() => plan = core::plan(&request(&inc)),
+            Ok(_) => {}
+            Err(e) => plan.refusals.push(e),
+        }
+    }
     up.step("plan", None, &[], StepStatus::Ok, render_plan(&plan));
     if !plan.refusals.is_empty() {
         up.step(
@@ -673,6 +825,7 @@ mod tests {
                 batches: vec![vec!["m1".into()]],
                 gates_before: vec!["no critical flag".into()],
                 gates_after: vec!["recovered".into()],
+                drain: vec![],
             }],
             refusals: vec![],
         };
