@@ -407,6 +407,74 @@ fn a_second_lab_runs_beside_this_one_and_destroy_removes_all_of_it() {
             "{again}"
         );
         assert_eq!(ssh("master1", "cat /var/tmp/marker").1.trim(), "kept");
+
+        // add / rebuild / remove: the lab's hosts change one at a time.
+        let playbook = dir.path().join("hostname.yml");
+        std::fs::write(
+            &playbook,
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: hostname\n      changed_when: false\n",
+        )
+        .unwrap();
+        let play = || {
+            let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+                .args(["play", "-i", &inventory])
+                .arg(&playbook)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        run_lab_ok(&["add", "agent2", "--group", "agents", "--name", SIDE]);
+        assert_eq!(ssh("agent2", "hostname").1.trim(), "agent2");
+        let side_inv = std::fs::read_to_string(&inventory).unwrap();
+        assert!(
+            side_inv.contains(&format!("agent2:\n          ansible_host: {prefix}0.13")),
+            "{side_inv}"
+        );
+        assert_eq!(play().0, Some(0), "{}", play().1);
+        // A rebuilt machine: same name and address, new host keys; known_hosts keeps the old
+        // ones, so a run refuses it and shows both fingerprints.
+        ssh("agent1", "echo old | sudo tee /var/tmp/marker");
+        let rebuilt = run_lab_ok(&["rebuild", "agent1", "--name", SIDE]);
+        assert!(rebuilt.contains("SHA256:"), "{rebuilt}");
+        let (code, out) = play();
+        assert_eq!(code, Some(3), "{out}");
+        assert!(
+            out.contains("agent1")
+                && out.contains("host key changed")
+                && out.matches("SHA256:").count() >= 2,
+            "{out}"
+        );
+        let offered = out
+            .split("the host offered ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| c.is_whitespace() || c == '.').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !offered.is_empty() && rebuilt.contains(&offered),
+            "the offered key {offered:?} is one of the rebuilt ones: {rebuilt}\n{out}"
+        );
+        run_lab_ok(&["up", "--name", SIDE]);
+        assert_eq!(play().0, Some(0), "lab up accepts the rebuilt host's keys");
+        assert_eq!(
+            ssh("agent1", "cat /var/tmp/marker 2>/dev/null || echo fresh")
+                .1
+                .trim(),
+            "fresh",
+            "a rebuilt host has a fresh disk"
+        );
+        run_lab_ok(&["remove", "agent2", "--name", SIDE]);
+        let side_inv = std::fs::read_to_string(&inventory).unwrap();
+        assert!(!side_inv.contains("agent2"), "{side_inv}");
+        assert!(!run_lab_ok(&["status", "--name", SIDE]).contains("agent2"));
+        assert!(
+            !run_lab(&["remove", "agent1", "--name", SIDE]).0,
+            "the last agent stays"
+        );
+        assert_eq!(play().0, Some(0));
     });
 
     let destroyed = run_lab(&["destroy", "--name", SIDE]);

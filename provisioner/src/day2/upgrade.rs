@@ -467,13 +467,7 @@ impl Upgrade<'_> {
 
     /// Put `batch` in a maintenance window (`add`) or take it out.
     fn maintenance(&self, r: &Report, batch: &[String], add: bool) -> Result<(), Halt> {
-        let leader = r
-            .view
-            .masters
-            .iter()
-            .find(|m| m.elected)
-            .map(|m| m.host.clone())
-            .ok_or("no elected master to schedule maintenance with")?;
+        let leader = leader_of(r, "schedule maintenance")?;
         let (code, body) = self.leader_call(&leader, "/master/maintenance/schedule", None)?;
         if code != "200" {
             return Err(format!(
@@ -519,13 +513,7 @@ impl Upgrade<'_> {
         let c = "mesos_agent";
         let r = self.probe()?;
         core::may_drain(&r.view)?;
-        let leader = r
-            .view
-            .masters
-            .iter()
-            .find(|m| m.elected)
-            .map(|m| m.host.clone())
-            .ok_or("no elected master to drain with")?;
+        let leader = leader_of(&r, "drain")?;
         self.step(
             "drain",
             Some(c),
@@ -633,6 +621,16 @@ impl Upgrade<'_> {
         }
         Ok(())
     }
+}
+
+/// The elected master, to call its API (`Err`: none, so nothing can be done `for`).
+fn leader_of(r: &Report, what: &str) -> Result<String, Halt> {
+    r.view
+        .masters
+        .iter()
+        .find(|m| m.elected)
+        .map(|m| m.host.clone())
+        .ok_or_else(|| format!("no elected master to {what} with"))
 }
 
 /// Listen for Ctrl-C for the whole upgrade (one handler for it and the runs it starts).

@@ -88,6 +88,19 @@ pub enum LabCommand {
     Cut { host: String },
     /// Put a cut host back on the network.
     Heal { host: String },
+    /// Add a host to the lab: its own next free address, a fresh disk, booted, in known_hosts
+    /// and the inventory. The stack is not applied (`provisioner node add` or `apply` does it).
+    Add {
+        host: String,
+        /// masters, agents or extra (storage).
+        #[arg(long)]
+        group: String,
+    },
+    /// Remove a host: power it off, delete its disk, take it out of known_hosts and the inventory.
+    Remove { host: String },
+    /// Rebuild a host as a replaced machine: same name and address, fresh disk, new host keys.
+    /// known_hosts keeps the old keys, so `apply` refuses the host until its new key is accepted.
+    Rebuild { host: String },
 }
 
 fn fail(e: &Error) -> ExitCode {
@@ -290,6 +303,21 @@ pub fn run(args: LabArgs) -> ExitCode {
         LabCommand::Start { host } => super::start_host(&name, &host, &sink),
         LabCommand::Cut { host } => super::cut(&name, &host, &sink),
         LabCommand::Heal { host } => super::heal(&name, &host, &sink),
+        LabCommand::Add { host, group } => super::add_host(&name, &host, &group, &sink).map(|r| {
+            print_line(&format!(
+                "{host} is up in lab {name}; inventory {}",
+                r.inventory.display()
+            ));
+        }),
+        LabCommand::Remove { host } => super::remove_host(&name, &host, &sink),
+        LabCommand::Rebuild { host } => super::rebuild_host(&name, &host, &sink).map(|keys| {
+            print_line(&format!(
+                "{host}'s new host keys (known_hosts still has the old ones; `lab up --name {name}` accepts these):"
+            ));
+            for k in keys {
+                print_line(&format!("  {k}"));
+            }
+        }),
     };
     if let Some(pb) = &spinner {
         pb.finish_and_clear();

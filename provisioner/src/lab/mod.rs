@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use cli::LabArgs;
-use spec::{machine_name, HostSpec, LabSpec, Subnet};
+use spec::{machine_name, HostSpec, LabSpec, Role, Subnet};
 use state::{HostState, LabState, STATE_VERSION};
 use sys::cmd;
 
@@ -378,8 +378,12 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
         )));
     }
 
-    // 4. State, before any machine runs, so `destroy` can always find what exists.
-    let hosts = spec.hosts();
+    // 4. State, before any machine runs, so `destroy` can always find what exists. An existing
+    // lab's hosts are its recorded ones (`lab add` / `lab remove` change them).
+    let hosts = match &existing {
+        Some(st) => st.host_specs(),
+        None => spec.hosts(),
+    };
     let inventory_path = match (&existing, &opts.inventory) {
         (Some(st), _) => st.inventory.clone(),
         (None, Some(p)) => absolute(p)?,
@@ -957,8 +961,8 @@ pub fn start_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
         security: st.security_mirror.clone(),
     };
     paths.proxy(spec.subnet.bridge_ip()).ensure(&mirrors)?;
-    let hs = spec
-        .hosts()
+    let hs = st
+        .host_specs()
         .into_iter()
         .find(|x| x.name == host)
         .ok_or_else(|| Error::Usage(format!("no host {host}")))?;
@@ -974,6 +978,190 @@ pub fn start_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
     boot(&paths, &state, &h, &hs, &dir, &bridge)?;
     sink(LabEvent::Done(format!("{host}: booted ({})", hs.ip)));
     Ok(())
+}
+
+/// The role of a host that joins group `group` (`lab add --group`).
+pub fn role_of_group(group: &str) -> Result<Role> {
+    match group {
+        "masters" | "master" => Ok(Role::Master),
+        "agents" | "agent" => Ok(Role::Agent),
+        "extra" | "storage" => Ok(Role::Extra),
+        other => Err(Error::Usage(format!(
+            "lab hosts join group masters, agents or extra (storage), not {other:?}"
+        ))),
+    }
+}
+
+/// The first host address of `subnet` no host of `st` has.
+fn free_ip(st: &LabState) -> Result<String> {
+    let subnet = st.spec()?.subnet;
+    let used: Vec<&str> = st.hosts.iter().map(|h| h.ip.as_str()).collect();
+    (0..)
+        .map_while(|i| subnet.host_ip(i))
+        .map(|ip| ip.to_string())
+        .find(|ip| !used.contains(&ip.as_str()))
+        .ok_or_else(|| Error::Usage(format!("lab {}'s subnet {subnet} is full", st.name)))
+}
+
+fn count_mut(st: &mut LabState, role: Role) -> &mut usize {
+    match role {
+        Role::Master => &mut st.masters,
+        Role::Agent => &mut st.agents,
+        Role::Extra => &mut st.extra,
+    }
+}
+
+/// `lab add HOST --group G`: a new host in the lab (its own next free address, a fresh disk and
+/// host keys), booted, in known_hosts and the inventory's group. The stack is not applied: that
+/// is `provisioner node add`'s (or `apply`'s) job.
+pub fn add_host(name: &str, host: &str, group: &str, sink: Sink<'_>) -> Result<UpReport> {
+    let (paths, mut st) = load(name)?;
+    spec::validate_name(host).map_err(|_| {
+        Error::Usage(format!(
+            "bad host name {host:?}: use a-z, 0-9 and '-', starting with a letter"
+        ))
+    })?;
+    if st.hosts.iter().any(|h| h.name == host) {
+        return Err(Error::Usage(format!(
+            "lab {name} already has a host {host}"
+        )));
+    }
+    let role = role_of_group(group)?;
+    let ip = free_ip(&st)?;
+    st.hosts.push(HostState {
+        name: host.to_string(),
+        role,
+        ip,
+        machine: machine_name(name, host),
+        pid: None,
+    });
+    *count_mut(&mut st, role) += 1;
+    st.save(&paths.state())?;
+    let mesos = mesos_from(name, None, st.stack, sink)?;
+    up(
+        &UpOptions {
+            name: name.to_string(),
+            masters: None,
+            agents: None,
+            extra: None,
+            subnet: None,
+            inventory: None,
+            install_deps: false,
+            mesos,
+            stack: st.stack,
+        },
+        sink,
+    )
+}
+
+/// Rewrite known_hosts (from every host's disk) and the inventory from the lab's state.
+fn refresh_files(paths: &LabPaths, st: &LabState, sink: Sink<'_>) -> Result<()> {
+    let hosts = st.host_specs();
+    write_known_hosts(paths, &hosts)?;
+    let mesos = mesos_from(&st.name, None, st.stack, sink)?;
+    let text = inventory::render(&st.name, &hosts, &paths.key(), &paths.known_hosts(), &mesos);
+    sys::write(&st.inventory, &text)
+}
+
+/// `lab remove HOST`: power it off, delete its disk, and take it out of the lab's state,
+/// known_hosts and inventory. The lab keeps at least one master and one agent.
+pub fn remove_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
+    let (paths, st) = load(name)?;
+    let h = st.host(host)?.clone();
+    let left = st.hosts.iter().filter(|x| x.role == h.role).count();
+    if left == 1 && h.role != Role::Extra {
+        return Err(Error::Usage(format!(
+            "{host} is the lab's last {}; a lab keeps one",
+            h.role.prefix()
+        )));
+    }
+    stop_host(name, host, sink)?;
+    let dir = paths.machine(host);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| sys::io_err("cannot remove", &dir, e))?;
+    }
+    let (_, mut st) = load(name)?;
+    st.hosts.retain(|x| x.name != host);
+    *count_mut(&mut st, h.role) -= 1;
+    st.save(&paths.state())?;
+    refresh_files(&paths, &st, sink)?;
+    sink(LabEvent::Done(format!(
+        "{host}: removed (disk deleted; out of known_hosts and {})",
+        st.inventory.display()
+    )));
+    Ok(())
+}
+
+/// `lab rebuild HOST`: a replaced machine. The same name and address, a fresh disk from the
+/// base image and new host keys. known_hosts keeps the OLD keys, as an operator's would: a plain
+/// `apply` then refuses the host (its key changed) until the new key is accepted (`lab up`
+/// re-reads every host's key from its disk; operators use `ssh-keygen -R`).
+pub fn rebuild_host(name: &str, host: &str, sink: Sink<'_>) -> Result<Vec<String>> {
+    prereq::check()?;
+    let (paths, st) = load(name)?;
+    let hs = st
+        .host_specs()
+        .into_iter()
+        .find(|x| x.name == host)
+        .ok_or_else(|| Error::Usage(format!("lab {name} has no host {host}")))?;
+    stop_host(name, host, sink)?;
+    let dir = paths.machine(host);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| sys::io_err("cannot remove", &dir, e))?;
+    }
+    let (_, st) = load(name)?;
+    let spec = st.spec()?;
+    let mirrors = mirror::Mirrors {
+        debian: st.mirror.clone(),
+        security: st.security_mirror.clone(),
+    };
+    let pub_path = paths.key().with_extension("pub");
+    let pubkey =
+        std::fs::read_to_string(&pub_path).map_err(|e| sys::io_err("cannot read", &pub_path, e))?;
+    let all = st.host_specs();
+    let cfg = machine::HostConfig {
+        host: &hs,
+        all: &all,
+        subnet: &spec.subnet,
+        mirrors: &mirrors,
+        pubkey: &pubkey,
+    };
+    if !st.image.is_dir() {
+        return Err(Error::Environment(format!(
+            "the image this lab was made from ({}) is gone",
+            st.image.display()
+        )));
+    }
+    machine::create(&st.image, &dir, &cfg)?;
+    sink(LabEvent::Done(format!("{host}: fresh disk, new host keys")));
+    // The new keys' fingerprints (what an operator compares out of band).
+    let mut new_keys = Vec::new();
+    for line in machine::known_host_lines(&dir, &hs)? {
+        let key = line
+            .split_once(' ')
+            .map(|(_, k)| k)
+            .unwrap_or(&line)
+            .to_string();
+        let tmp = paths.root.join(format!("{host}.rebuilt.pub"));
+        sys::write(&tmp, &format!("{key}\n"))?;
+        let fp = sys::run(&mut cmd(
+            "ssh-keygen",
+            &["-l", "-f", &tmp.display().to_string()],
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        new_keys.push(fp?.trim().to_string());
+    }
+    let bridge = st.bridge.clone();
+    net::ensure_bridge(&bridge, &spec.subnet)?;
+    paths.proxy(spec.subnet.bridge_ip()).ensure(&mirrors)?;
+    let current = st.host(host)?.clone();
+    let state = Mutex::new(st);
+    boot(&paths, &state, &current, &hs, &dir, &bridge)?;
+    sink(LabEvent::Done(format!(
+        "{host}: booted ({}); known_hosts still holds its old keys",
+        hs.ip
+    )));
+    Ok(new_keys)
 }
 
 fn veth_of(name: &str, host: &str) -> Result<String> {
@@ -1077,6 +1265,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--bare") && err.contains("destroy"), "{err}");
+    }
+
+    #[test]
+    fn an_added_host_gets_the_first_free_address_and_its_groups_role() {
+        let mut st = LabState {
+            version: STATE_VERSION,
+            name: "lab".into(),
+            subnet: "10.250.0.0/24".into(),
+            masters: 1,
+            agents: 2,
+            extra: 0,
+            bridge: "pl-lab".into(),
+            image: "/img".into(),
+            mirror: "m".into(),
+            security_mirror: "s".into(),
+            inventory: "/inv.yml".into(),
+            stack: true,
+            mesos_artifact: None,
+            hosts: Vec::new(),
+        };
+        for (n, ip) in [("master1", "10.250.0.11"), ("agent2", "10.250.0.13")] {
+            st.hosts.push(HostState {
+                name: n.into(),
+                role: Role::Agent,
+                ip: ip.into(),
+                machine: format!("lab-{n}"),
+                pid: None,
+            });
+        }
+        assert_eq!(
+            free_ip(&st).unwrap(),
+            "10.250.0.12",
+            "a removed host's address is reused"
+        );
+        assert_eq!(role_of_group("agents").unwrap(), Role::Agent);
+        assert_eq!(role_of_group("storage").unwrap(), Role::Extra);
+        assert!(role_of_group("zookeeper")
+            .unwrap_err()
+            .to_string()
+            .contains("masters, agents"));
     }
 
     #[test]
