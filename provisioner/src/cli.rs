@@ -61,6 +61,62 @@ pub enum Command {
     /// maintenance windows. Halts at a safe point on a red gate, a failure or Ctrl-C; run it
     /// again to resume.
     Upgrade(UpgradeArgs),
+    /// Agents join or leave the cluster (masters and ZooKeeper members: refused for now; see
+    /// the README's Day 2 section).
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Install the stack on agents new in the inventory (no other host is touched), then wait
+    /// until each is an active agent.
+    Add(NodeOpts),
+    /// Take agents out: drain them (their tasks end) and mark them gone, stop the agent and wipe
+    /// its work dir. With --unreachable (a dead host): mark them gone through the master, with no
+    /// SSH to them.
+    Remove {
+        #[command(flatten)]
+        opts: NodeOpts,
+        /// The hosts are dead: only the master is used, the hosts are never contacted (their
+        /// tasks are lost).
+        #[arg(long)]
+        unreachable: bool,
+    },
+    /// An agent's machine was rebuilt (same name and address, new disk and host keys): accept
+    /// its new host key (shown; refused while it still answers with the old one), retire its
+    /// old agent id, install it, and wait until it is active under a new id.
+    Replace {
+        #[command(flatten)]
+        opts: NodeOpts,
+        /// Accept the new key only if it has this fingerprint (`SHA256:...`, from the machine's
+        /// console or its installer).
+        #[arg(long = "expect-fingerprint", value_name = "SHA256")]
+        expect_fingerprint: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeOpts {
+    /// The hosts (inventory names).
+    #[arg(required = true)]
+    pub hosts: Vec<String>,
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// Do it: without --yes the plan is shown and nothing changes.
+    #[arg(long)]
+    pub yes: bool,
+    /// How long each gate may stay red.
+    #[arg(long = "gate-timeout", default_value_t = 300, value_name = "SECONDS")]
+    pub gate_timeout: u64,
+    /// The stack's roles from this directory instead of the built-in copy.
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -493,6 +549,7 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Tls(args) => tls_command(args),
         Command::Status(args) => status_command(args),
         Command::Upgrade(args) => upgrade_command(args),
+        Command::Node(args) => node_command(args),
         Command::Completions { shell } => {
             crate::report::print_raw(&crate::manual::completions(shell));
             std::process::ExitCode::SUCCESS
@@ -574,6 +631,43 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+fn node_command(args: NodeArgs) -> std::process::ExitCode {
+    use crate::day2::node::{self, Ended};
+    let (o, unreachable, verb, expect) = match args.command {
+        NodeCommand::Add(o) => (o, false, "add", None),
+        NodeCommand::Remove { opts, unreachable } => (opts, unreachable, "remove", None),
+        NodeCommand::Replace {
+            opts,
+            expect_fingerprint,
+        } => (opts, false, "replace", expect_fingerprint),
+    };
+    let opts = node::Options {
+        inventory: o.inventory,
+        stack_dir: o.stack_dir,
+        hosts: o.hosts,
+        yes: o.yes,
+        unreachable,
+        gate_timeout: Duration::from_secs(o.gate_timeout.max(1)),
+    };
+    let say = |s: &str| print_line(s);
+    let r = match verb {
+        "add" => node::add(&opts, &say),
+        "remove" => node::remove(&opts, &say),
+        _ => node::replace(&opts, expect.as_deref(), &say),
+    };
+    match r {
+        Ok(ended) => {
+            match &ended {
+                Ended::Refused(why) => eprint_line(&format!("refused, nothing was changed: {why}")),
+                Ended::Failed(why) => eprint_line(&format!("error: {why}")),
+                _ => {}
+            }
+            exit(ended.exit_code())
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -1300,9 +1300,16 @@ fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<S
         let mut out = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let t0 = Instant::now();
-            let zk_modes = zk.iter().map(|a| zk_mode(a)).collect();
-            // The masters at once, so a sample is one moment (give or take one request).
+            // ZooKeeper and the masters at once, so a sample is one moment (give or take one
+            // request).
             let at = std::time::SystemTime::now();
+            let zk_asks: Vec<_> = zk
+                .iter()
+                .map(|a| {
+                    let a = a.clone();
+                    std::thread::spawn(move || zk_mode(&a))
+                })
+                .collect();
             let ms: Vec<(bool, bool)> = rt.block_on(async {
                 let asks = masters.iter().map(|a| {
                     let ep = testkit::http::Endpoint {
@@ -1339,6 +1346,10 @@ fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<S
                 }
                 res
             });
+            let zk_modes = zk_asks
+                .into_iter()
+                .map(|h| h.join().unwrap_or(None))
+                .collect();
             let end = std::time::SystemTime::now();
             out.push(Sample {
                 at,
@@ -1799,5 +1810,121 @@ fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
     eprintln!(
         "upgrade 1.10.0 -> 1.11.0 (halted run, fault repaired, resumed run): {upgrade_secs:.0} s, {} samples",
         samples.len()
+    );
+
+    // ---- node add / remove on the same lab (now on 1.11.0: `args` holds the override).
+    let node = |extra: &[&str]| -> Output {
+        let mut a: Vec<&str> = vec!["node"];
+        a.extend_from_slice(extra);
+        a.extend(args.iter().map(String::as_str));
+        a.push("--yes");
+        provisioner(&a)
+    };
+    let cni = |inv: &Path, a: &str| ssh_ok(inv, a, "cat /etc/cni/net.d/*.conf* 2>/dev/null");
+    let cni_before: Vec<String> = ["agent1", "agent2"].iter().map(|a| cni(&inv, a)).collect();
+    let t = Instant::now();
+    let o = provisioner(&[
+        "lab", "add", "agent3", "--group", "agents", "--name", &lab.name,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "lab add agent3");
+    let o = node(&["add", "agent3"]);
+    assert_eq!(o.status.code(), Some(0), "node add agent3");
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        said.contains("changed per host {\"agent3\":"),
+        "only agent3 ran: {said}"
+    );
+    eprintln!(
+        "lab add + node add agent3: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let ids = active_agents(&inv, Duration::from_secs(60));
+    assert!(ids.contains_key("agent3"), "{ids:?}");
+    // A task on it, running while it leaves.
+    let fw2 = testkit::framework::Framework::subscribe(&fo).expect("subscribe again");
+    let t3 = fw2
+        .launch(Some("agent3"), "exec sleep 3600", 0.1, 32.0)
+        .unwrap_or_else(|e| panic!("launch on agent3: {e}\n{}", fw2.events_text()));
+    fw2.wait(&t3, Duration::from_secs(60), |s| s.state == "TASK_RUNNING")
+        .unwrap_or_else(|e| panic!("task on agent3: {e}\n{}", fw2.events_text()));
+    let t = Instant::now();
+    let o = node(&["remove", "agent3"]);
+    assert_eq!(o.status.code(), Some(0), "node remove agent3");
+    let end = fw2
+        .wait_terminal(&t3, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("the task on agent3 did not end: {e}\n{}", fw2.events_text()));
+    eprintln!(
+        "node remove agent3: {:.0} s; its task ended {}",
+        t.elapsed().as_secs_f64(),
+        end.state
+    );
+    let st = leader_state(&inv);
+    assert!(
+        !agents_of(&st).contains_key("agent3"),
+        "agent3 still registered"
+    );
+    assert!(
+        ssh(&inv, "agent3", "systemctl is-active mesos-agent")
+            .stdout
+            .starts_with(b"inactive"),
+        "the agent is stopped"
+    );
+    let cni_after: Vec<String> = ["agent1", "agent2"].iter().map(|a| cni(&inv, a)).collect();
+    assert_eq!(
+        cni_before, cni_after,
+        "agent1's and agent2's CNI configs changed"
+    );
+    // A dead agent: no SSH to it, the master marks it gone.
+    let o = provisioner(&["lab", "stop", "agent2", "--name", &lab.name]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = Instant::now();
+    let o = node(&["remove", "agent2", "--unreachable"]);
+    assert_eq!(o.status.code(), Some(0), "node remove agent2 --unreachable");
+    eprintln!(
+        "node remove agent2 --unreachable: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let st = leader_state(&inv);
+    assert!(
+        !agents_of(&st).contains_key("agent2"),
+        "agent2 still registered"
+    );
+    let _ = fw2.teardown();
+    // A replaced machine: `lab rebuild agent1` (same name and address, new disk and keys). A
+    // plain run refuses it with both fingerprints and points at `node replace`, which accepts
+    // the new key and brings it back as a new agent.
+    let old_id = agents_of(&leader_state(&inv))["agent1"].0.clone();
+    let o = provisioner(&["lab", "rebuild", "agent1", "--name", &lab.name]);
+    assert_eq!(o.status.code(), Some(0), "lab rebuild agent1");
+    let mut apply_args: Vec<&str> = vec!["apply", "--limit", "agent1"];
+    apply_args.extend(args.iter().map(String::as_str));
+    let o = provisioner(&apply_args);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("host key changed") && out.contains("node replace agent1"),
+        "{out}"
+    );
+    let o = node(&["replace", "agent1", "--expect-fingerprint", "SHA256:not-it"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a wrong pinned fingerprint is refused"
+    );
+    let t = Instant::now();
+    let o = node(&["replace", "agent1"]);
+    assert_eq!(o.status.code(), Some(0), "node replace agent1");
+    eprintln!(
+        "node replace agent1 (rebuilt): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let now = agents_of(&leader_state(&inv));
+    assert!(now["agent1"].1, "agent1 is active");
+    assert_ne!(now["agent1"].0, old_id, "agent1 came back under a new id");
+    let o = node(&["replace", "agent1"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a host that answers with its accepted key was not replaced"
     );
 }

@@ -180,6 +180,16 @@ pub fn run_scripts(
 
 /// Probe every host once and evaluate. `stack_dir`: the stack's roles from disk.
 pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
+    probe(inventory, stack_dir, None)
+}
+
+/// [`status`] asking only the hosts `only` (e.g. the masters, without a host known to be dead);
+/// the others count as silent only when asked.
+pub fn probe(
+    inventory: &[PathBuf],
+    stack_dir: Option<PathBuf>,
+    only: Option<&[String]>,
+) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     if inventory.is_empty() {
         return Err(Error::Usage("status needs an inventory (-i)".into()));
@@ -187,12 +197,19 @@ pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Repor
     let inv = crate::resolve::inventory::load_sources(inventory).map_err(Error::Invalid)?;
     let g = groups(&inv);
     let bundle = crate::stack::builtin_bundle()?;
-    let scripts = scripts(&inv, &g, &bundle);
+    let mut scripts = scripts(&inv, &g, &bundle);
+    if let Some(only) = only {
+        scripts.retain(|h, _| only.contains(h));
+    }
     let got = run_scripts(inventory, stack_dir, "status", &scripts, Mode::Check, None)?;
     let mut parsed: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();
     let mut silent = Vec::new();
     let mut addresses = BTreeMap::new();
     for host in inv.group_hosts("all") {
+        if !scripts.contains_key(host) {
+            parsed.insert(host.to_string(), None);
+            continue;
+        }
         match got.get(host) {
             Some(text) => {
                 let answers = health::read_probe(text);

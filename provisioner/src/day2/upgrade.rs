@@ -286,20 +286,9 @@ impl Upgrade<'_> {
             return Err("interrupted (Ctrl-C) while the role ran; running steps finished".into());
         }
         if outcome.exit != ExitCode::Ok {
-            let fails: Vec<String> = outcome
-                .recap
-                .failures
-                .iter()
-                .take(3)
-                .map(|f| format!("{}: {}: {}", f.host, f.task, f.msg.trim()))
-                .collect();
             return Err(format!(
                 "role {role} failed on {}",
-                if fails.is_empty() {
-                    format!("{:?}", outcome.exit)
-                } else {
-                    fails.join("; ")
-                }
+                super::failures_text(&outcome)
             ));
         }
         Ok(outcome.recap.total_changed())

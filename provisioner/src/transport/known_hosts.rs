@@ -211,10 +211,14 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> io::Result
         .collect::<Vec<_>>()
         .join(" ");
     text.push_str(&format!("{} {line}\n", host_entry_name(host, port)));
+    write_atomic(path, &dir, &text)
+}
 
+/// Temp file in `dir`, fsync, rename over `path`, keeping its mode (0644 for a new file).
+fn write_atomic(path: &Path, dir: &Path, text: &str) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".known_hosts.")
-        .tempfile_in(&dir)?;
+        .tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions())
@@ -228,10 +232,58 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> io::Result
     Ok(())
 }
 
+/// Remove every plain line naming `host`:`port` (a replaced machine's old keys; `@revoked` and
+/// `@cert-authority` lines stay), atomically. Returns how many lines went.
+pub fn forget(path: &Path, host: &str, port: u16) -> io::Result<usize> {
+    let _guard = APPEND_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let text = read(path)?;
+    let name = host_entry_name(host, port);
+    let mut kept = String::new();
+    let mut gone = 0;
+    for raw in text.lines() {
+        let line = raw.trim();
+        let patterns = line.split_whitespace().next().unwrap_or("");
+        if !line.is_empty()
+            && !line.starts_with('#')
+            && !patterns.starts_with('@')
+            && patterns_match(patterns, &name)
+        {
+            gone += 1;
+            continue;
+        }
+        kept.push_str(raw);
+        kept.push('\n');
+    }
+    if gone > 0 {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        write_atomic(path, &dir, &kept)?;
+    }
+    Ok(gone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use russh::keys::PrivateKey;
+
+    #[test]
+    fn forget_removes_only_that_hosts_plain_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("known_hosts");
+        let (a, b) = (key(), key());
+        append(&p, "10.0.0.5", 22, &a).unwrap();
+        append(&p, "10.0.0.6", 22, &b).unwrap();
+        assert_eq!(forget(&p, "10.0.0.5", 22).unwrap(), 1);
+        assert_eq!(
+            check(&p, "10.0.0.5", 22, &a).unwrap(),
+            HostKeyStatus::Unknown
+        );
+        assert_eq!(check(&p, "10.0.0.6", 22, &b).unwrap(), HostKeyStatus::Known);
+        assert_eq!(forget(&p, "10.0.0.5", 22).unwrap(), 0);
+    }
 
     fn key() -> PublicKey {
         PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
