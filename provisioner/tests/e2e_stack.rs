@@ -1281,17 +1281,18 @@ struct Sample {
 /// Samples the cluster every 200 ms from the control machine until `stop` is set.
 fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
-        let masters: Vec<String> = group(&inv, "masters")
+        let masters: Vec<(String, String)> = group(&inv, "masters")
             .iter()
-            .map(|m| address(&inv, m))
+            .map(|m| (m.clone(), address(&inv, m)))
             .collect();
         let zk: Vec<String> = group(&inv, "zookeeper")
             .iter()
             .map(|m| address(&inv, m))
             .collect();
         let p = port("mesos_master", "http");
-        // In-process HTTPS (no curl per request): a sample takes a few milliseconds, so the
-        // 200 ms period holds even on a busy machine.
+        // In-process HTTPS (no curl per request), and `/master/redirect` rather than
+        // `/metrics/snapshot` (which a busy master takes ~150 ms to compute): each master answers
+        // 307 to the leader it knows (the leader to itself) and 503 while there is none.
         let tls = Arc::new(testkit::tls::client_config(&cluster_ca(&inv), None).unwrap());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1311,28 +1312,35 @@ fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<S
                 })
                 .collect();
             let ms: Vec<(bool, bool)> = rt.block_on(async {
-                let asks = masters.iter().map(|a| {
+                let asks = masters.iter().map(|(name, a)| {
                     let ep = testkit::http::Endpoint {
                         host: a.clone(),
                         port: p,
                         tls: Some(tls.clone()),
                     };
+                    let (name, a) = (name.clone(), a.clone());
                     async move {
                         match testkit::http::request_to(
                             &ep,
                             "GET",
-                            "/metrics/snapshot",
+                            "/master/redirect",
                             &[],
                             None,
                             Duration::from_secs(2),
                         )
                         .await
                         {
-                            Ok((200, _, body)) => {
-                                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-                                (true, metric(&v, "master/elected") == 1.0)
+                            Ok((307, headers, _)) => {
+                                let leader = testkit::http::header(&headers, "Location")
+                                    .and_then(|l| {
+                                        testkit::http::resolve_location(l, (&a, p), true).ok()
+                                    })
+                                    .map(|(h, _, _)| h)
+                                    .unwrap_or_default();
+                                (true, leader == name || leader == a)
                             }
-                            _ => (false, false),
+                            Ok(_) => (true, false),
+                            Err(_) => (false, false),
                         }
                     }
                 });
@@ -1389,7 +1397,16 @@ fn rfc3339(t: &str) -> std::time::SystemTime {
 }
 
 /// Runs `provisioner upgrade ... --output json`, calling `on_event` for each step as it comes.
-fn upgrade_run(args: &[String], mut on_event: impl FnMut(&Value)) -> (Option<i32>, Vec<Value>) {
+fn upgrade_run(args: &[String], on_event: impl FnMut(&Value)) -> (Option<i32>, Vec<Value>) {
+    upgrade_run_pid(args, on_event, |_, _| {})
+}
+
+/// [`upgrade_run`], also handing each event and the child's pid to `with_pid` (to signal it).
+fn upgrade_run_pid(
+    args: &[String],
+    mut on_event: impl FnMut(&Value),
+    mut with_pid: impl FnMut(&Value, u32),
+) -> (Option<i32>, Vec<Value>) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
         .arg("upgrade")
@@ -1398,6 +1415,7 @@ fn upgrade_run(args: &[String], mut on_event: impl FnMut(&Value)) -> (Option<i32
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run provisioner upgrade");
+    let pid = child.id();
     let mut events = Vec::new();
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -1415,6 +1433,7 @@ fn upgrade_run(args: &[String], mut on_event: impl FnMut(&Value)) -> (Option<i32
             v["message"].as_str().unwrap_or("")
         );
         on_event(&v);
+        with_pid(&v, pid);
         events.push(v);
     }
     (child.wait().unwrap().code(), events)
@@ -1655,9 +1674,46 @@ fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
         .then_some(())
     });
 
-    // Second run resumes and completes.
-    let (code, ev2) = upgrade_run(&args, |_| {});
-    assert_eq!(code, Some(0), "the resumed upgrade completes");
+    // Second run resumes; Ctrl-C while the first agent restarts stops it at a safe point.
+    let mut interrupted = false;
+    let (code, ev2) = upgrade_run_pid(
+        &args,
+        |_| {},
+        |e, pid| {
+            if e["phase"] == "restart"
+                && e["status"] == "started"
+                && e["component"] == "mesos_agent"
+                && !interrupted
+            {
+                interrupted = true;
+                Command::new("kill")
+                    .args(["-INT", &pid.to_string()])
+                    .status()
+                    .unwrap();
+            }
+        },
+    );
+    assert!(interrupted, "the resumed run reached the agents");
+    assert_eq!(code, Some(1), "Ctrl-C halts the upgrade");
+    let why = steps(&ev2, "halted", "failed")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(why.contains("interrupted"), "{why}");
+    assert_eq!(
+        steps(&ev2, "restart", "started")
+            .iter()
+            .filter(|e| e["component"] == "mesos_agent")
+            .count(),
+        1,
+        "nothing starts after Ctrl-C"
+    );
+    // Third run finishes the agents.
+    let (code, ev2b) = upgrade_run(&args, |_| {});
+    assert_eq!(code, Some(0), "the upgrade completes after Ctrl-C");
+    assert!(steps(&ev2b, "restart", "started")
+        .iter()
+        .all(|e| e["component"] == "mesos_agent"));
     let upgrade_secs = t_upgrade.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let samples = sampling.join().unwrap();
