@@ -15,8 +15,12 @@ pub const PORT: u16 = 3142;
 /// How long apt-cacher-ng serves an index file (InRelease) from its cache without asking the
 /// backend. Several hosts refreshing the same index in the same second race inside
 /// apt-cacher-ng ("Failure to move file ... out of the way ... File exists") and the losing
-/// request hangs; `warm` refreshes the indexes once, then every host reads the cached copy.
-const FRESH_INDEX_SECS: u32 = 900;
+/// request hangs; `warm` refreshes the indexes once (one request each), then every host reads
+/// the cached copy. Six hours, not 15 minutes: a CI run lasts longer than 15 minutes and brings
+/// up more labs (each with its own daemon over the shared cache), so with a short age the
+/// indexes went stale mid-run and hosts of two labs refreshed them at once. A lab that lives
+/// longer sees its indexes refreshed again, by whichever request comes first.
+const FRESH_INDEX_SECS: u32 = 6 * 3600;
 
 pub struct Proxy {
     /// Config, logs, pid file and socket: `<lab state>/acng/`.
