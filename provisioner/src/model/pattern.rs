@@ -386,8 +386,16 @@ pub fn is_ip_address(name: &str) -> bool {
     })
 }
 
+/// The most host names one pattern may expand to. Ansible has no limit, but `h[0:99999999999]`
+/// would exhaust memory before anything could be reported.
+pub const MAX_RANGE_HOSTS: usize = 100_000;
+
+fn too_many_hosts(line: &str) -> String {
+    format!("host range `{line}` expands to more than {MAX_RANGE_HOSTS} hosts")
+}
+
 /// Ansible's `expand_hostname_range`: `web[01:03]`, `db-[a:c]`, `h[0:10:5]`, nested left to
-/// right. An `Err` carries Ansible's message.
+/// right. An `Err` carries Ansible's message (or says the range is over [`MAX_RANGE_HOSTS`]).
 pub fn expand_hostname_range(line: &str) -> Result<Vec<String>, String> {
     if !line.contains('[') {
         return Ok(vec![line.to_string()]);
@@ -446,6 +454,14 @@ pub fn expand_hostname_range(line: &str) -> Result<Vec<String>, String> {
             let e: i64 = end
                 .parse()
                 .map_err(|_| format!("invalid literal for int() with base 10: '{end}'"))?;
+            let count = if b > e {
+                0
+            } else {
+                (i128::from(e) - i128::from(b)) / i128::from(step) + 1
+            };
+            if count > MAX_RANGE_HOSTS as i128 {
+                return Err(too_many_hosts(line));
+            }
             (b..=e)
                 .step_by(step as usize)
                 .map(|i| match width {
@@ -462,6 +478,9 @@ pub fn expand_hostname_range(line: &str) -> Result<Vec<String>, String> {
             out.extend(expand_hostname_range(&name)?);
         } else {
             out.push(name);
+        }
+        if out.len() > MAX_RANGE_HOSTS {
+            return Err(too_many_hosts(line));
         }
     }
     Ok(out)
@@ -517,6 +536,24 @@ mod tests {
         assert!(expand_hostname_range("h[1:]").is_err());
         assert!(expand_hostname_range("h[1:2:3:4]").is_err());
         assert!(expand_hostname_range("h[x:10]").is_err());
+    }
+
+    #[test]
+    fn host_range_over_the_limit_is_an_error_not_an_allocation() {
+        let e = expand_hostname_range("h[0:9223372036854775807]").unwrap_err();
+        assert!(e.contains("more than 100000 hosts"), "{e}");
+        // Nested ranges multiply: 1000 x 1000 is over the limit too.
+        let e = expand_hostname_range("a[0:999]b[0:999]").unwrap_err();
+        assert!(e.contains("more than 100000 hosts"), "{e}");
+        assert_eq!(expand_hostname_range("h[1:100000]").unwrap().len(), 100_000);
+        assert_eq!(
+            expand_hostname_range(
+                "h[-9223372036854775808:9223372036854775807:9223372036854775807]"
+            )
+            .unwrap()
+            .len(),
+            3
+        );
     }
 
     #[test]
