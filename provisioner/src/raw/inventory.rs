@@ -518,6 +518,7 @@ pub fn py_literal_eval(s: &str) -> Option<serde_json::Value> {
     let mut p = PyParser {
         s: s.trim_start_matches([' ', '\t']).as_bytes(),
         i: 0,
+        depth: 0,
     };
     let v = p.expr()?;
     p.skip_ws();
@@ -527,7 +528,14 @@ pub fn py_literal_eval(s: &str) -> Option<serde_json::Value> {
 struct PyParser<'a> {
     s: &'a [u8],
     i: usize,
+    /// Nesting of the expression being read (see [`PY_MAX_NESTING`]).
+    depth: usize,
 }
+
+/// Python's tokenizer refuses more than 200 nested brackets ("too many nested parentheses"),
+/// so `literal_eval` fails and Ansible keeps the string; the recursion here stops there too
+/// (a line of `[[[[...` would otherwise overflow the stack).
+const PY_MAX_NESTING: usize = 200;
 
 impl PyParser<'_> {
     fn peek(&self) -> Option<u8> {
@@ -551,6 +559,16 @@ impl PyParser<'_> {
     }
 
     fn expr(&mut self) -> Option<serde_json::Value> {
+        if self.depth >= PY_MAX_NESTING {
+            return None;
+        }
+        self.depth += 1;
+        let v = self.expr_unnested();
+        self.depth -= 1;
+        v
+    }
+
+    fn expr_unnested(&mut self) -> Option<serde_json::Value> {
         use serde_json::Value as J;
         self.skip_ws();
         match self.peek()? {
@@ -922,6 +940,16 @@ mod tests {
         assert_eq!(ini_value("1j"), json!("1j"));
         assert_eq!(ini_value(""), json!(""));
         assert_eq!(ini_value("spaced value"), json!("spaced value"));
+    }
+
+    #[test]
+    fn deeply_nested_ini_values_stay_strings() {
+        let ok = format!("{}1{}", "[".repeat(199), "]".repeat(199));
+        assert!(ini_value(&ok).is_array());
+        let deep = format!("{}1{}", "[".repeat(201), "]".repeat(201));
+        assert_eq!(ini_value(&deep), serde_json::Value::String(deep.clone()));
+        let huge = "[".repeat(1_000_000);
+        assert_eq!(ini_value(&huge), serde_json::Value::String(huge.clone()));
     }
 
     #[test]
