@@ -341,18 +341,24 @@ fn parse_int(t: &str) -> Option<i64> {
         return None;
     }
     let digits: String = body.chars().filter(|c| *c != '_').collect();
-    let v = if let Some(b) = digits.strip_prefix("0b") {
-        i64::from_str_radix(b, 2).ok()?
+    let (radix, ds) = if let Some(b) = digits.strip_prefix("0b") {
+        (2, b)
     } else if let Some(h) = digits.strip_prefix("0x") {
-        i64::from_str_radix(h, 16).ok()?
+        (16, h)
     } else if digits.len() > 1 && digits.starts_with('0') {
-        i64::from_str_radix(&digits[1..], 8).ok()?
-    } else if !body.starts_with('_') && digits.chars().all(|c| c.is_ascii_digit()) {
-        digits.parse().ok()?
+        (8, &digits[1..])
+    } else if !body.starts_with('_') {
+        (10, digits.as_str())
     } else {
         return None;
     };
-    Some(if neg { -v } else { v })
+    // Digits only: `from_str_radix` would read a sign of its own (`0x-1`, `0-7`).
+    if ds.is_empty() || !ds.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    // In i128 so that the sign applies without overflow; out of i64's range stays a string.
+    let v = i128::from_str_radix(ds, radix).ok()?;
+    i64::try_from(if neg { -v } else { v }).ok()
 }
 
 fn parse_float(t: &str) -> Option<f64> {
@@ -401,6 +407,21 @@ mod tests {
         assert_eq!(j["h"], serde_json::json!(31));
         assert_eq!(j["i"], serde_json::json!(10));
         assert_eq!(j["j"], serde_json::json!("y"));
+    }
+
+    #[test]
+    fn integers_take_one_sign_and_stay_in_range() {
+        let j = one(
+            "a: -0x-8000000000000000\nb: 0x-1\nc: -0-1\nd: -9223372036854775808\ne: 9223372036854775808\nf: +0b101\ng: -0o17\n",
+        )
+        .to_json();
+        assert_eq!(j["a"], serde_json::json!("-0x-8000000000000000"));
+        assert_eq!(j["b"], serde_json::json!("0x-1"));
+        assert_eq!(j["c"], serde_json::json!("-0-1"));
+        assert_eq!(j["d"], serde_json::json!(i64::MIN));
+        assert_eq!(j["e"], serde_json::json!("9223372036854775808"));
+        assert_eq!(j["f"], serde_json::json!(5));
+        assert_eq!(j["g"], serde_json::json!("-0o17"));
     }
 
     #[test]
