@@ -129,22 +129,82 @@ fn python_float_repr(f: f64) -> String {
     }
 }
 
+/// How deep sequences and mappings may nest. Nothing we read comes close; the bound keeps a line
+/// like `- - - - ...` (each `- ` one level) from exhausting the stack: building, converting
+/// and dropping a tree all recurse per level. (PyYAML stops at Python's recursion limit.)
+pub const MAX_DEPTH: usize = 100;
+
+fn too_deep(loc: &Loc) -> Diagnostic {
+    Diagnostic::at(
+        loc,
+        format!("invalid YAML: collections nest deeper than {MAX_DEPTH} levels"),
+    )
+}
+
+/// Passes events on to the loader until the nesting goes over [`MAX_DEPTH`]; from there on the
+/// loader gets nothing, so no deep tree is ever built.
+struct DepthLimit<R> {
+    inner: R,
+    depth: usize,
+    too_deep: Option<saphyr_parser::Span>,
+}
+
+impl<R> DepthLimit<R> {
+    fn on_event<'input>(&mut self, ev: saphyr_parser::Event<'input>, span: saphyr_parser::Span)
+    where
+        R: saphyr_parser::SpannedEventReceiver<'input>,
+    {
+        use saphyr_parser::Event;
+        match ev {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH && self.too_deep.is_none() {
+                    self.too_deep = Some(span);
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+        if self.too_deep.is_none() {
+            saphyr_parser::SpannedEventReceiver::on_event(&mut self.inner, ev, span);
+        }
+    }
+}
+
 /// Parse every document in `src`. `file` names the source in locations.
 pub fn load_str(src: &str, file: &str) -> Result<Vec<Node>, Diagnostic> {
     let file: Arc<str> = Arc::from(file);
     let mut parser = saphyr_parser::Parser::new_from_str(src);
     let mut loader: saphyr::YamlLoader<'_, MarkedYamlOwned> = saphyr::YamlLoader::default();
     loader.early_parse(false);
-    if let Err(e) = parser.load(&mut loader, true) {
-        return Err(scan_error(&file, &e));
+    let mut limited = DepthLimit {
+        inner: loader,
+        depth: 0,
+        too_deep: None,
+    };
+    // Event by event, not `Parser::load`: that recurses once per nesting level itself. (It also
+    // forgets anchor names between documents, so an alias to an earlier document's anchor is an
+    // error there; here it resolves. No playbook of ours has more than one document.)
+    for event in parser.by_ref() {
+        let (ev, span) = event.map_err(|e| scan_error(&file, &e))?;
+        limited.on_event(ev, span);
+        if let Some(span) = limited.too_deep {
+            let m = span.start;
+            return Err(too_deep(&Loc::new(
+                file.clone(),
+                m.line() as u32,
+                m.col() as u32 + 1,
+            )));
+        }
     }
+    let loader = limited.inner;
     if let Some(e) = loader.error() {
         return Err(scan_error(&file, e));
     }
     loader
         .into_documents()
         .into_iter()
-        .map(|doc| convert(&file, doc))
+        .map(|doc| convert(&file, doc, 0))
         .collect()
 }
 
@@ -186,8 +246,13 @@ fn loc_of(file: &Arc<str>, n: &MarkedYamlOwned) -> Loc {
     )
 }
 
-fn convert(file: &Arc<str>, n: MarkedYamlOwned) -> Result<Node, Diagnostic> {
+/// `depth`: how many collections hold `n` (aliases can nest what the text does not: an anchor
+/// that holds an alias of another anchor, and so on).
+fn convert(file: &Arc<str>, n: MarkedYamlOwned, depth: usize) -> Result<Node, Diagnostic> {
     let loc = loc_of(file, &n);
+    if depth > MAX_DEPTH {
+        return Err(too_deep(&loc));
+    }
     let value = match n.data {
         YamlDataOwned::Representation(text, style, tag) => {
             let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
@@ -203,15 +268,15 @@ fn convert(file: &Arc<str>, n: MarkedYamlOwned) -> Result<Node, Diagnostic> {
         YamlDataOwned::Sequence(items) => Value::Seq(
             items
                 .into_iter()
-                .map(|i| convert(file, i))
+                .map(|i| convert(file, i, depth + 1))
                 .collect::<Result<_, _>>()?,
         ),
         YamlDataOwned::Mapping(map) => {
             let mut pairs: Vec<(Node, Node)> = Vec::with_capacity(map.len());
             let mut merged: Vec<(Node, Node)> = Vec::new();
             for (k, v) in map {
-                let k = convert(file, k)?;
-                let v = convert(file, v)?;
+                let k = convert(file, k, depth + 1)?;
+                let v = convert(file, v, depth + 1)?;
                 if k.as_str() == Some("<<") {
                     merge_into(&mut merged, v)?;
                 } else {
@@ -230,7 +295,7 @@ fn convert(file: &Arc<str>, n: MarkedYamlOwned) -> Result<Node, Diagnostic> {
             let name = format!("{}{}", tag.handle, tag.suffix);
             match name.as_str() {
                 "!!str" | "tag:yaml.org,2002:str" | "!!map" | "!!seq" | "!!int" | "!!bool"
-                | "!!float" | "!!null" => return convert(file, *inner),
+                | "!!float" | "!!null" => return convert(file, *inner, depth),
                 _ => {
                     return Err(Diagnostic::at(
                         &loc,
@@ -422,6 +487,22 @@ mod tests {
         assert_eq!(j["e"], serde_json::json!("9223372036854775808"));
         assert_eq!(j["f"], serde_json::json!(5));
         assert_eq!(j["g"], serde_json::json!("-0o17"));
+    }
+
+    #[test]
+    fn nesting_is_bounded_in_text_and_through_aliases() {
+        let ok = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        assert!(load_str(&ok, "t.yml").is_ok());
+        let deep = format!("{}x\n", "- ".repeat(100_000));
+        let e = load_str(&deep, "t.yml").unwrap_err().to_string();
+        assert!(e.contains("nest deeper than 100 levels"), "{e}");
+        // Each anchor holds the previous one: 150 levels from 150 short lines.
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for i in 1..150 {
+            chain.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+        }
+        let e = load_str(&chain, "t.yml").unwrap_err().to_string();
+        assert!(e.contains("nest deeper than 100 levels"), "{e}");
     }
 
     #[test]
