@@ -456,7 +456,8 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
     let vcpus = if sockets.is_empty() {
         processors
     } else {
-        threads * cores_per * count
+        // A host's numbers, not ours: a nonsense count must not overflow.
+        threads.saturating_mul(cores_per).saturating_mul(count)
     };
     f.insert("processor_count".into(), json!(count));
     f.insert("processor_cores".into(), json!(cores_per));
@@ -551,7 +552,11 @@ pub fn parse_host_facts(stdout: &str) -> Result<Map<String, Value>, String> {
             )
         });
     if let Some(utc) = utc.filter(|_| w.len() >= 13) {
-        let micro = &w[12][..w[12].len().min(6)];
+        // `%N` is nine digits; anything else (a host's `date` is not ours) is cut at a char.
+        let micro = w[12]
+            .char_indices()
+            .nth(6)
+            .map_or(w[12], |(i, _)| &w[12][..i]);
         f.insert("date_time".into(), json!({
             "date": format!("{}-{}-{}", w[0], w[1], w[2]),
             "day": w[2], "epoch": w[6], "epoch_int": w[6], "hour": w[3],
