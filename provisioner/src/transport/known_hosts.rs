@@ -78,15 +78,35 @@ fn parse(text: &str) -> Vec<Line> {
     out
 }
 
-/// `*` and `?` glob, as in OpenSSH's `match_pattern`.
+/// `*` and `?` glob, as in OpenSSH's `match_pattern`. Iterative, retrying from the last `*`
+/// only: at most len(pattern) x len(s) steps (a recursive matcher is exponential in the number
+/// of `*`s, and a known_hosts line is not ours to trust).
 fn glob(pattern: &[u8], s: &[u8]) -> bool {
-    match (pattern.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&pattern[1..], s) || (!s.is_empty() && glob(pattern, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob(&pattern[1..], &s[1..]),
-        _ => false,
+    let (mut p, mut i) = (0, 0);
+    // Where the last `*` was (the pattern index after it) and the text index it matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                p += 1;
+                star = Some((p, i));
+            }
+            Some(&c) if c == b'?' || c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more byte, and retry after it.
+                Some((after, upto)) => {
+                    p = after;
+                    i = upto + 1;
+                    star = Some((after, upto + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
 }
 
 fn hashed_matches(entry: &str, name: &str) -> bool {
@@ -331,6 +351,66 @@ mod tests {
         let text = format!("*.lab,!bad.lab {}\n", entry(&k));
         assert_eq!(check_text(&text, "a.lab", 22, &k), HostKeyStatus::Known);
         assert_eq!(check_text(&text, "bad.lab", 22, &k), HostKeyStatus::Unknown);
+    }
+
+    /// The recursive definition of `*`/`?` matching (exponential; the reference only).
+    fn glob_reference(pattern: &[u8], s: &[u8]) -> bool {
+        match (pattern.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                glob_reference(&pattern[1..], s)
+                    || (!s.is_empty() && glob_reference(pattern, &s[1..]))
+            }
+            (Some(b'?'), Some(_)) => glob_reference(&pattern[1..], &s[1..]),
+            (Some(p), Some(c)) if p == c => glob_reference(&pattern[1..], &s[1..]),
+            _ => false,
+        }
+    }
+
+    fn words(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let mut all = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..max {
+            let next: Vec<Vec<u8>> = last
+                .iter()
+                .flat_map(|w| {
+                    alphabet.iter().map(move |c| {
+                        let mut w = w.clone();
+                        w.push(*c);
+                        w
+                    })
+                })
+                .collect();
+            all.extend(next.iter().cloned());
+            last = next;
+        }
+        all
+    }
+
+    #[test]
+    fn glob_agrees_with_the_recursive_definition() {
+        let texts = words(b"ab", 5);
+        for p in words(b"ab*?", 5) {
+            for t in &texts {
+                assert_eq!(glob(&p, t), glob_reference(&p, t), "{p:?} {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_hosts_glob_with_many_stars_does_not_hang() {
+        // 30 `*a` against 60 `a`s: the recursive matcher takes C(60, 30) steps.
+        let pattern = format!("{}b", "*a".repeat(30));
+        let k = key();
+        let text = format!("{pattern} {}\n", entry(&k));
+        assert_eq!(
+            check_text(&text, &"a".repeat(60), 22, &k),
+            HostKeyStatus::Unknown
+        );
+        assert!(glob(
+            pattern.as_bytes(),
+            format!("{}b", "a".repeat(60)).as_bytes()
+        ));
     }
 
     #[test]
