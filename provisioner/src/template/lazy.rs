@@ -26,6 +26,10 @@ enum Slot {
     Busy,
     Done(Value),
     Undefined,
+    /// Templating it failed (the error is recorded in `Shared`): the same error value again,
+    /// not another attempt. minijinja may ask twice for a value that is an error, and a chain
+    /// of variables that each fail would be tried 2^n times.
+    Failed(Value),
 }
 
 /// One host's variables, templated on first access and memoised for one templating call.
@@ -84,7 +88,7 @@ impl LazyVars {
         {
             let mut cache = self.cache.lock().ok()?;
             match cache.get(name) {
-                Some(Slot::Done(v)) => return Some(v.clone()),
+                Some(Slot::Done(v) | Slot::Failed(v)) => return Some(v.clone()),
                 Some(Slot::Undefined) => return None,
                 Some(Slot::Busy) => {
                     let e = TemplateError::new(
@@ -122,7 +126,6 @@ impl LazyVars {
                 None
             }
             Err(e) => {
-                cache.remove(name);
                 let e = if e.kind == TemplateErrorKind::Recursion {
                     e
                 } else {
@@ -132,10 +135,9 @@ impl LazyVars {
                     }
                 };
                 self.shared.record(e.clone());
-                Some(Value::from(Error::new(
-                    ErrorKind::InvalidOperation,
-                    e.message,
-                )))
+                let failed = Value::from(Error::new(ErrorKind::InvalidOperation, e.message));
+                cache.insert(name.to_string(), Slot::Failed(failed.clone()));
+                Some(failed)
             }
         }
     }
