@@ -413,7 +413,7 @@ fn dump_json(v: &Value, o: &JsonOpts, level: usize, out: &mut String) -> Result<
     let pad = |out: &mut String, l: usize| {
         if let Some(n) = o.indent {
             out.push('\n');
-            out.push_str(&" ".repeat(n * l));
+            out.push_str(&" ".repeat(n.saturating_mul(l)));
         }
     };
     match v.kind() {
@@ -495,6 +495,9 @@ fn dump_json(v: &Value, o: &JsonOpts, level: usize, out: &mut String) -> Result<
 
 fn to_json(v: Value, kw: Kwargs) -> R {
     let indent: Option<usize> = kw.get("indent")?;
+    let indent = indent
+        .map(|n| super::limits::width("to_json", n))
+        .transpose()?;
     let sort_keys: Option<bool> = kw.get("sort_keys")?;
     let ensure_ascii: Option<bool> = kw.get("ensure_ascii")?;
     let mut out = String::new();
@@ -519,7 +522,10 @@ fn to_nice_json(v: Value, indent: Option<usize>, kw: Kwargs) -> R {
     dump_json(
         &v,
         &JsonOpts {
-            indent: Some(kw_indent.or(indent).unwrap_or(4)),
+            indent: Some(super::limits::width(
+                "to_nice_json",
+                kw_indent.or(indent).unwrap_or(4),
+            )?),
             sort_keys: sort_keys.unwrap_or(true),
             ensure_ascii: ensure_ascii.unwrap_or(true),
         },
@@ -630,7 +636,7 @@ fn yaml_block(
     flow_leaves: bool,
     out: &mut String,
 ) -> Result<(), Error> {
-    let pad = " ".repeat(indent * level);
+    let pad = " ".repeat(indent.saturating_mul(level));
     let leaf = |x: &Value| -> Result<bool, Error> {
         Ok(!is_collection(x)
             || x.len() == Some(0)
@@ -729,7 +735,7 @@ fn to_yaml(v: Value, kw: Kwargs) -> R {
     let flow_leaves = flow.map(|f| f.is_none()).unwrap_or(true);
     Ok(native_text(dump_yaml(
         &v,
-        indent.unwrap_or(2),
+        super::limits::width("to_yaml", indent.unwrap_or(2))?,
         flow_leaves,
     )?))
 }
@@ -738,7 +744,7 @@ fn to_nice_yaml(v: Value, indent: Option<usize>, kw: Kwargs) -> R {
     let kw_indent: Option<usize> = kw.get("indent")?;
     Ok(native_text(dump_yaml(
         &v,
-        kw_indent.or(indent).unwrap_or(4),
+        super::limits::width("to_nice_yaml", kw_indent.or(indent).unwrap_or(4))?,
         false,
     )?))
 }

@@ -9,8 +9,8 @@ use minijinja::{Error, ErrorKind, Value};
 use serde_json::Value as Json;
 
 use super::{
-    escape_backslashes, json_to_value, pyfmt, restore_trailing_newlines, Shared, TemplateError,
-    TemplateErrorKind, Vars,
+    escape_backslashes, json_to_value, limits, pyfmt, restore_trailing_newlines, Shared,
+    TemplateError, TemplateErrorKind, Vars,
 };
 
 /// Where `hostvars` comes from: the engine knows every host's variables. Each host's
@@ -261,6 +261,8 @@ pub(crate) fn template_str(
     let env = shared.env.clone();
     let escaped = escape_backslashes(s);
     let data = super::chain::rewrite(&escaped).into_owned();
+    limits::check_source(&data, false).map_err(limits::source_error)?;
+    let _level = limits::enter(Some(shared.limits))?;
     let root = Value::from_dyn_object(ctx.clone());
     let syntax_err = |e: &minijinja::Error| {
         TemplateError::new(
@@ -297,7 +299,11 @@ pub(crate) fn template_str(
                     shared.convert(&e)
                 }
             })?;
-            let out = tmpl.render(root).map_err(|e| shared.convert(&e))?;
+            let out = match limits::render(&tmpl, root) {
+                Ok(out) => out,
+                Err(limits::RenderError::Output(n)) => return Err(limits::output_error(n)),
+                Err(limits::RenderError::Engine(e)) => return Err(shared.convert(&e)),
+            };
             if let Some(e) = shared.error.lock().ok().and_then(|mut s| s.take()) {
                 return Err(e);
             }
@@ -309,6 +315,10 @@ pub(crate) fn template_str(
         }
     };
     if let Some(text) = value.as_str() {
+        // A single expression's value was never written out: its size is checked here.
+        if text.len() > shared.limits.output {
+            return Err(limits::output_error(shared.limits.output));
+        }
         if value.kind() == ValueKind::String {
             let mut t = text.to_string();
             let before = t.len();

@@ -127,6 +127,10 @@ fn template(state: &State, base: &Path, terms: &[Value], kw: &Kwargs) -> Result<
         })?;
         let src = std::fs::read_to_string(&path)
             .map_err(|e| err(format!("could not read {}: {e}", path.display())))?;
+        super::limits::check_source(&src, false)
+            .map_err(|m| err(format!("{}: template syntax error: {m}", path.display())))?;
+        // A template that looks itself up would recurse until the stack ends.
+        let _level = super::limits::enter(None).map_err(|e| err(e.message))?;
         let mut vars: BTreeMap<String, Value> = BTreeMap::new();
         let opts = super::FileOptions {
             src_arg: Some(term.clone()),
@@ -143,27 +147,20 @@ fn template(state: &State, base: &Path, terms: &[Value], kw: &Kwargs) -> Result<
         let mut env = state.env().clone();
         let mut dirs = search_dirs(state, base, "templates");
         dirs.extend(path.parent().map(Path::to_path_buf));
-        env.set_loader(move |name: &str| {
-            for d in &dirs {
-                let p = d.join(name);
-                if p.is_file() {
-                    return std::fs::read_to_string(&p).map(Some).map_err(|e| {
-                        Error::new(
-                            ErrorKind::TemplateNotFound,
-                            format!("could not read {}: {e}", p.display()),
-                        )
-                    });
-                }
-            }
-            Ok(None)
-        });
+        env.set_loader(super::search_loader(dirs));
         let ctx = Value::from_object(Overlay {
             extra: vars,
             base: root.clone(),
         });
-        let mut rendered = env
-            .template_from_named_str(&path.display().to_string(), &src)?
-            .render(ctx)?;
+        let name = path.display().to_string();
+        let tmpl = env.template_from_named_str(&name, &src)?;
+        let mut rendered = match super::limits::render(&tmpl, ctx) {
+            Ok(out) => out,
+            Err(super::limits::RenderError::Output(n)) => {
+                return Err(err(super::limits::output_error(n).message))
+            }
+            Err(super::limits::RenderError::Engine(e)) => return Err(e),
+        };
         super::restore_trailing_newlines(&src, &mut rendered);
         out.push(if convert.unwrap_or(true) {
             pyfmt::convert_rendered(rendered)

@@ -21,6 +21,7 @@
 
 mod filters;
 mod lazy;
+pub mod limits;
 pub mod lookups;
 pub mod names;
 pub mod pyfmt;
@@ -36,6 +37,7 @@ use serde_json::Value as Json;
 use crate::diag::{Diagnostic, Loc};
 
 pub use lazy::HostVarsSource;
+pub use limits::Limits;
 
 /// Set by the runner while a `with_<lookup>` loop runs its lookup: the subdirectory Ansible
 /// searches for the task's module (`vars`, `templates`, `files`); `first_found` reads it.
@@ -111,6 +113,9 @@ impl TemplateError {
             .detail()
             .map(str::to_string)
             .unwrap_or_else(|| e.to_string());
+        if e.kind() == ErrorKind::OutOfFuel {
+            return TemplateError::new(TemplateErrorKind::Invalid, limits::fuel_message());
+        }
         let kind = match e.kind() {
             ErrorKind::SyntaxError => TemplateErrorKind::Syntax,
             ErrorKind::UndefinedError => TemplateErrorKind::Undefined,
@@ -121,6 +126,12 @@ impl TemplateError {
             TemplateErrorKind::Syntax => format!("template syntax error: {detail}"),
             _ => detail,
         };
+        // An include that failed says only "error in X": the cause is at the chain's end.
+        if let Some(cause) = root_cause(e) {
+            if !message.contains(&cause) {
+                message = format!("{message}: {cause}");
+            }
+        }
         if kind == TemplateErrorKind::Undefined {
             if let Some(name) = undefined_name(e) {
                 let root = root_name(&name);
@@ -135,6 +146,22 @@ impl TemplateError {
             line: e.line(),
         }
     }
+}
+
+/// The innermost minijinja error behind `e`, when there is one.
+fn root_cause(e: &minijinja::Error) -> Option<String> {
+    let mut cause: Option<&minijinja::Error> = None;
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        if let Some(m) = s.downcast_ref::<minijinja::Error>() {
+            cause = Some(m);
+        }
+        next = s.source();
+    }
+    cause.map(|c| {
+        c.detail()
+            .map_or_else(|| c.kind().to_string(), str::to_string)
+    })
 }
 
 /// The name in "`x.y` is undefined".
@@ -174,6 +201,7 @@ pub struct Templar {
     base_dir: Arc<Path>,
     hostvars: Option<Arc<dyn HostVarsSource>>,
     secrets: Option<Arc<dyn SecretProvider>>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Templar {
@@ -191,6 +219,7 @@ pub(crate) struct Shared {
     pub(crate) hostvars: Option<Arc<dyn HostVarsSource>>,
     pub(crate) error: Mutex<Option<TemplateError>>,
     pub(crate) hints: Mutex<HashMap<String, String>>,
+    pub(crate) limits: Limits,
 }
 
 impl std::fmt::Debug for Shared {
@@ -226,9 +255,11 @@ pub(crate) fn build_env(
     trim_blocks: bool,
     lstrip_blocks: bool,
     secrets: Option<Arc<dyn SecretProvider>>,
+    limits: &Limits,
 ) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(limits.fuel));
     env.add_function("__chain", chain::chain);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax.trim_blocks(trim_blocks);
@@ -251,6 +282,7 @@ pub(crate) fn build_env(
     });
     env.add_global("omit", Value::from(OMIT));
     filters::register(&mut env, base_dir, secrets);
+    limits::register(&mut env);
     env
 }
 
@@ -259,11 +291,29 @@ impl Templar {
     /// (first `base_dir/files/PATH`, then `base_dir/PATH`, like a role's lookup).
     pub fn new(base_dir: impl Into<PathBuf>) -> Self {
         let base_dir: Arc<Path> = Arc::from(base_dir.into().as_path());
+        let limits = Limits::default();
         Templar {
-            env: Arc::new(build_env(base_dir.clone(), true, false, None)),
+            env: Arc::new(build_env(base_dir.clone(), true, false, None, &limits)),
             base_dir,
             hostvars: None,
             secrets: None,
+            limits,
+        }
+    }
+
+    /// The same templar with other [`Limits`] (the defaults suit every role; tests and the
+    /// fuzz suite lower them).
+    pub fn with_limits(&self, limits: Limits) -> Self {
+        Templar {
+            env: Arc::new(build_env(
+                self.base_dir.clone(),
+                true,
+                false,
+                self.secrets.clone(),
+                &limits,
+            )),
+            limits,
+            ..self.clone()
         }
     }
 
@@ -276,6 +326,7 @@ impl Templar {
                 true,
                 false,
                 Some(secrets.clone()),
+                &self.limits,
             )),
             secrets: Some(secrets),
             ..self.clone()
@@ -297,6 +348,7 @@ impl Templar {
             hostvars: self.hostvars.clone(),
             error: Mutex::new(None),
             hints: Mutex::new(HashMap::new()),
+            limits: self.limits,
         })
     }
 
@@ -369,6 +421,8 @@ impl Templar {
             }
         }
         let expr = chain::rewrite_expr(&expr);
+        limits::check_source(&expr, true).map_err(|m| wrap(limits::source_error(m)))?;
+        let _level = limits::enter(Some(self.limits)).map_err(wrap)?;
         let presented = format!("{{% if {expr} %}} True {{% else %}} False {{% endif %}}");
         let tmpl = self.env.template_from_str(&presented).map_err(|e| {
             wrap(TemplateError::new(
@@ -380,7 +434,8 @@ impl Templar {
             ))
         })?;
         let root = Value::from_dyn_object(ctx.clone());
-        match tmpl.render(root) {
+        match limits::render(&tmpl, root) {
+            Err(limits::RenderError::Output(n)) => Err(wrap(limits::output_error(n))),
             Ok(out) => {
                 if let Some(e) = shared.take_error() {
                     return Err(wrap(e));
@@ -394,7 +449,7 @@ impl Templar {
                     )),
                 }
             }
-            Err(e) => {
+            Err(limits::RenderError::Engine(e)) => {
                 let err = shared.convert(&e);
                 if err.kind == TemplateErrorKind::Undefined {
                     if let Some(name) = undefined_name(&e) {
@@ -432,27 +487,16 @@ impl Templar {
         if let Some(dir) = path.parent() {
             search.push(dir.to_path_buf());
         }
+        limits::check_source(&src, false).map_err(limits::source_error)?;
+        let _level = limits::enter(Some(self.limits))?;
         let mut env = build_env(
             self.base_dir.clone(),
             !opts.no_trim_blocks,
             opts.lstrip_blocks,
             self.secrets.clone(),
+            &self.limits,
         );
-        let search_for_loader = search.clone();
-        env.set_loader(move |name: &str| {
-            for dir in &search_for_loader {
-                let p = dir.join(name);
-                if p.is_file() {
-                    return std::fs::read_to_string(&p).map(Some).map_err(|e| {
-                        minijinja::Error::new(
-                            ErrorKind::TemplateNotFound,
-                            format!("could not read {}: {e}", p.display()),
-                        )
-                    });
-                }
-            }
-            Ok(None)
-        });
+        env.set_loader(search_loader(search));
         let mut all = vars.clone();
         for (k, v) in template_file_vars(path, opts) {
             all.insert(k, v);
@@ -463,14 +507,41 @@ impl Templar {
         let tmpl = env
             .template_from_named_str(&name, &src)
             .map_err(|e| shared.convert(&e))?;
-        let mut out = tmpl
-            .render(Value::from_dyn_object(ctx))
-            .map_err(|e| shared.convert(&e))?;
+        let mut out = match limits::render(&tmpl, Value::from_dyn_object(ctx)) {
+            Ok(out) => out,
+            Err(limits::RenderError::Output(n)) => return Err(limits::output_error(n)),
+            Err(limits::RenderError::Engine(e)) => return Err(shared.convert(&e)),
+        };
         if let Some(e) = shared.take_error() {
             return Err(e);
         }
         restore_trailing_newlines(&src, &mut out);
         Ok(out)
+    }
+}
+
+/// What `{% include %}` and `{% import %}` read: the first `dirs/<name>` that is a file, its
+/// source refused when [`limits::check_source`] refuses it.
+pub(crate) fn search_loader(
+    dirs: Vec<PathBuf>,
+) -> impl Fn(&str) -> Result<Option<String>, minijinja::Error> + Send + Sync + 'static {
+    move |name: &str| {
+        for dir in &dirs {
+            let p = dir.join(name);
+            if p.is_file() {
+                let src = std::fs::read_to_string(&p).map_err(|e| {
+                    minijinja::Error::new(
+                        ErrorKind::TemplateNotFound,
+                        format!("could not read {}: {e}", p.display()),
+                    )
+                })?;
+                limits::check_source(&src, false).map_err(|m| {
+                    minijinja::Error::new(ErrorKind::SyntaxError, format!("{}: {m}", p.display()))
+                })?;
+                return Ok(Some(src));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -730,6 +801,9 @@ fn syntax_env() -> Environment<'static> {
 /// file pass `Loc::file(path)` and the error gets the file's line; for an inline string pass
 /// its YAML node's location, which the diagnostic keeps.
 pub fn check_syntax(template_src: &str, loc: &Loc) -> Result<(), Diagnostic> {
+    if let Err(m) = limits::check_source(template_src, false) {
+        return Err(Diagnostic::at(loc, format!("template syntax error: {m}")));
+    }
     let env = syntax_env();
     match env.template_from_str(template_src) {
         Ok(_) => Ok(()),
@@ -741,6 +815,9 @@ pub fn check_syntax(template_src: &str, loc: &Loc) -> Result<(), Diagnostic> {
 pub fn check_expr_syntax(expr: &str, loc: &Loc) -> Result<(), Diagnostic> {
     if is_possibly_template(expr) {
         return check_syntax(expr, loc);
+    }
+    if let Err(m) = limits::check_source(expr, true) {
+        return Err(Diagnostic::at(loc, format!("template syntax error: {m}")));
     }
     let env = syntax_env();
     match env.compile_expression(expr) {
@@ -789,6 +866,9 @@ const BUILTIN_NAMES: &[&str] = &[
 
 /// The top-level variable names a template reads (unparseable templates read nothing).
 pub fn referenced_variables(src: &str) -> BTreeSet<String> {
+    if limits::check_source(src, false).is_err() {
+        return BTreeSet::new();
+    }
     let env = syntax_env();
     let names = match env.template_from_str(src) {
         Ok(t) => t.undeclared_variables(false),
@@ -804,6 +884,9 @@ pub fn referenced_variables(src: &str) -> BTreeSet<String> {
 pub fn referenced_variables_expr(expr: &str) -> BTreeSet<String> {
     if is_possibly_template(expr) {
         return referenced_variables(expr);
+    }
+    if limits::check_source(expr, true).is_err() {
+        return BTreeSet::new();
     }
     let env = syntax_env();
     let names = match env.compile_expression(expr) {

@@ -165,7 +165,13 @@ fn exists(kind: Kind, name: &str) -> bool {
     {
         return b;
     }
-    let env = super::build_env(Arc::from(Path::new(".")), true, false, None);
+    let env = super::build_env(
+        Arc::from(Path::new(".")),
+        true,
+        false,
+        None,
+        &super::Limits::default(),
+    );
     let src = match kind {
         Kind::Filter => format!("{{{{ none | {name} }}}}"),
         Kind::Test => format!("{{{{ none is {name} }}}}"),
