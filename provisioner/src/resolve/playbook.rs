@@ -79,7 +79,8 @@ impl ModuleCatalog for BuiltinCatalog {
     }
 }
 
-const PLAY_KEYS: &[&str] = &[
+/// The play keywords the subset supports.
+pub const PLAY_KEYS: &[&str] = &[
     "name",
     "hosts",
     "gather_facts",
@@ -98,7 +99,8 @@ const PLAY_KEYS: &[&str] = &[
     "handlers",
 ];
 
-const TASK_KEYS: &[&str] = &[
+/// The task keywords the subset supports (besides the module's own key).
+pub const TASK_KEYS: &[&str] = &[
     "name",
     "when",
     "loop",
