@@ -1960,3 +1960,18 @@ fn template_filters_with_a_huge_size_are_errors_not_allocations() {
     let ok = templar.render_str("{{ s | indent(2) }}|{{ '%5.1f' | format(1.25) }}", &vars);
     assert_eq!(ok.unwrap(), Value::String("a\n  b|  1.2".into()));
 }
+
+#[test]
+fn template_int_filter_with_a_base_out_of_range_does_not_panic() {
+    // Found with FUZZ_SEED=12345 FUZZ_CASES=40000: from_str_radix panics outside 2..=36.
+    let t = "{% for x in {'' | int(a, 37): a} %}{% break %}{% endfor %}";
+    let vars: Map<String, Value> = [("a".to_string(), Value::from(1))].into_iter().collect();
+    assert!(Templar::new(".").render_str(t, &vars).is_ok());
+    for base in [0, 1, 37, u32::MAX] {
+        let t = format!("{{{{ '12' | int(0, {base}) }}}}");
+        assert_eq!(
+            Templar::new(".").render_str(&t, &Map::new()).unwrap(),
+            Value::from("12")
+        );
+    }
+}

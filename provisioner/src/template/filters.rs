@@ -914,23 +914,30 @@ fn int_filter(v: Value, default: Option<Value>, base: Option<u32>, kw: Kwargs) -
         }
         ValueKind::String => {
             let s = v.as_str().unwrap_or_default().trim().replace('_', "");
-            if base != 10 {
-                let lower = s.to_ascii_lowercase();
-                let digits = match base {
-                    16 => lower.trim_start_matches("0x"),
-                    8 => lower.trim_start_matches("0o"),
-                    2 => lower.trim_start_matches("0b"),
-                    _ => lower.as_str(),
-                };
-                i64::from_str_radix(digits, base)
-                    .map(Value::from)
-                    .unwrap_or(default)
-            } else if let Ok(i) = s.parse::<i64>() {
-                Value::from(i)
-            } else if let Ok(f) = s.parse::<f64>() {
-                Value::from(f.trunc() as i64)
-            } else {
-                default
+            let lower = s.to_ascii_lowercase();
+            // Python's int(s, base); base 0 reads the prefix. Any other base is Python's
+            // ValueError (from_str_radix would panic on it).
+            let (radix, digits) = match base {
+                0 => [("0x", 16), ("0o", 8), ("0b", 2)]
+                    .into_iter()
+                    .find_map(|(p, r)| Some((r, lower.strip_prefix(p)?)))
+                    .unwrap_or((10, lower.as_str())),
+                16 => (16, lower.trim_start_matches("0x")),
+                8 => (8, lower.trim_start_matches("0o")),
+                2 => (2, lower.trim_start_matches("0b")),
+                b => (b, lower.as_str()),
+            };
+            let parsed = (2..=36)
+                .contains(&radix)
+                .then(|| i64::from_str_radix(digits, radix).ok())
+                .flatten();
+            // Jinja's do_int falls back to int(float(s)), then to the default.
+            match parsed {
+                Some(i) => Value::from(i),
+                None => match s.parse::<f64>() {
+                    Ok(f) if f.is_finite() => Value::from(f.trunc() as i64),
+                    _ => default,
+                },
             }
         }
         _ => default,

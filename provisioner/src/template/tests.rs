@@ -364,3 +364,23 @@ fn undefined_attribute_chains_fall_back_to_default_like_ansible() {
     let e = r("{{ nothere.a.b }}").unwrap_err();
     assert!(e.message.contains("nothere"), "{}", e.message);
 }
+
+/// Jinja2 3.1's `do_int`: `int(value, base)`, else `int(float(value))`, else the default. A
+/// base outside 2..=36 (0 reads the prefix) is Python's ValueError, not a panic. (Rendered
+/// text, as Ansible renders `{{ x | int }}`.)
+#[test]
+fn int_filter_bases_follow_jinja() {
+    for (t, want) in [
+        ("{{ '' | int(0, 37) }}", json!("0")),
+        ("{{ '5' | int(0, 37) }}", json!("5")),
+        ("{{ '0x1f' | int(0, 0) }}", json!("31")),
+        ("{{ '010' | int(0, 0) }}", json!("10")),
+        ("{{ '0b101' | int(base=0) }}", json!("5")),
+        ("{{ '1.5' | int(0, 16) }}", json!("1")),
+        ("{{ 'ff' | int(0, 16) }}", json!("255")),
+        ("{{ 'z' | int(3, 1) }}", json!("3")),
+        ("{{ '7' | int(3, 1) }}", json!("7")),
+    ] {
+        assert_eq!(render(t, json!({})).unwrap(), want, "{t}");
+    }
+}
