@@ -1297,6 +1297,7 @@ fn fuzz_known_hosts() {
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
         let _ = known_hosts::check(&path, host, *port, &key);
         let _ = known_hosts::known_algorithms(&path, host, *port);
+        let _ = known_hosts::forget(&path, host, *port);
         Ok(())
     });
 }
