@@ -1976,3 +1976,17 @@ fn template_int_filter_with_a_base_out_of_range_does_not_panic() {
         );
     }
 }
+
+#[test]
+fn inventory_host_pattern_with_thousands_of_ranges_does_not_overflow_the_stack() {
+    // Found with FUZZ_SEED=777 FUZZ_CASES=40000: one recursion level per range.
+    let mut diags = Diagnostics::new();
+    let src = format!("[dbs]\ndb-{}\n", "[a:c]".repeat(3000));
+    let file = parse_ini(&src, "i.ini", &mut diags);
+    let raw = RawInventory {
+        files: vec![RawInventoryFile::Ini(file)],
+        vars_dirs: Vec::new(),
+    };
+    let _ = provisioner::resolve::inventory::resolve(&raw, &mut diags);
+    assert!(diags.to_string().contains("more than 16 ranges"), "{diags}");
+}

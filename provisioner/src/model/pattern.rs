@@ -390,6 +390,10 @@ pub fn is_ip_address(name: &str) -> bool {
 /// would exhaust memory before anything could be reported.
 pub const MAX_RANGE_HOSTS: usize = 100_000;
 
+/// The most ranges one pattern may hold: each is one level of recursion below, and 16 ranges of
+/// two names each are already 65,536 hosts.
+pub const MAX_RANGES: usize = 16;
+
 fn too_many_hosts(line: &str) -> String {
     format!("host range `{line}` expands to more than {MAX_RANGE_HOSTS} hosts")
 }
@@ -399,6 +403,11 @@ fn too_many_hosts(line: &str) -> String {
 pub fn expand_hostname_range(line: &str) -> Result<Vec<String>, String> {
     if !line.contains('[') {
         return Ok(vec![line.to_string()]);
+    }
+    if line.matches('[').count() > MAX_RANGES {
+        return Err(format!(
+            "host pattern `{line}` has more than {MAX_RANGES} ranges"
+        ));
     }
     let replaced = line.replacen('[', "|", 1).replacen(']', "|", 1);
     let parts: Vec<&str> = replaced.split('|').collect();
@@ -546,6 +555,13 @@ mod tests {
         let e = expand_hostname_range("a[0:999]b[0:999]").unwrap_err();
         assert!(e.contains("more than 100000 hosts"), "{e}");
         assert_eq!(expand_hostname_range("h[1:100000]").unwrap().len(), 100_000);
+        // Thousands of one-name ranges: one recursion level each, refused before recursing.
+        let e = expand_hostname_range(&format!("db-{}", "[a:a]".repeat(5000))).unwrap_err();
+        assert!(e.contains("more than 16 ranges"), "{e}");
+        assert_eq!(
+            expand_hostname_range(&format!("db-{}", "[a:a]".repeat(16))).unwrap(),
+            vec![format!("db-{}", "a".repeat(16))]
+        );
         assert_eq!(
             expand_hostname_range(
                 "h[-9223372036854775808:9223372036854775807:9223372036854775807]"
