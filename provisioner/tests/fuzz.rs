@@ -1990,3 +1990,11 @@ fn inventory_host_pattern_with_thousands_of_ranges_does_not_overflow_the_stack()
     let _ = provisioner::resolve::inventory::resolve(&raw, &mut diags);
     assert!(diags.to_string().contains("more than 16 ranges"), "{diags}");
 }
+
+#[test]
+fn template_divisibleby_zero_is_an_error_not_a_panic() {
+    // Found with FUZZ_SEED=777 FUZZ_CASES=40000: minijinja's divisibleby computes `a % 0`.
+    let t = "{% set a = range((0 is divisibleby(false))) %}";
+    let e = Templar::new(".").render_str(t, &Map::new()).unwrap_err();
+    assert!(e.message.contains("division or modulo by zero"), "{e}");
+}

@@ -187,6 +187,9 @@ pub(crate) fn register(
         let mt = mt.unwrap_or_else(|| "search".into());
         regex_test(v, p, kw, &mt)
     });
+    // minijinja's divisibleby computes `a % b` unchecked (a panic for 0, and for i128::MIN
+    // by -1); Jinja raises ZeroDivisionError for 0.
+    env.add_test("divisibleby", divisibleby);
     env.add_test("contains", |seq: Value, x: Value| -> Result<bool, Error> {
         Ok(items(&seq)?.contains(&x))
     });
@@ -897,6 +900,31 @@ fn regex_test(v: Value, p: String, kw: Kwargs, how: &str) -> Result<bool, Error>
 }
 
 // ---------------------------------------------------------------- numbers
+
+fn divisibleby(v: &Value, by: &Value) -> Result<bool, Error> {
+    let int = |x: &Value| match x.kind() {
+        ValueKind::Bool => Some(i128::from(x.is_true())),
+        ValueKind::Number if x.is_integer() => i128::try_from(x.clone()).ok(),
+        _ => None,
+    };
+    let float = |x: &Value| match x.kind() {
+        ValueKind::Bool | ValueKind::Number => f64::try_from(x.clone()).ok(),
+        _ => None,
+    };
+    let zero = || err("divisibleby(0): integer division or modulo by zero");
+    if let (Some(a), Some(b)) = (int(v), int(by)) {
+        if b == 0 {
+            return Err(zero());
+        }
+        // Only i128::MIN % -1 has no checked result, and it is 0.
+        return Ok(a.checked_rem(b).unwrap_or(0) == 0);
+    }
+    match (float(v), float(by)) {
+        (Some(_), Some(b)) if b == 0.0 => Err(zero()),
+        (Some(a), Some(b)) => Ok(a % b == 0.0),
+        _ => Ok(false),
+    }
+}
 
 fn int_filter(v: Value, default: Option<Value>, base: Option<u32>, kw: Kwargs) -> R {
     let kw_default: Option<Value> = kw.get("default")?;

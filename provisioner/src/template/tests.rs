@@ -384,3 +384,24 @@ fn int_filter_bases_follow_jinja() {
         assert_eq!(render(t, json!({})).unwrap(), want, "{t}");
     }
 }
+
+/// Jinja raises ZeroDivisionError for `x is divisibleby(0)`; minijinja's own test panicked.
+#[test]
+fn divisibleby_zero_is_an_error() {
+    for t in [
+        "{{ 4 is divisibleby(0) }}",
+        "{{ 0 is divisibleby(false) }}",
+        "{{ 4.5 is divisibleby(0.0) }}",
+    ] {
+        let e = render(t, json!({})).unwrap_err();
+        assert!(e.message.contains("division or modulo by zero"), "{t}: {e}");
+    }
+    assert_eq!(
+        render("{{ 4 is divisibleby(2) }}", json!({})).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        render("{{ 5 is divisibleby(2) }}", json!({})).unwrap(),
+        json!(false)
+    );
+}
