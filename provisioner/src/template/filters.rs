@@ -920,8 +920,12 @@ fn divisibleby(v: &Value, by: &Value) -> Result<bool, Error> {
         return Ok(a.checked_rem(b).unwrap_or(0) == 0);
     }
     match (float(v), float(by)) {
-        (Some(_), Some(b)) if b == 0.0 => Err(zero()),
-        (Some(a), Some(b)) => Ok(a % b == 0.0),
+        (Some(a), Some(b)) => {
+            if b == 0.0 {
+                return Err(zero());
+            }
+            Ok(a % b == 0.0)
+        }
         _ => Ok(false),
     }
 }
