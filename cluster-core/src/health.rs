@@ -881,6 +881,16 @@ pub fn parse_openssl_date(s: &str) -> Option<i64> {
     let mut hms = it.next()?.split(':').map(|x| x.parse::<i64>().ok());
     let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
     let year: i64 = it.next()?.parse().ok()?;
+    // A hostile or broken host may send anything: out-of-range fields are no date (and the
+    // arithmetic below cannot overflow within these ranges).
+    if !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&se)
+        || !(1..=9999).contains(&year)
+    {
+        return None;
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let (y, m) = if mon <= 2 {
         (year - 1, mon + 9)
