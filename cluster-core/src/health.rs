@@ -197,6 +197,16 @@ fn flag(out: &mut Vec<Flag>, severity: Severity, component: &str, reason: String
 /// A master that restarted less than this long ago is flagged (it may still be catching up).
 pub const RECENT_RESTART_SECS: f64 = 60.0;
 
+impl ClusterView {
+    /// The elected master (the first, if several say they lead; `evaluate` flags that).
+    pub fn leader(&self) -> Option<&str> {
+        self.masters
+            .iter()
+            .find(|m| m.elected)
+            .map(|m| m.host.as_str())
+    }
+}
+
 /// Every problem in `view`, most severe first.
 pub fn evaluate(view: &ClusterView) -> Vec<Flag> {
     let mut out = Vec::new();
@@ -479,11 +489,7 @@ pub fn rollout_order(component: &str, members: &[String], view: &ClusterView) ->
             .iter()
             .find(|m| m.mode == Some(ZkMode::Leader))
             .map(|m| m.host.as_str()),
-        "mesos_master" => view
-            .masters
-            .iter()
-            .find(|m| m.elected)
-            .map(|m| m.host.as_str()),
+        "mesos_master" => view.leader(),
         _ => None,
     };
     let mut out: Vec<String> = members

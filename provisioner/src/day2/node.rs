@@ -83,10 +83,8 @@ fn agents_only(opts: &Options, g: &status::Groups, verb: &str) -> Result<(), Str
 
 fn leader(r: &Report) -> Result<String, String> {
     r.view
-        .masters
-        .iter()
-        .find(|m| m.elected)
-        .map(|m| m.host.clone())
+        .leader()
+        .map(str::to_string)
         .ok_or_else(|| "no elected master".to_string())
 }
 

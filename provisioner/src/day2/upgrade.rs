@@ -615,10 +615,8 @@ impl Upgrade<'_> {
 /// The elected master, to call its API (`Err`: none, so nothing can be done `for`).
 fn leader_of(r: &Report, what: &str) -> Result<String, Halt> {
     r.view
-        .masters
-        .iter()
-        .find(|m| m.elected)
-        .map(|m| m.host.clone())
+        .leader()
+        .map(str::to_string)
         .ok_or_else(|| format!("no elected master to {what} with"))
 }
 

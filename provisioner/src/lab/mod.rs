@@ -1135,22 +1135,18 @@ pub fn rebuild_host(name: &str, host: &str, sink: Sink<'_>) -> Result<Vec<String
     machine::create(&st.image, &dir, &cfg)?;
     sink(LabEvent::Done(format!("{host}: fresh disk, new host keys")));
     // The new keys' fingerprints (what an operator compares out of band).
-    let mut new_keys = Vec::new();
-    for line in machine::known_host_lines(&dir, &hs)? {
-        let key = line
-            .split_once(' ')
-            .map(|(_, k)| k)
-            .unwrap_or(&line)
-            .to_string();
-        let tmp = paths.root.join(format!("{host}.rebuilt.pub"));
-        sys::write(&tmp, &format!("{key}\n"))?;
-        let fp = sys::run(&mut cmd(
-            "ssh-keygen",
-            &["-l", "-f", &tmp.display().to_string()],
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        new_keys.push(fp?.trim().to_string());
-    }
+    let new_keys: Vec<String> = machine::known_host_lines(&dir, &hs)?
+        .iter()
+        .filter_map(|line| {
+            let mut w = line.split_whitespace().skip(1);
+            let (kind, b64) = (w.next()?, w.next()?);
+            let key = russh::keys::parse_public_key_base64(b64).ok()?;
+            Some(format!(
+                "{} ({kind})",
+                crate::transport::known_hosts::fingerprint(&key)
+            ))
+        })
+        .collect();
     let bridge = st.bridge.clone();
     net::ensure_bridge(&bridge, &spec.subnet)?;
     paths.proxy(spec.subnet.bridge_ip()).ensure(&mirrors)?;
