@@ -116,28 +116,21 @@ fn master_call(
 ) -> Result<(), String> {
     let l = leader(r)?;
     let bundle = crate::stack::builtin_bundle().map_err(|e| e.to_string())?;
-    let script = cluster_core::health::master_call_script(
-        bundle.port("mesos_master", "http").unwrap_or(5050),
-        status::ca_file(&inv.host_vars(&l)).as_deref(),
-        path,
-        Some(&body.to_string()),
-    );
-    let got = status::run_scripts(
+    let (code, answer) = status::master_call(
         &opts.inventory,
         opts.stack_dir.clone(),
         "node",
-        &[(l.clone(), script)].into(),
-        Mode::Check,
+        &l,
+        (
+            bundle.port("mesos_master", "http").unwrap_or(5050),
+            status::ca_file(&inv.host_vars(&l)).as_deref(),
+        ),
+        path,
+        Some(&body.to_string()),
         None,
-    )
-    .map_err(|e| e.to_string())?;
-    let a = cluster_core::health::read_probe(got.get(&l).ok_or(format!("{l} did not answer"))?);
-    let code = a.get("status").cloned().unwrap_or_default();
+    )?;
     if !code.starts_with('2') {
-        return Err(format!(
-            "{path} on {l}: HTTP {code}: {}",
-            a.get("body").cloned().unwrap_or_default()
-        ));
+        return Err(format!("{path} on {l}: HTTP {code}: {answer}"));
     }
     Ok(())
 }

@@ -178,6 +178,34 @@ pub fn run_scripts(
     Ok(got)
 }
 
+/// One call to a master's HTTP API, made on that master's host (cluster-core's
+/// `master_call_script`, one round trip): `(HTTP status, body)`; status `000` when nothing
+/// answered.
+#[allow(clippy::too_many_arguments)]
+pub fn master_call(
+    inventory: &[PathBuf],
+    stack_dir: Option<PathBuf>,
+    command: &str,
+    master: &str,
+    (port, ca_file): (u16, Option<&str>),
+    path: &str,
+    body: Option<&str>,
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<(String, String), String> {
+    let script = health::master_call_script(port, ca_file, path, body);
+    let scripts: BTreeMap<String, String> = [(master.to_string(), script)].into();
+    let got = run_scripts(inventory, stack_dir, command, &scripts, Mode::Check, cancel)
+        .map_err(|e| e.to_string())?;
+    let out = got
+        .get(master)
+        .ok_or_else(|| format!("{master} did not answer"))?;
+    let a = health::read_probe(out);
+    Ok((
+        a.get("status").cloned().unwrap_or_default(),
+        a.get("body").cloned().unwrap_or_default(),
+    ))
+}
+
 /// Probe every host once and evaluate. `stack_dir`: the stack's roles from disk.
 pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
     probe(inventory, stack_dir, None)

@@ -428,30 +428,16 @@ impl Upgrade<'_> {
         path: &str,
         body: Option<&str>,
     ) -> Result<(String, String), Halt> {
-        let script = cluster_core::health::master_call_script(
-            self.master_port,
-            self.ca_file.as_deref(),
-            path,
-            body,
-        );
-        let scripts: BTreeMap<String, String> = [(leader.to_string(), script)].into();
-        let got = status::run_scripts(
+        status::master_call(
             &self.opts.inventory,
             self.opts.stack_dir.clone(),
             "upgrade",
-            &scripts,
-            Mode::Check,
+            leader,
+            (self.master_port, self.ca_file.as_deref()),
+            path,
+            body,
             Some(self.cancel.clone()),
         )
-        .map_err(|e| e.to_string())?;
-        let out = got
-            .get(leader)
-            .ok_or_else(|| format!("{leader} did not answer"))?;
-        let a = cluster_core::health::read_probe(out);
-        Ok((
-            a.get("status").cloned().unwrap_or_default(),
-            a.get("body").cloned().unwrap_or_default(),
-        ))
     }
 
     /// Put `batch` in a maintenance window (`add`) or take it out.
