@@ -1788,7 +1788,6 @@ fn upgrade_rolls_mesos_1_10_to_1_11_behind_gates_and_resumes_after_a_fault() {
     // One failover: every leaderless moment lies within the leader's restart, as the upgrade's
     // own events date it (a new leader may blink once more for a sample while it recovers the
     // registry, seen once in 4 runs: 0.15 s, 6.7 s after the election, still inside the restart).
-    assert!(!windows.is_empty() || samples.len() > 50);
     let leader_restart = steps(&ev2, "restart", "started")
         .into_iter()
         .find(|e| e["message"].as_str().unwrap().contains("the leader"))
