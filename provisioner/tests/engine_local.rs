@@ -1731,3 +1731,83 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
         );
     }
 }
+
+/// A host that answers with template code: `{{ lookup('pipe', ...) }}` would run a command
+/// on the control node if the engine templated what hosts send. ansible-playbook 2.14 run on
+/// this playbook (`-c local`) writes exactly the files asserted below and refuses the condition
+/// with the same words.
+const HOSTILE_OUTPUT: &str = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: the host holds template code
+      copy:
+        dest: "{{ root }}/{{ inventory_hostname }}/hostile"
+        content: "{{ '{{' }} lookup('pipe', 'touch {{ root }}/pwned') {{ '}}' }}\n{{ '{{' }} 6 * 7 {{ '}}' }}\n"
+    - name: read it
+      command: cat {{ root }}/{{ inventory_hostname }}/hostile
+      register: r
+      changed_when: false
+    - name: keep it
+      set_fact:
+        kept: "{{ r.stdout_lines }}"
+        plain: "{{ '{{' }} 6 * 7 {{ '}}' }}"
+    - name: write it back
+      copy:
+        dest: "{{ root }}/{{ inventory_hostname }}/echo"
+        content: "{{ r.stdout_lines[1] }}|{{ kept | join(',') }}|{{ plain }}|{{ hostvars['h1'].r.stdout_lines[1] }}\n"
+    - name: per line
+      lineinfile:
+        path: "{{ root }}/{{ inventory_hostname }}/lines"
+        line: "{{ item }}"
+        create: true
+      loop: "{{ r.stdout_lines }}"
+    - name: per line, with_items
+      lineinfile:
+        path: "{{ root }}/{{ inventory_hostname }}/with"
+        line: "{{ item }}"
+        create: true
+      with_items: "{{ r.stdout_lines }}"
+    - name: a condition made of it
+      debug: msg=never
+      when: "{{ r.stdout_lines[1] }}"
+      ignore_errors: true
+"#;
+
+#[test]
+fn template_code_a_host_returns_is_data_never_run_on_the_control_node() {
+    let f = Fixture::new(HOSTILE_OUTPUT);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    let root = f.path("hosts");
+    assert!(
+        !root.join("pwned").exists(),
+        "the pipe lookup a host sent ran on the control node"
+    );
+    let pipe = format!("{{{{ lookup('pipe', 'touch {}/pwned') }}}}", root.display());
+    let mult = "{{ 6 * 7 }}";
+    for h in ["h1", "h2"] {
+        assert_eq!(f.read(h, "hostile"), format!("{pipe}\n{mult}\n"));
+        // registered, set_fact from it, and through hostvars: as sent. A set_fact of the
+        // play's own text is templated on read, as Ansible does (42).
+        assert_eq!(
+            f.read(h, "echo"),
+            format!("{mult}|{pipe},{mult}|42|{mult}\n")
+        );
+        assert_eq!(f.read(h, "lines"), format!("{pipe}\n{mult}\n"), "loop item");
+        assert_eq!(f.read(h, "with"), format!("{pipe}\n{mult}\n"), "with_items");
+    }
+    let refused: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::TaskFinished(r) if r.task == "a condition made of it" => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 2);
+    for r in refused {
+        assert_eq!(r.status, TaskStatus::Ignored, "{r:?}");
+        let msg = r.msg.as_deref().unwrap_or("");
+        assert!(msg.contains("marked as unsafe"), "{msg}");
+    }
+    assert_eq!(recap.hosts["h1"].failed, 0);
+}

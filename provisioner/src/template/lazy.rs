@@ -22,6 +22,9 @@ pub trait HostVarsSource: Send + Sync {
     fn vars(&self, host: &str) -> Option<Arc<Vars>>;
 }
 
+/// The engine's own keys in a variable map (`__provisioner_...__`): never listed.
+const INTERNAL_PREFIX: &str = "__provisioner_";
+
 enum Slot {
     Busy,
     Done(Value),
@@ -35,6 +38,8 @@ enum Slot {
 /// One host's variables, templated on first access and memoised for one templating call.
 pub(crate) struct LazyVars {
     raw: Arc<Vars>,
+    /// Names whose values are used as they are, never templated (see `UNSAFE_VARS`).
+    unsafe_names: std::collections::HashSet<String>,
     shared: Arc<Shared>,
     cache: Mutex<HashMap<String, Slot>>,
     hostvars: Mutex<Option<Value>>,
@@ -50,8 +55,16 @@ impl std::fmt::Debug for LazyVars {
 
 impl LazyVars {
     pub(crate) fn new(raw: Arc<Vars>, shared: Arc<Shared>) -> Arc<Self> {
+        let unsafe_names = match raw.get(super::UNSAFE_VARS) {
+            Some(Json::Array(names)) => names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            _ => Default::default(),
+        };
         Arc::new(LazyVars {
             raw,
+            unsafe_names,
             shared,
             cache: Mutex::new(HashMap::new()),
             hostvars: Mutex::new(None),
@@ -79,12 +92,21 @@ impl LazyVars {
         if name == super::lookups::ROOT_KEY {
             return Some(Value::from_dyn_object(self.clone()));
         }
+        if name == super::UNSAFE_VARS {
+            return None;
+        }
         let Some(raw) = self.raw.get(name) else {
             if name == "hostvars" {
                 return self.hostvars_value();
             }
             return None;
         };
+        if self.unsafe_names.contains(name) {
+            self.shared
+                .read_unsafe
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Some(json_to_value(raw));
+        }
         {
             let mut cache = self.cache.lock().ok()?;
             match cache.get(name) {
@@ -153,7 +175,12 @@ impl Object for LazyVars {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let mut keys: Vec<Value> = self.raw.keys().map(|k| Value::from(k.as_str())).collect();
+        let mut keys: Vec<Value> = self
+            .raw
+            .keys()
+            .filter(|k| !k.starts_with(INTERNAL_PREFIX))
+            .map(|k| Value::from(k.as_str()))
+            .collect();
         if self.shared.hostvars.is_some() && !self.raw.contains_key("hostvars") {
             keys.push(Value::from("hostvars"));
         }

@@ -43,6 +43,43 @@ pub use limits::Limits;
 /// searches for the task's module (`vars`, `templates`, `files`); `first_found` reads it.
 pub const LOOKUP_SUBDIR: &str = "__provisioner_lookup_subdir__";
 
+/// Names the variables of a [`Vars`] whose values are *unsafe* (Ansible's `!unsafe`): data a
+/// host returned (facts, registered results) or that came from it (a `set_fact` that read
+/// such data, loop items). An unsafe value is used as it is and never templated again, so a
+/// host that prints `{{ lookup('pipe', ...) }}` cannot make the control node run anything.
+/// Its value is a list of names; [`mark_unsafe`] adds to it. Templating hides the key.
+pub const UNSAFE_VARS: &str = "__provisioner_unsafe__";
+
+/// Mark variables of `vars` unsafe (see [`UNSAFE_VARS`]).
+pub fn mark_unsafe<I, S>(vars: &mut Vars, names: I)
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let entry = vars
+        .entry(UNSAFE_VARS.to_string())
+        .or_insert_with(|| Json::Array(Vec::new()));
+    if !entry.is_array() {
+        *entry = Json::Array(Vec::new());
+    }
+    if let Json::Array(list) = entry {
+        for n in names {
+            let n = Json::String(n.into());
+            if !list.contains(&n) {
+                list.push(n);
+            }
+        }
+    }
+}
+
+/// A rendered value, and whether rendering read an unsafe variable (then the value is
+/// unsafe too: Ansible's unsafe-ness spreads through templating).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    pub value: Json,
+    pub unsafe_: bool,
+}
+
 mod chain;
 
 /// Serves the `password` and `provisioner_tls` lookups. The template module stays pure: the
@@ -220,6 +257,8 @@ pub(crate) struct Shared {
     pub(crate) error: Mutex<Option<TemplateError>>,
     pub(crate) hints: Mutex<HashMap<String, String>>,
     pub(crate) limits: Limits,
+    /// An unsafe variable was read (see [`UNSAFE_VARS`]).
+    pub(crate) read_unsafe: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -349,6 +388,7 @@ impl Templar {
             error: Mutex::new(None),
             hints: Mutex::new(HashMap::new()),
             limits: self.limits,
+            read_unsafe: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -364,13 +404,24 @@ impl Templar {
         value: &Json,
         vars: Arc<Vars>,
     ) -> Result<Json, TemplateError> {
+        self.render_marked(value, vars).map(|r| r.value)
+    }
+
+    /// [`Templar::render_value`], saying whether the result is unsafe (it read an unsafe
+    /// variable): whoever stores it as a variable must mark it (`set_fact`).
+    pub fn render_marked(&self, value: &Json, vars: Arc<Vars>) -> Result<Rendered, TemplateError> {
         let shared = self.shared(self.env.clone());
         let ctx = lazy::LazyVars::new(vars, shared.clone());
         let v = lazy::template_json(value, &ctx)?;
         if let Some(e) = shared.take_error() {
             return Err(e);
         }
-        to_json(&v)
+        Ok(Rendered {
+            value: to_json(&v)?,
+            unsafe_: shared
+                .read_unsafe
+                .load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     /// Template one string (see [`Templar::render_value`]).
@@ -415,6 +466,18 @@ impl Templar {
         let mut expr = cond.to_string();
         if is_possibly_template(cond) {
             let v = lazy::template_str(cond, &ctx, true).map_err(wrap)?;
+            // Its text is about to be evaluated as an expression: never text a host sent.
+            if shared
+                .read_unsafe
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(wrap(TemplateError::new(
+                    TemplateErrorKind::Invalid,
+                    "Conditional is marked as unsafe, and cannot be evaluated: it reads data \
+                     a host returned inside {{ }}, which is never evaluated as an expression \
+                     (write the condition without {{ }})",
+                )));
+            }
             match v.as_str() {
                 Some(s) if !s.is_empty() => expr = s.to_string(),
                 _ => return Ok(python_truth(&v)),

@@ -405,3 +405,76 @@ fn divisibleby_zero_is_an_error() {
         json!(false)
     );
 }
+
+/// What a hostile host could send back as a registered result or a fact.
+const HOSTILE: &str = "{{ 6 * 7 }} {{ lookup('env', 'HOME') }}";
+
+#[test]
+fn values_a_host_returned_are_never_templated_again() {
+    let t = templar();
+    let mut v = vars(json!({"r": {"stdout": HOSTILE}, "fact": HOSTILE, "mine": "{{ 6 * 7 }}"}));
+    mark_unsafe(&mut v, ["r", "fact"]);
+    assert_eq!(t.render_str("{{ r.stdout }}", &v).unwrap(), json!(HOSTILE));
+    assert_eq!(
+        t.render_str("x {{ fact }}", &v).unwrap(),
+        json!(format!("x {HOSTILE}"))
+    );
+    // a variable of the play is still templated on read, as Ansible does
+    assert_eq!(t.render_str("{{ mine }}", &v).unwrap(), json!("42"));
+    // the marker is not a variable
+    assert!(t.render_str("{{ __provisioner_unsafe__ }}", &v).is_err());
+    let keys = t.render_str("{{ hostvars is defined }}", &v).unwrap();
+    assert_eq!(keys, json!(false));
+}
+
+#[test]
+fn rendering_that_read_a_hosts_value_is_unsafe_too() {
+    let t = templar();
+    let mut v = vars(json!({"r": {"stdout": HOSTILE}, "mine": "a"}));
+    mark_unsafe(&mut v, ["r"]);
+    let marked = |s: &str| {
+        t.render_marked(&json!(s), Arc::new(v.clone()))
+            .unwrap()
+            .unsafe_
+    };
+    assert!(marked("{{ r.stdout | upper }}"));
+    assert!(marked("prefix {{ r }}"));
+    assert!(!marked("{{ mine }}"));
+}
+
+#[test]
+fn a_conditional_never_evaluates_text_a_host_sent() {
+    let t = templar();
+    let mut v = vars(json!({"r": {"stdout": "lookup('pipe', 'id') == ''"}}));
+    mark_unsafe(&mut v, ["r"]);
+    let e = t.eval_when(&["{{ r.stdout }}".into()], &v).unwrap_err();
+    assert!(e.message.contains("marked as unsafe"), "{e}");
+    // comparing it is fine
+    assert!(!t.eval_when(&["r.stdout == 'x'".into()], &v).unwrap());
+}
+
+struct HostileHost;
+
+impl HostVarsSource for HostileHost {
+    fn hosts(&self) -> Vec<String> {
+        vec!["a1".into()]
+    }
+    fn vars(&self, host: &str) -> Option<Arc<Vars>> {
+        (host == "a1").then(|| {
+            let mut v = vars(json!({"ansible_hostname": HOSTILE}));
+            mark_unsafe(&mut v, ["ansible_hostname"]);
+            Arc::new(v)
+        })
+    }
+}
+
+#[test]
+fn another_hosts_facts_read_through_hostvars_stay_unsafe() {
+    let t = templar().with_hostvars(Arc::new(HostileHost));
+    let v = Vars::new();
+    let out = t
+        .render_marked(&json!("{{ hostvars['a1'].ansible_hostname }}"), Arc::new(v))
+        .unwrap();
+    assert_eq!(out.value, json!(HOSTILE));
+    assert!(out.unsafe_);
+}

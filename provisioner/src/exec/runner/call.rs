@@ -94,6 +94,9 @@ impl Runner {
             status: TaskStatus::Failed,
             diffs: vec![],
         };
+        if module == "set_fact" {
+            return self.set_fact(host, raw_args, vars);
+        }
         let mut args = match self
             .templar
             .render_value(&Value::Object(raw_args.clone()), vars)
@@ -105,16 +108,6 @@ impl Runner {
         template::strip_omitted(&mut args);
         match module {
             "debug" => return self.debug(&args, vars),
-            "set_fact" => {
-                args.remove("cacheable");
-                let facts = args.clone();
-                self.with_state(host, |s| s.set_facts.extend(facts.clone()));
-                return CallResult {
-                    result: json_map(json!({"changed": false, "ansible_facts": facts})),
-                    status: TaskStatus::Ok,
-                    diffs: vec![],
-                };
-            }
             "include_vars" => {
                 let role = task.role.as_ref().map(|r| PathBuf::from(&r.dir));
                 let loaded = crate::resolve::include_vars::load(
@@ -432,6 +425,7 @@ impl Runner {
             for item in items {
                 if let Some(i) = item {
                     vars.insert(task.loop_var.clone(), i);
+                    template::mark_unsafe(&mut vars, [task.loop_var.clone()]);
                 }
                 let Ok(Value::Object(mut args)) = self
                     .templar
@@ -535,6 +529,50 @@ impl Runner {
             }
         }
         Ok(outputs)
+    }
+
+    /// `set_fact`: each value templated once; a value that read host data stays unsafe, the
+    /// others are templated again on read, as Ansible does.
+    fn set_fact(&self, host: &str, raw_args: &Map<String, Value>, vars: &Vars) -> CallResult {
+        let shared = Arc::new(vars.clone());
+        let mut facts = Map::new();
+        let mut tainted = BTreeSet::new();
+        for (k, raw) in raw_args {
+            if k == "cacheable" {
+                continue;
+            }
+            match self.templar.render_marked(raw, shared.clone()) {
+                Ok(r) if template::is_omit(&r.value) => {}
+                Ok(r) => {
+                    if r.unsafe_ {
+                        tainted.insert(k.clone());
+                    }
+                    facts.insert(k.clone(), r.value);
+                }
+                Err(e) => {
+                    return CallResult {
+                        result: msg_map_failed(e.to_string()),
+                        status: TaskStatus::Failed,
+                        diffs: vec![],
+                    }
+                }
+            }
+        }
+        self.with_state(host, |s| {
+            for k in facts.keys() {
+                if tainted.contains(k) {
+                    s.unsafe_facts.insert(k.clone());
+                } else {
+                    s.unsafe_facts.remove(k);
+                }
+            }
+            s.set_facts.extend(facts.clone())
+        });
+        CallResult {
+            result: json_map(json!({"changed": false, "ansible_facts": facts})),
+            status: TaskStatus::Ok,
+            diffs: vec![],
+        }
     }
 
     pub(super) fn debug(&self, args: &Map<String, Value>, vars: &Vars) -> CallResult {

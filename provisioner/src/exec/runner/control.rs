@@ -106,7 +106,10 @@ impl Runner {
                     })
                     .await
                     .clone();
-                self.with_state(host, |s| s.set_facts.extend(registered));
+                self.with_state(host, |s| {
+                    s.unsafe_facts.extend(registered.keys().cloned());
+                    s.set_facts.extend(registered)
+                });
                 return outcome;
             }
             self.run_module_task(host, play, task, handler).await
@@ -198,6 +201,8 @@ impl Runner {
             };
             if let Some((i, item)) = &pass {
                 vars.insert(task.loop_var.clone(), item.clone());
+                // Loop items are data: used as they are, never templated again.
+                template::mark_unsafe(&mut vars, [task.loop_var.clone()]);
                 vars.insert("ansible_loop_var".into(), json!(task.loop_var));
                 if let Some(iv) = &task.index_var {
                     vars.insert(iv.clone(), json!(i));
@@ -305,6 +310,7 @@ impl Runner {
         if let Some(r) = &task.register {
             let reg = registered.clone();
             self.with_state(host, |s| {
+                s.unsafe_facts.insert(r.clone());
                 s.set_facts.insert(r.clone(), reg);
             });
         }
@@ -360,6 +366,7 @@ impl Runner {
         };
         let mut vars = vars.clone();
         vars.insert(WITH_TERMS.into(), terms);
+        template::mark_unsafe(&mut vars, [WITH_TERMS]);
         let module = task.module().unwrap_or_default();
         let subdir = ["template", "var", "file"]
             .into_iter()
@@ -383,6 +390,7 @@ impl Runner {
             let mut v = vars.clone();
             if let Some(r) = &task.register {
                 v.insert(r.clone(), Value::Object(call.result.clone()));
+                template::mark_unsafe(&mut v, [r.clone()]);
             }
             v
         };

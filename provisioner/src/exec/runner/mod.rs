@@ -73,6 +73,9 @@ struct HostState {
     facts: Vars,
     /// `set_fact` and registered results (precedence level 19).
     set_facts: Vars,
+    /// The names in `set_facts` whose values are unsafe (template::UNSAFE_VARS): registered
+    /// results, and `set_fact` values that read unsafe data.
+    unsafe_facts: BTreeSet<String>,
     /// `include_vars` results (precedence level 18), for the rest of the run.
     include_vars: Vars,
     /// Handler names (or `listen` topics) notified and not yet run, per play.

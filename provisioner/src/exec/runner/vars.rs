@@ -20,16 +20,36 @@ impl HostVarsSource for HostVarsView {
     fn vars(&self, host: &str) -> Option<Arc<Vars>> {
         self.inventory.host(host)?;
         let mut stack = self.inventory.var_stack(host);
+        let mut unsafe_facts = BTreeSet::new();
         if let Ok(states) = self.hosts.lock() {
             if let Some(s) = states.get(host) {
                 stack.set(VarLevel::Facts, s.facts.clone());
                 stack.set(VarLevel::IncludeVars, s.include_vars.clone());
                 stack.set(VarLevel::SetFacts, s.set_facts.clone());
+                unsafe_facts = s.unsafe_facts.clone();
             }
         }
         let mut vars = stack.resolve();
+        mark_host_data(&mut vars, &stack, &unsafe_facts);
         vars.extend(self.inventory.magic_vars(host));
         Some(Arc::new(vars))
+    }
+}
+
+/// Mark unsafe the variables whose winning value a host sent: every fact, and the registered
+/// results and `set_fact`s in `unsafe_facts` (see `template::UNSAFE_VARS`).
+fn mark_host_data(vars: &mut Vars, stack: &VarStack, unsafe_facts: &BTreeSet<String>) {
+    let names: Vec<String> = vars
+        .keys()
+        .filter(|k| match stack.source_of(k) {
+            Some(VarLevel::Facts) => true,
+            Some(VarLevel::SetFacts) => unsafe_facts.contains(*k),
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    if !names.is_empty() {
+        template::mark_unsafe(vars, names);
     }
 }
 
@@ -44,8 +64,13 @@ impl Runner {
         }
         defaults.extend(self.cfg.stack_vars.clone());
         stack.set(VarLevel::RoleDefaults, defaults);
-        let (facts, include_vars, set_facts) = self.with_state(host, |s| {
-            (s.facts.clone(), s.include_vars.clone(), s.set_facts.clone())
+        let (facts, include_vars, set_facts, unsafe_facts) = self.with_state(host, |s| {
+            (
+                s.facts.clone(),
+                s.include_vars.clone(),
+                s.set_facts.clone(),
+                s.unsafe_facts.clone(),
+            )
         });
         stack.set(VarLevel::Facts, facts);
         stack.set(VarLevel::PlayVars, play.vars.clone());
@@ -61,6 +86,7 @@ impl Runner {
         stack.set(VarLevel::SetFacts, set_facts);
         stack.set(VarLevel::ExtraVars, self.cfg.extra_vars.clone());
         let mut vars = stack.resolve();
+        mark_host_data(&mut vars, &stack, &unsafe_facts);
         vars.extend(self.inventory.magic_vars(host));
         // As Ansible: `ansible_play_hosts_all` is every host of the play; `ansible_play_hosts`
         // leaves out hosts that failed or became unreachable (in this play or an earlier one);
