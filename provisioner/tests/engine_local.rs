@@ -1811,3 +1811,58 @@ fn template_code_a_host_returns_is_data_never_run_on_the_control_node() {
     }
     assert_eq!(recap.hosts["h1"].failed, 0);
 }
+
+/// Facts are gathered once per host and run, and again only after a task changed the host.
+const THREE_PLAYS_WITH_FACTS: &str = r#"
+- hosts: web
+  tasks:
+    - name: read only
+      command: "true"
+      changed_when: false
+- hosts: web
+  tasks:
+    - name: change h1 when asked
+      copy: dest={{ root }}/{{ inventory_hostname }}/marker content=x
+      when: inventory_hostname == 'h1' and (change | default(false))
+- hosts: web
+  tasks:
+    - name: facts are there
+      assert:
+        that: ansible_hostname is defined
+"#;
+
+fn gathers(log: &[(String, String)], host: &str) -> usize {
+    log.iter()
+        .filter(|(h, s)| h == host && s.contains("===uname==="))
+        .count()
+}
+
+#[test]
+fn facts_are_gathered_once_per_run_unless_a_task_changed_the_host() {
+    let f = Fixture::new(THREE_PLAYS_WITH_FACTS);
+    let (events, recap, log) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(gathers(&log, "h1"), 1);
+    assert_eq!(gathers(&log, "h2"), 1);
+    // every play still reports its "Gathering Facts" on every host, as Ansible prints it
+    let reported = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::TaskFinished(r) if r.task == "Gathering Facts"))
+        .count();
+    assert_eq!(reported, 6);
+
+    let mut extra = serde_json::Map::new();
+    extra.insert("change".into(), serde_json::json!(true));
+    let spec = RunSpec {
+        extra_vars: extra,
+        ..f.request(Mode::Apply)
+    };
+    let (_, recap, log) = f.run_req(spec, LocalConnector::default());
+    assert!(!recap.any_failed());
+    assert_eq!(
+        gathers(&log, "h1"),
+        2,
+        "h1 changed in play 2: play 3 gathers again"
+    );
+    assert_eq!(gathers(&log, "h2"), 1);
+}

@@ -316,6 +316,10 @@ impl Runner {
         }
         let ignored = status == TaskStatus::Failed && self.ignore_errors(task, &vars);
         let final_status = if ignored { TaskStatus::Ignored } else { status };
+        if !check && matches!(status, TaskStatus::Changed | TaskStatus::Failed) {
+            // The host may have changed: a later play gathers its facts again.
+            self.with_state(host, |s| s.facts_current = false);
+        }
         let registered_map = match registered {
             Value::Object(m) => m,
             _ => Map::new(),

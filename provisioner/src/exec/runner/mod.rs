@@ -83,6 +83,10 @@ struct HostState {
     /// Probe answers gathered up front for a play's tasks, by become user. Valid until the
     /// first action changes the host; then every task probes live again.
     probe_cache: HashMap<(Option<String>, facts::Probe), facts::ProbeResult>,
+    /// `facts` were gathered in this run and no task has changed the host since: a later
+    /// play reuses them instead of gathering again (Ansible's `gathering = smart` reuses them
+    /// even then).
+    facts_current: bool,
     /// Plays whose probes were gathered up front on this host.
     prefetched: BTreeSet<usize>,
     /// Probed paths that are, or lie under, a symlink (from every probe answer of the run).

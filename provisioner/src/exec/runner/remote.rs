@@ -101,15 +101,7 @@ impl Runner {
     /// Gather `ansible_*` facts.
     pub(super) async fn gather_facts(&self, host: &str, play: usize) -> StepOutcome {
         let started = std::time::Instant::now();
-        let out = self
-            .exec(
-                host,
-                facts::host::gather_script().to_string(),
-                None,
-                None,
-                false,
-            )
-            .await;
+        let current = self.with_state(host, |s| s.facts_current);
         let report = |status: TaskStatus, msg: Option<String>| {
             self.emit(RunEvent::TaskFinished(TaskReport {
                 host: host.to_string(),
@@ -125,6 +117,19 @@ impl Runner {
                 duration_ms: started.elapsed().as_millis() as u64,
             }))
         };
+        if current {
+            report(TaskStatus::Ok, None);
+            return StepOutcome::Ok;
+        }
+        let out = self
+            .exec(
+                host,
+                facts::host::gather_script().to_string(),
+                None,
+                None,
+                false,
+            )
+            .await;
         match out {
             Err(e) => {
                 report(TaskStatus::Unreachable, Some(e.to_string()));
@@ -142,7 +147,10 @@ impl Runner {
             }
             Ok(o) => match facts::host::parse_host_facts(&String::from_utf8_lossy(&o.stdout)) {
                 Ok(f) => {
-                    self.with_state(host, |s| s.facts = f);
+                    self.with_state(host, |s| {
+                        s.facts = f;
+                        s.facts_current = true;
+                    });
                     report(TaskStatus::Ok, None);
                     StepOutcome::Ok
                 }

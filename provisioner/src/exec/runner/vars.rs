@@ -39,13 +39,17 @@ impl HostVarsSource for HostVarsView {
 /// Mark unsafe the variables whose winning value a host sent: every fact, and the registered
 /// results and `set_fact`s in `unsafe_facts` (see `template::UNSAFE_VARS`).
 fn mark_host_data(vars: &mut Vars, stack: &VarStack, unsafe_facts: &BTreeSet<String>) {
-    let names: Vec<String> = vars
-        .keys()
-        .filter(|k| match stack.source_of(k) {
-            Some(VarLevel::Facts) => true,
-            Some(VarLevel::SetFacts) => unsafe_facts.contains(*k),
-            _ => false,
-        })
+    let facts = stack
+        .get(VarLevel::Facts)
+        .into_iter()
+        .flat_map(|f| f.keys());
+    let names: Vec<String> = facts
+        .filter(|k| stack.source_of(k) == Some(VarLevel::Facts))
+        .chain(
+            unsafe_facts
+                .iter()
+                .filter(|k| stack.source_of(k) == Some(VarLevel::SetFacts)),
+        )
         .cloned()
         .collect();
     if !names.is_empty() {
