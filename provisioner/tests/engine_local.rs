@@ -11,6 +11,7 @@ use std::time::Duration;
 use provisioner::exec::events::Collector;
 use provisioner::exec::events::{RunEvent, TaskStatus};
 use provisioner::exec::Mode;
+use provisioner::history;
 use provisioner::report::recap::Recap;
 use provisioner::run::{self as api, RunIo, RunSpec, Target};
 use provisioner::transport::{
@@ -352,6 +353,101 @@ fn secrets_never_reach_events() {
     let text = format!("{events:?}");
     assert!(!text.contains("hunter2hunter2"), "{text}");
     assert!(text.contains("********"));
+    // The history is one more sink behind the same redactor: censored there too, to the byte.
+    let db = f.path(".inventory.state/history.db");
+    let stored: Vec<u8> = ["", "-wal"]
+        .iter()
+        .flat_map(|s| std::fs::read(format!("{}{s}", db.display())).unwrap_or_default())
+        .collect();
+    assert!(!stored.is_empty());
+    assert!(!String::from_utf8_lossy(&stored).contains("hunter2hunter2"));
+    let c = history::open_read(&db).unwrap();
+    let run = history::resolve(&c, "last").unwrap();
+    let json: String = c
+        .query_row(
+            "SELECT group_concat(json, ' ') FROM events WHERE run_id = ?1",
+            [&run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(json.contains("********"), "{json}");
+}
+
+/// Run `spec` through the run API; its outcome.
+fn outcome_of(spec: &RunSpec) -> api::Outcome {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let io = RunIo {
+        sinks: vec![],
+        connector: Some(Arc::new(LocalConnector::default())),
+        cancel: Some(rx),
+    };
+    api::run(spec, io).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_run_is_recorded_in_the_history_with_its_task_results() {
+    let f = Fixture::new(CONVERGE);
+    let applied = outcome_of(&f.request(Mode::Apply));
+    assert_eq!(applied.exit, provisioner::error::ExitCode::Ok);
+    assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
+    let mut plan = f.request(Mode::Check);
+    plan.command = "plan".into();
+    let planned = outcome_of(&plan);
+    assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+
+    let c = history::open_read(&f.path(".inventory.state/history.db")).unwrap();
+    let runs = history::list(&c, None).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, planned.run_id);
+    assert_eq!(
+        (runs[0].command.as_str(), runs[0].mode.as_str()),
+        ("plan", "check")
+    );
+    assert_eq!(runs[0].hosts_changed, 0, "converged: nothing would change");
+    assert_eq!(runs[1].id, applied.run_id);
+    assert_eq!(runs[1].exit_code, Some(0));
+    assert_eq!(runs[1].hosts_changed, 2);
+    assert!(runs[1].ended.is_some());
+    assert_eq!(
+        runs[1].bundle_versions, None,
+        "a playbook run has no bundle"
+    );
+    let shown = history::show(&c, &applied.run_id).unwrap();
+    let config: Vec<_> = shown
+        .tasks
+        .iter()
+        .filter(|t| t.task == "config file")
+        .collect();
+    assert_eq!(config.len(), 2, "one per host");
+    assert!(config
+        .iter()
+        .all(|t| t.status == "changed" && t.diff_hash.is_some()));
+    // What changed: the apply's tasks, none from the converged plan.
+    let drift = history::drift(&c, None).unwrap();
+    assert!(!drift.is_empty());
+    assert!(drift.iter().all(|d| d.run == applied.run_id));
+    let d = history::diff(&c, &applied.run_id, &planned.run_id).unwrap();
+    assert!(d
+        .tasks
+        .iter()
+        .any(|t| t.task == "config file" && t.b.as_ref().is_some_and(|b| b.status == "ok")));
+}
+
+#[test]
+fn a_history_db_that_cannot_be_opened_leaves_the_exit_code_and_warns_once() {
+    let f = Fixture::new(CONVERGE);
+    // A directory where the database should be.
+    std::fs::create_dir_all(f.path(".inventory.state/history.db")).unwrap();
+    let o = outcome_of(&f.request(Mode::Apply));
+    assert_eq!(o.exit, provisioner::error::ExitCode::Ok);
+    assert!(o.reporting_errors.is_empty(), "{:?}", o.reporting_errors);
+    assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+    assert!(
+        o.warnings[0].starts_with("history: not recorded: "),
+        "{:?}",
+        o.warnings
+    );
+    assert_eq!(f.read("h1", "etc/app.conf"), "host=h1\nport=8080\n");
 }
 
 #[test]
