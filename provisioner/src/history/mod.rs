@@ -137,6 +137,14 @@ fn sql(e: rusqlite::Error) -> String {
     e.to_string()
 }
 
+/// A write transaction that takes the write lock at once (waiting up to the busy timeout), so
+/// two writers (two runs, an operation and its role run) queue instead of failing on a stale
+/// read snapshot.
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, String> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)
+}
+
 /// Bring the schema to [`SCHEMA_VERSION`]. Idempotent; refuses a file of a newer version.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     let version: i64 = conn
@@ -150,7 +158,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    let tx = conn.transaction().map_err(sql)?;
+    let tx = write_tx(conn)?;
     tx.execute_batch(SCHEMA_V1).map_err(sql)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql)?;
@@ -449,7 +457,7 @@ pub fn prune(
     } else {
         i64::from(keep.runs)
     };
-    let tx = conn.transaction().map_err(sql)?;
+    let tx = write_tx(conn)?;
     let n = tx
         .execute(
             "DELETE FROM runs WHERE id != ?1 AND (started < ?2 OR id NOT IN

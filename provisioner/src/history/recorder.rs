@@ -154,8 +154,8 @@ impl Recorder {
         match (error, finished, dropped) {
             (Some(e), _, _) => Some(format!("history: not recorded: {e}")),
             (None, false, _) => Some(format!(
-                "history: not recorded completely: {where_} did not answer within {} s",
-                self.wait.as_secs()
+                "history: not recorded completely: {where_} did not answer within {:?}",
+                self.wait
             )),
             (None, true, 0) => None,
             (None, true, n) => Some(format!(
@@ -175,7 +175,7 @@ fn write(
     shared: &Shared,
 ) {
     let mut conn = match super::open_write(path, opts.busy_timeout).and_then(|mut c| {
-        let tx = c.transaction().map_err(super::sql)?;
+        let tx = super::write_tx(&mut c)?;
         super::insert_run(&tx, meta)?;
         tx.commit().map_err(super::sql)?;
         Ok(c)
@@ -196,7 +196,7 @@ fn write(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let written = c.transaction().map_err(super::sql).and_then(|tx| {
+        let written = super::write_tx(c).and_then(|tx| {
             for e in &batch {
                 super::insert_event(&tx, e)?;
             }

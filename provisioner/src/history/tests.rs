@@ -254,14 +254,20 @@ fn a_database_that_cannot_be_opened_is_one_warning() {
     assert!(w.contains("garbage.db"), "{w}");
 }
 
+/// A history whose write lock the test's own connection holds (`COMMIT` on it releases it).
+fn locked_history(dir: &Path) -> (PathBuf, Connection) {
+    let path = dir.join("history.db");
+    drop(open_write(&path, Duration::from_millis(100)).unwrap());
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    (path, blocker)
+}
+
 #[test]
 fn a_full_queue_drops_events_without_blocking_and_the_warning_counts_them() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("history.db");
-    drop(open_write(&path, Duration::from_millis(100)).unwrap());
-    // This test's own connection holds the write lock: the writer waits on it.
-    let blocker = Connection::open(&path).unwrap();
-    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The writer waits on the lock while the test sends.
+    let (path, blocker) = locked_history(dir.path());
     let o = Options {
         capacity: 1,
         busy_timeout: Duration::from_secs(600),
@@ -296,6 +302,23 @@ fn a_full_queue_drops_events_without_blocking_and_the_warning_counts_them() {
     let runs = list(&c, None).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].exit_code, Some(0));
+}
+
+#[test]
+fn a_writer_stuck_on_a_lock_does_not_hold_up_the_end_of_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, blocker) = locked_history(dir.path());
+    let o = Options {
+        busy_timeout: Duration::from_secs(600),
+        finish_wait: Duration::from_millis(50),
+        ..opts()
+    };
+    let a = stream("0001-aaaa", 0, false, vec![]);
+    // The lock is released only after `finish` returned.
+    let w = record(&path, meta("0001-aaaa", "apply", "apply", 0), &a, 0, o).unwrap();
+    blocker.execute_batch("COMMIT").unwrap();
+    assert!(w.starts_with("history: not recorded completely: "), "{w}");
+    assert!(w.contains("did not answer within 50ms"), "{w}");
 }
 
 #[test]
