@@ -434,6 +434,63 @@ fn every_run_is_recorded_in_the_history_with_its_task_results() {
 }
 
 #[test]
+fn cli_history_reads_the_runs_back_as_tables_and_json() {
+    let bin = env!("CARGO_BIN_EXE_provisioner");
+    let f = Fixture::new(CONVERGE);
+    let inv = f.path("inventory.ini");
+    let history = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("history")
+            .args(args)
+            .arg("-i")
+            .arg(&inv)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, _, err) = history(&["list"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no history yet in "), "{err}");
+
+    let applied = outcome_of(&f.request(Mode::Apply));
+    let planned = outcome_of(&f.request(Mode::Check));
+    let (code, out, err) = history(&["list", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(runs[0]["id"], planned.run_id.as_str());
+    assert_eq!(runs[1]["id"], applied.run_id.as_str());
+    assert_eq!(runs[1]["exit_code"], 0);
+    let (_, out, _) = history(&["list"]);
+    assert!(out.starts_with("RUN "), "{out}");
+    assert!(out.contains(&applied.run_id), "{out}");
+
+    let (code, out, err) = history(&["show", "last", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["run"]["id"], planned.run_id.as_str());
+    assert!(shown["tasks"].as_array().is_some_and(|t| !t.is_empty()));
+    let (_, out, _) = history(&["show", &applied.run_id[..16]]);
+    assert!(out.contains("config file"), "{out}");
+
+    let (code, out, err) = history(&["diff", &applied.run_id, "last", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(d["tasks"].as_array().is_some_and(|t| !t.is_empty()));
+
+    let (code, out, err) = history(&["drift", "--since", "1h", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(rows.as_array().is_some_and(|r| !r.is_empty()));
+    let (code, _, err) = history(&["drift", "--since", "yesterday"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--since yesterday"), "{err}");
+}
+
+#[test]
 fn a_history_db_that_cannot_be_opened_leaves_the_exit_code_and_warns_once() {
     let f = Fixture::new(CONVERGE);
     // A directory where the database should be.

@@ -316,6 +316,8 @@ fn a_writer_stuck_on_a_lock_does_not_hold_up_the_end_of_the_run() {
     let a = stream("0001-aaaa", 0, false, vec![]);
     // The lock is released only after `finish` returned.
     let w = record(&path, meta("0001-aaaa", "apply", "apply", 0), &a, 0, o).unwrap();
+    // Reading does not wait for a writer (WAL).
+    assert!(list(&open_read(&path).unwrap(), None).unwrap().is_empty());
     blocker.execute_batch("COMMIT").unwrap();
     assert!(w.starts_with("history: not recorded completely: "), "{w}");
     assert!(w.contains("did not answer within 50ms"), "{w}");
