@@ -1321,9 +1321,12 @@ fn blockinfile_blocks_from_template_lookups_match_ansible() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e-lookup-template");
     let f = Fixture::new("");
     let base = f.path("hosts");
+    // The inventory is copied: its state dir (run lock, history) must not land in the source
+    // tree (it did, and every `cargo test` changed a tracked history.db).
+    std::fs::copy(fixture.join("hosts.ini"), f.path("hosts.ini")).unwrap();
     let request = || {
         let mut req = f.request(Mode::Apply);
-        req.inventory = vec![fixture.join("hosts.ini")];
+        req.inventory = vec![f.path("hosts.ini")];
         req.target = Target::Playbook(fixture.join("local.yml"));
         req.extra_vars
             .insert("lt_base".into(), base.display().to_string().into());
