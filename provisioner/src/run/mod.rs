@@ -4,7 +4,8 @@
 //! build a [`RunSpec`] and call [`run`]; nothing below the CLI imports the CLI.
 //!
 //! Events flow one way: producers (session, runner, secrets) → the run's [`bus::Bus`] (which
-//! folds the recap) → a reporting thread → every [`Sink`] (terminal, JSON lines, collectors).
+//! folds the recap) → a reporting thread → every [`Sink`] (terminal, JSON lines, collectors,
+//! and the history recorder the run adds for an inventory: `crate::history`).
 //! The exit code is computed from the events the bus saw, never from a sink; a run whose
 //! reporting failed (a sink panicked or returned an error) exits non-zero.
 
