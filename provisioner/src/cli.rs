@@ -64,6 +64,64 @@ pub enum Command {
     /// Agents join or leave the cluster (masters and ZooKeeper members: refused for now; see
     /// the README's Day 2 section).
     Node(NodeArgs),
+    /// The run history of an inventory (`history.db` in its state dir): every apply, plan,
+    /// play and day-2 command, with per-host task results.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub command: HistoryCommand,
+}
+
+/// What every `history` subcommand takes.
+#[derive(Debug, Args)]
+pub struct HistoryOpts {
+    /// The inventory whose state dir holds the history.
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: PathBuf,
+    /// `human` (default) or `json` (one JSON document).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// The runs, newest first: id, command, start, duration, exit code, hosts changed.
+    List {
+        #[command(flatten)]
+        opts: HistoryOpts,
+        /// At most N runs.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
+    /// One run: who ran what where, its steps, and each host's task results.
+    Show {
+        #[command(flatten)]
+        opts: HistoryOpts,
+        /// A run id, a unique prefix of one, or `last`.
+        run: String,
+    },
+    /// The tasks whose status, changed flag or diff differ between two runs.
+    Diff {
+        #[command(flatten)]
+        opts: HistoryOpts,
+        /// A run id, a unique prefix of one, or `last`.
+        run1: String,
+        /// A run id, a unique prefix of one, or `last`.
+        run2: String,
+    },
+    /// What would change (plan, check runs, operate cycles) or changed (apply runs), per host
+    /// and task, newest first.
+    Drift {
+        #[command(flatten)]
+        opts: HistoryOpts,
+        /// Only since then: a duration back from now (`90s`, `30m`, `24h`, `7d`) or a UTC time
+        /// (`2026-01-31`, `2026-01-31T12:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -550,6 +608,7 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Status(args) => status_command(args),
         Command::Upgrade(args) => upgrade_command(args),
         Command::Node(args) => node_command(args),
+        Command::History(args) => history_command(args),
         Command::Completions { shell } => {
             crate::report::print_raw(&crate::manual::completions(shell));
             std::process::ExitCode::SUCCESS
@@ -692,14 +751,25 @@ fn upgrade_command(args: UpgradeArgs) -> std::process::ExitCode {
         },
     );
     match crate::day2::upgrade::upgrade(&opts, vec![sink], crate::day2::upgrade::ctrl_c()) {
-        Ok(ended) => exit(ended.exit_code()),
+        Ok((ended, warnings)) => {
+            for w in &warnings {
+                eprint_line(&format!("[WARNING]: {w}"));
+            }
+            exit(ended.exit_code())
+        }
         Err(e) => fail(&e),
     }
 }
 
 fn status_command(args: StatusArgs) -> std::process::ExitCode {
     loop {
-        let r = match crate::day2::status::status(&args.inventory, args.stack_dir.clone()) {
+        // A single check is recorded in the history; `--watch`'s repeated checks are not.
+        let r = if args.watch.is_none() {
+            crate::day2::status::check(&args.inventory, args.stack_dir.clone())
+        } else {
+            crate::day2::status::status(&args.inventory, args.stack_dir.clone())
+        };
+        let r = match r {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
@@ -729,5 +799,50 @@ fn status_command(args: StatusArgs) -> std::process::ExitCode {
                 })
             }
         }
+    }
+}
+
+fn history_command(args: HistoryArgs) -> std::process::ExitCode {
+    use crate::history::{self, render};
+    let opts = match &args.command {
+        HistoryCommand::List { opts, .. }
+        | HistoryCommand::Show { opts, .. }
+        | HistoryCommand::Diff { opts, .. }
+        | HistoryCommand::Drift { opts, .. } => opts,
+    };
+    let path = history::db_path(crate::state::StateDir::for_inventory(&opts.inventory).dir());
+    let out = |lines: Vec<String>, json: Result<String, serde_json::Error>| {
+        match opts.output {
+            Output::Json => print_line(&json.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))),
+            Output::Human => lines.iter().for_each(|l| print_line(l)),
+        }
+        std::process::ExitCode::SUCCESS
+    };
+    let r = history::open_read(&path).and_then(|c| match &args.command {
+        HistoryCommand::List { limit, .. } => {
+            let runs = history::list(&c, Some(*limit))?;
+            Ok(out(render::list(&runs), serde_json::to_string(&runs)))
+        }
+        HistoryCommand::Show { run, .. } => {
+            let d = history::show(&c, &history::resolve(&c, run)?)?;
+            Ok(out(render::show(&d), serde_json::to_string(&d)))
+        }
+        HistoryCommand::Diff { run1, run2, .. } => {
+            let (a, b) = (history::resolve(&c, run1)?, history::resolve(&c, run2)?);
+            let d = history::diff(&c, &a, &b)?;
+            Ok(out(render::diff(&d), serde_json::to_string(&d)))
+        }
+        HistoryCommand::Drift { since, .. } => {
+            let since = match since {
+                Some(s) => Some(history::parse_since(s, std::time::SystemTime::now())?),
+                None => None,
+            };
+            let rows = history::drift(&c, since)?;
+            Ok(out(render::drift(&rows), serde_json::to_string(&rows)))
+        }
+    });
+    match r {
+        Ok(code) => code,
+        Err(e) => fail(&Error::Usage(e)),
     }
 }

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod error;
 pub mod exec;
 pub mod facts;
+pub mod history;
 pub mod lab;
 pub mod manual;
 pub mod model;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use provisioner::exec::events::Collector;
 use provisioner::exec::events::{RunEvent, TaskStatus};
 use provisioner::exec::Mode;
+use provisioner::history;
 use provisioner::report::recap::Recap;
 use provisioner::run::{self as api, RunIo, RunSpec, Target};
 use provisioner::transport::{
@@ -352,6 +353,158 @@ fn secrets_never_reach_events() {
     let text = format!("{events:?}");
     assert!(!text.contains("hunter2hunter2"), "{text}");
     assert!(text.contains("********"));
+    // The history is one more sink behind the same redactor: censored there too, to the byte.
+    let db = f.path(".inventory.state/history.db");
+    let stored: Vec<u8> = ["", "-wal"]
+        .iter()
+        .flat_map(|s| std::fs::read(format!("{}{s}", db.display())).unwrap_or_default())
+        .collect();
+    assert!(!stored.is_empty());
+    assert!(!String::from_utf8_lossy(&stored).contains("hunter2hunter2"));
+    let c = history::open_read(&db).unwrap();
+    let run = history::resolve(&c, "last").unwrap();
+    let json: String = c
+        .query_row(
+            "SELECT group_concat(json, ' ') FROM events WHERE run_id = ?1",
+            [&run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(json.contains("********"), "{json}");
+}
+
+/// Run `spec` through the run API; its outcome.
+fn outcome_of(spec: &RunSpec) -> api::Outcome {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let io = RunIo {
+        sinks: vec![],
+        connector: Some(Arc::new(LocalConnector::default())),
+        cancel: Some(rx),
+    };
+    api::run(spec, io).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_run_is_recorded_in_the_history_with_its_task_results() {
+    let f = Fixture::new(CONVERGE);
+    let applied = outcome_of(&f.request(Mode::Apply));
+    assert_eq!(applied.exit, provisioner::error::ExitCode::Ok);
+    assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
+    let mut plan = f.request(Mode::Check);
+    plan.command = "plan".into();
+    let planned = outcome_of(&plan);
+    assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+
+    let c = history::open_read(&f.path(".inventory.state/history.db")).unwrap();
+    let runs = history::list(&c, None).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, planned.run_id);
+    assert_eq!(
+        (runs[0].command.as_str(), runs[0].mode.as_str()),
+        ("plan", "check")
+    );
+    assert_eq!(runs[0].hosts_changed, 0, "converged: nothing would change");
+    assert_eq!(runs[1].id, applied.run_id);
+    assert_eq!(runs[1].exit_code, Some(0));
+    assert_eq!(runs[1].hosts_changed, 2);
+    assert!(runs[1].ended.is_some());
+    assert_eq!(
+        runs[1].bundle_versions, None,
+        "a playbook run has no bundle"
+    );
+    let shown = history::show(&c, &applied.run_id).unwrap();
+    let config: Vec<_> = shown
+        .tasks
+        .iter()
+        .filter(|t| t.task == "config file")
+        .collect();
+    assert_eq!(config.len(), 2, "one per host");
+    assert!(config
+        .iter()
+        .all(|t| t.status == "changed" && t.diff_hash.is_some()));
+    // What changed: the apply's tasks, none from the converged plan.
+    let drift = history::drift(&c, None).unwrap();
+    assert!(!drift.is_empty());
+    assert!(drift.iter().all(|d| d.run == applied.run_id));
+    let d = history::diff(&c, &applied.run_id, &planned.run_id).unwrap();
+    assert!(d
+        .tasks
+        .iter()
+        .any(|t| t.task == "config file" && t.b.as_ref().is_some_and(|b| b.status == "ok")));
+}
+
+#[test]
+fn cli_history_reads_the_runs_back_as_tables_and_json() {
+    let bin = env!("CARGO_BIN_EXE_provisioner");
+    let f = Fixture::new(CONVERGE);
+    let inv = f.path("inventory.ini");
+    let history = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("history")
+            .args(args)
+            .arg("-i")
+            .arg(&inv)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, _, err) = history(&["list"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no history yet in "), "{err}");
+
+    let applied = outcome_of(&f.request(Mode::Apply));
+    let planned = outcome_of(&f.request(Mode::Check));
+    let (code, out, err) = history(&["list", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(runs[0]["id"], planned.run_id.as_str());
+    assert_eq!(runs[1]["id"], applied.run_id.as_str());
+    assert_eq!(runs[1]["exit_code"], 0);
+    let (_, out, _) = history(&["list"]);
+    assert!(out.starts_with("RUN "), "{out}");
+    assert!(out.contains(&applied.run_id), "{out}");
+
+    let (code, out, err) = history(&["show", "last", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["run"]["id"], planned.run_id.as_str());
+    assert!(shown["tasks"].as_array().is_some_and(|t| !t.is_empty()));
+    let (_, out, _) = history(&["show", &applied.run_id[..16]]);
+    assert!(out.contains("config file"), "{out}");
+
+    let (code, out, err) = history(&["diff", &applied.run_id, "last", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(d["tasks"].as_array().is_some_and(|t| !t.is_empty()));
+
+    let (code, out, err) = history(&["drift", "--since", "1h", "--output", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(rows.as_array().is_some_and(|r| !r.is_empty()));
+    let (code, _, err) = history(&["drift", "--since", "yesterday"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--since yesterday"), "{err}");
+}
+
+#[test]
+fn a_history_db_that_cannot_be_opened_leaves_the_exit_code_and_warns_once() {
+    let f = Fixture::new(CONVERGE);
+    // A directory where the database should be.
+    std::fs::create_dir_all(f.path(".inventory.state/history.db")).unwrap();
+    let o = outcome_of(&f.request(Mode::Apply));
+    assert_eq!(o.exit, provisioner::error::ExitCode::Ok);
+    assert!(o.reporting_errors.is_empty(), "{:?}", o.reporting_errors);
+    assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+    assert!(
+        o.warnings[0].starts_with("history: not recorded: "),
+        "{:?}",
+        o.warnings
+    );
+    assert_eq!(f.read("h1", "etc/app.conf"), "host=h1\nport=8080\n");
 }
 
 #[test]
@@ -1168,9 +1321,12 @@ fn blockinfile_blocks_from_template_lookups_match_ansible() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e-lookup-template");
     let f = Fixture::new("");
     let base = f.path("hosts");
+    // The inventory is copied: its state dir (run lock, history) must not land in the source
+    // tree (it did, and every `cargo test` changed a tracked history.db).
+    std::fs::copy(fixture.join("hosts.ini"), f.path("hosts.ini")).unwrap();
     let request = || {
         let mut req = f.request(Mode::Apply);
-        req.inventory = vec![fixture.join("hosts.ini")];
+        req.inventory = vec![f.path("hosts.ini")];
         req.target = Target::Playbook(fixture.join("local.yml"));
         req.extra_vars
             .insert("lt_base".into(), base.display().to_string().into());

@@ -166,6 +166,18 @@ fn generated_secrets_reach_hosts_never_events_and_need_their_key() {
         assert!(!all.contains(l), "key line leaked: {l}");
     }
     assert!(all.contains("********"));
+    // Nor in the history: it is fed behind the same redactor (learned values included).
+    let db = dir.path().join(".inventory.state/history.db");
+    let stored: Vec<u8> = ["", "-wal"]
+        .iter()
+        .flat_map(|s| std::fs::read(format!("{}{s}", db.display())).unwrap_or_default())
+        .collect();
+    assert!(!stored.is_empty(), "the run was recorded");
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(!stored.contains(&pw), "password reached the history");
+    for l in &key_body {
+        assert!(!stored.contains(l), "key line reached the history: {l}");
+    }
     // The key was generated, with a notice naming it.
     assert!(events.iter().any(|e| matches!(e, RunEvent::Notice { message } if message.contains(&key.display().to_string()))));
     assert!(key.exists());

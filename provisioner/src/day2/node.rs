@@ -214,6 +214,9 @@ fn install(
     );
     spec.limit = Some(opts.hosts.join(":"));
     let outcome = crate::run::run(&spec, RunIo::default())?;
+    for w in &outcome.warnings {
+        say(&format!("[WARNING]: {w}"));
+    }
     if outcome.exit != ExitCode::Ok {
         return Ok(Ended::Failed(format!(
             "installing failed: {}; fix it and run `node add` again",
@@ -375,6 +378,7 @@ pub fn remove(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
             &scripts,
             Mode::Apply,
             None,
+            true,
         )?;
         for h in &opts.hosts {
             if got.get(h).map(|o| o.trim()) != Some("stopped") {

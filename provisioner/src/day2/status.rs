@@ -146,6 +146,8 @@ impl Sink for Answers {
 /// Run one cluster-core script on each of `scripts`' hosts, once, in one round trip per host (an
 /// in-memory play of role `cluster_probe`; `mode` Check takes no lock and changes nothing else).
 /// Returns each host's output; a host that did not answer is missing.
+/// `record`: the run is recorded in the history (runs that change hosts are; probes and calls
+/// to a master are not: the operation that asked for them records its steps).
 pub fn run_scripts(
     inventory: &[PathBuf],
     stack_dir: Option<PathBuf>,
@@ -153,6 +155,7 @@ pub fn run_scripts(
     scripts: &BTreeMap<String, String>,
     mode: Mode,
     cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    record: bool,
 ) -> Result<BTreeMap<String, String>, Error> {
     let hosts: Vec<&str> = scripts.keys().map(String::as_str).collect();
     let mut spec = RunSpec::new(
@@ -167,6 +170,7 @@ pub fn run_scripts(
     spec.extra_vars
         .insert("cluster_probe_scripts".into(), json!(scripts));
     spec.command_timeout = Duration::from_secs(60);
+    spec.history.record = record;
     let answers = Answers::default();
     let io = RunIo {
         sinks: vec![Box::new(answers.clone())],
@@ -194,8 +198,16 @@ pub fn master_call(
 ) -> Result<(String, String), String> {
     let script = health::master_call_script(port, ca_file, path, body);
     let scripts: BTreeMap<String, String> = [(master.to_string(), script)].into();
-    let got = run_scripts(inventory, stack_dir, command, &scripts, Mode::Check, cancel)
-        .map_err(|e| e.to_string())?;
+    let got = run_scripts(
+        inventory,
+        stack_dir,
+        command,
+        &scripts,
+        Mode::Check,
+        cancel,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
     let out = got
         .get(master)
         .ok_or_else(|| format!("{master} did not answer"))?;
@@ -206,9 +218,15 @@ pub fn master_call(
     ))
 }
 
-/// Probe every host once and evaluate. `stack_dir`: the stack's roles from disk.
+/// Probe every host once and evaluate. `stack_dir`: the stack's roles from disk. Not recorded
+/// in the history (day-2 operations probe often; they record their steps).
 pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
     probe(inventory, stack_dir, None)
+}
+
+/// [`status`] as the `status` command runs it: the probe run is recorded in the history.
+pub fn check(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
+    probe_as(inventory, stack_dir, None, true)
 }
 
 /// [`status`] asking only the hosts `only` (e.g. the masters, without a host known to be dead);
@@ -217,6 +235,15 @@ pub fn probe(
     inventory: &[PathBuf],
     stack_dir: Option<PathBuf>,
     only: Option<&[String]>,
+) -> Result<Report, Error> {
+    probe_as(inventory, stack_dir, only, false)
+}
+
+fn probe_as(
+    inventory: &[PathBuf],
+    stack_dir: Option<PathBuf>,
+    only: Option<&[String]>,
+    record: bool,
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     if inventory.is_empty() {
@@ -229,7 +256,15 @@ pub fn probe(
     if let Some(only) = only {
         scripts.retain(|h, _| only.contains(h));
     }
-    let got = run_scripts(inventory, stack_dir, "status", &scripts, Mode::Check, None)?;
+    let got = run_scripts(
+        inventory,
+        stack_dir,
+        "status",
+        &scripts,
+        Mode::Check,
+        None,
+        record,
+    )?;
     let mut parsed: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();
     let mut silent = Vec::new();
     let mut addresses = BTreeMap::new();

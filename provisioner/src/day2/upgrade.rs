@@ -267,7 +267,7 @@ impl Upgrade<'_> {
             params,
             ..InlinePlay::role(&format!("upgrade {role}"), &hosts.join(":"), role)
         };
-        let spec = RunSpec::new(
+        let mut spec = RunSpec::new(
             "upgrade",
             self.opts.inventory.clone(),
             Target::Stack {
@@ -276,6 +276,7 @@ impl Upgrade<'_> {
             },
             mode,
         );
+        spec.history.parent = Some(self.bus.run_id().to_string());
         let io = RunIo {
             sinks,
             cancel: Some(self.cancel.clone()),
@@ -626,12 +627,14 @@ pub fn ctrl_c() -> watch::Receiver<bool> {
     rx
 }
 
-/// Plan, and unless `plan_only`, roll. Every step goes to `sinks` as an event.
+/// Plan, and unless `plan_only`, roll. Every step goes to `sinks` as an event. The operation
+/// is one run in the history (its steps; the role runs it starts are recorded as its
+/// children); the second value holds the warnings to show (the history could not record it).
 pub fn upgrade(
     opts: &Options,
-    sinks: Vec<Box<dyn Sink>>,
+    mut sinks: Vec<Box<dyn Sink>>,
     cancel: watch::Receiver<bool>,
-) -> Result<Ended, Error> {
+) -> Result<(Ended, Vec<String>), Error> {
     if opts.inventory.is_empty() {
         return Err(Error::Usage("upgrade needs an inventory (-i)".into()));
     }
@@ -649,7 +652,32 @@ pub fn upgrade(
         .masters
         .first()
         .and_then(|m| status::ca_file(&inv.host_vars(m)));
-    let (bus, reporter) = crate::run::bus::start(sinks)?;
+    let run_id = crate::run::bus::new_run_id();
+    let recorder = opts.inventory.first().map(|i| {
+        let meta = crate::history::RunMeta {
+            bundle_versions: Some(
+                bundle
+                    .components
+                    .iter()
+                    .map(|(k, c)| (k.clone(), c.value.version.value.clone()))
+                    .collect(),
+            ),
+            ..crate::history::RunMeta::new(
+                &run_id,
+                "upgrade",
+                if opts.plan_only { "plan" } else { "apply" },
+                i,
+            )
+        };
+        let dir = crate::state::StateDir::for_inventory(i);
+        crate::history::recorder::Recorder::start(
+            &crate::history::db_path(dir.dir()),
+            meta,
+            Default::default(),
+        )
+    });
+    sinks.extend(recorder.as_ref().map(|r| r.sink()));
+    let (bus, reporter) = crate::run::bus::start_as(run_id, sinks)?;
     let up = Upgrade {
         opts,
         bus: bus.clone(),
@@ -661,10 +689,14 @@ pub fn upgrade(
     drop(up);
     bus.close();
     let errors = reporter.join();
+    let warnings = recorder
+        .and_then(|r| r.finish(Some(ended.exit_code() as i32)))
+        .into_iter()
+        .collect();
     if let Some(e) = errors.first() {
         return Err(Error::Usage(format!("reporting failed: {e}")));
     }
-    Ok(ended)
+    Ok((ended, warnings))
 }
 
 fn run_upgrade(

@@ -224,10 +224,10 @@ impl EventSink for std::sync::Mutex<Vec<RunEvent>> {
     }
 }
 
-/// A consumer of a run's events: the terminal, JSON lines, later history and metrics. The run
-/// API calls every sink from its reporting thread, one event at a time, in order. A sink that
-/// fails (an `Err`, or a panic) is dropped and the run's outcome says reporting failed; the
-/// exit code never depends on a sink.
+/// A consumer of a run's events: the terminal, JSON lines, the history (`crate::history`),
+/// later metrics. The run API calls every sink from its reporting thread, one event at a
+/// time, in order. A sink that fails (an `Err`, or a panic) is dropped and the run's outcome
+/// says reporting failed; the exit code never depends on a sink.
 pub trait Sink: Send {
     fn event(&mut self, e: &Event) -> Result<(), String>;
     /// After the last event.

@@ -36,6 +36,9 @@ pub fn print_outcome(outcome: &crate::run::Outcome) {
     for e in &outcome.state_errors {
         eprint_line(&format!("error: {e}"));
     }
+    for w in &outcome.warnings {
+        eprint_line(&format!("[WARNING]: {w}"));
+    }
     if outcome.cancelled {
         eprint_line("cancelled: running steps were allowed to finish; nothing new was started");
     }

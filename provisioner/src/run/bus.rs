@@ -114,6 +114,11 @@ pub fn new_run_id() -> String {
 
 /// Start a bus feeding `sinks` from a reporting thread.
 pub fn start(sinks: Vec<Box<dyn Sink>>) -> Result<(Arc<Bus>, Reporter), Error> {
+    start_as(new_run_id(), sinks)
+}
+
+/// [`start`] with a run id chosen before (the history records the run under it from its start).
+pub fn start_as(run_id: String, sinks: Vec<Box<dyn Sink>>) -> Result<(Arc<Bus>, Reporter), Error> {
     let (tx, rx) = mpsc::channel::<Event>();
     let handle = std::thread::Builder::new()
         .name("report".into())
@@ -142,7 +147,7 @@ pub fn start(sinks: Vec<Box<dyn Sink>>) -> Result<(Arc<Bus>, Reporter), Error> {
         .map_err(|e| Error::Environment(format!("cannot start the reporting thread: {e}")))?;
     let bus = Arc::new(Bus {
         state: Mutex::new(State {
-            run: Arc::from(new_run_id()),
+            run: Arc::from(run_id),
             seq: 0,
             recap: Recap::default(),
             tx: Some(tx),

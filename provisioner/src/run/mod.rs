@@ -4,7 +4,8 @@
 //! build a [`RunSpec`] and call [`run`]; nothing below the CLI imports the CLI.
 //!
 //! Events flow one way: producers (session, runner, secrets) → the run's [`bus::Bus`] (which
-//! folds the recap) → a reporting thread → every [`Sink`] (terminal, JSON lines, collectors).
+//! folds the recap) → a reporting thread → every [`Sink`] (terminal, JSON lines, collectors,
+//! and the history recorder the run adds for an inventory: `crate::history`).
 //! The exit code is computed from the events the bus saw, never from a sink; a run whose
 //! reporting failed (a sink panicked or returned an error) exits non-zero.
 
@@ -73,6 +74,26 @@ pub struct RunSpec {
     /// Defaults from ansible.cfg and the environment (host-key policy, remote user, become,
     /// fact gathering; see `crate::config`).
     pub defaults: crate::config::RunDefaults,
+    /// Whether and how the run is recorded in the history (`history.db` in the state dir).
+    pub history: HistoryLink,
+}
+
+/// How a run appears in the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryLink {
+    /// Recorded at all (day-2 read-only probes are not: their operation records its steps).
+    pub record: bool,
+    /// The run of the day-2 operation this run is a step of (`history show` lists it there).
+    pub parent: Option<String>,
+}
+
+impl Default for HistoryLink {
+    fn default() -> Self {
+        HistoryLink {
+            record: true,
+            parent: None,
+        }
+    }
 }
 
 impl RunSpec {
@@ -95,6 +116,7 @@ impl RunSpec {
             changes_are_drift: false,
             lock_wait: None,
             defaults: crate::config::RunDefaults::default(),
+            history: HistoryLink::default(),
         }
     }
 }
@@ -122,6 +144,9 @@ pub struct Outcome {
     pub reporting_errors: Vec<String>,
     /// What the state dir could not keep after the run; not empty means the exit code is not 0.
     pub state_errors: Vec<String>,
+    /// What failed without failing the run (the history could not be recorded): shown as
+    /// warnings; the exit code does not depend on them.
+    pub warnings: Vec<String>,
 }
 
 /// What `validate` found: the sizes of what would run.
@@ -241,7 +266,19 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Environment(format!("cannot start the runtime: {e}")))?;
-    let (bus, reporter) = bus::start(io.sinks)?;
+    let run_id = bus::new_run_id();
+    let recorder = match &state {
+        Some(st) if spec.history.record => Some(crate::history::recorder::Recorder::start(
+            &crate::history::db_path(st.dir()),
+            history_meta(spec, &req, &run_id),
+            Default::default(),
+        )),
+        _ => None,
+    };
+    let mut sinks = io.sinks;
+    // After the caller's sinks, behind the same redactor: it sees what they see.
+    sinks.extend(recorder.as_ref().map(|r| r.sink()));
+    let (bus, reporter) = bus::start_as(run_id, sinks)?;
     let connector = io.connector.unwrap_or_else(|| {
         Arc::new(crate::transport::SshConnector::new(
             crate::transport::SshOptions::default(),
@@ -267,7 +304,15 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     let recap = bus.close();
     let run_id = bus.run_id().to_string();
     let reporting_errors = reporter.join();
-    let RunResult { summary, pending } = result?;
+    let RunResult { summary, pending } = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(r) = recorder {
+                r.finish(Some(e.exit_code() as i32));
+            }
+            return Err(e);
+        }
+    };
     let mut state_errors = Vec::new();
     if let (Some(st), Some(p)) = (&state, &pending) {
         if let Err(e) = st.save_pending(p) {
@@ -286,6 +331,10 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     if !(reporting_errors.is_empty() && state_errors.is_empty()) && exit == ExitCode::Ok {
         exit = ExitCode::HostsFailed;
     }
+    let warnings = recorder
+        .and_then(|r| r.finish(Some(exit as i32)))
+        .into_iter()
+        .collect();
     Ok(Outcome {
         run_id,
         recap,
@@ -293,5 +342,24 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
         cancelled: summary.cancelled,
         reporting_errors,
         state_errors,
+        warnings,
     })
+}
+
+/// What the history records about `spec` when it starts.
+fn history_meta(spec: &RunSpec, req: &RunRequest, run_id: &str) -> crate::history::RunMeta {
+    let inventory = spec.inventory.first().cloned().unwrap_or_default();
+    let mode = match spec.mode {
+        Mode::Check => "check",
+        Mode::Apply => "apply",
+    };
+    let mut m = crate::history::RunMeta::new(run_id, &spec.command, mode, &inventory);
+    m.parent = spec.history.parent.clone();
+    m.limit = spec.limit.clone();
+    m.bundle_versions = req
+        .stack
+        .as_ref()
+        .and_then(|s| s.vars.get("bundle"))
+        .map(crate::history::versions_of);
+    m
 }

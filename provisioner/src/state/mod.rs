@@ -7,7 +7,7 @@
 //! | `pending-handlers.json` | handlers a failed run left pending, by host; they fire next run |
 //! | `allocations.json` | stable member identities (ZooKeeper ids, CNI subnets), docs/stack.md |
 //! | `run.lock` | the run lock of mutating runs ([`lock`]) |
-//! | `history.db` | later: the run history |
+//! | `history.db` (+ `-wal`, `-shm`) | the run history, SQLite, mode 0600 (`crate::history`) |
 //!
 //! Everything here is plain, blocking file work: callers run it before or after a run's walk,
 //! never on the async workers.
