@@ -77,6 +77,23 @@ pub fn extra_files(m: &Mirrors) -> Vec<(String, String, u32)> {
     ]
 }
 
+/// Symlinks added to the base image: (path in the image, target). The boot unit is enabled;
+/// systemd-networkd-wait-online is masked: docker configures the interfaces, networkd manages
+/// none, and the wait would hold every unit ordered after network-online.target (the agents'
+/// docker.service) for its two-minute timeout.
+pub fn extra_links() -> Vec<(String, String)> {
+    vec![
+        (
+            format!("etc/systemd/system/sysinit.target.wants/{INIT_UNIT_NAME}"),
+            format!("/etc/systemd/system/{INIT_UNIT_NAME}"),
+        ),
+        (
+            "etc/systemd/system/systemd-networkd-wait-online.service".into(),
+            "/dev/null".into(),
+        ),
+    ]
+}
+
 /// `docker import --change` instructions: systemd as PID 1 (it stops on SIGRTMIN+3, which
 /// Vagrant passes with `--stop-signal`: import cannot set STOPSIGNAL), and /var/lib/docker as a
 /// volume (the agents' dockerd cannot put overlay2 on the container's overlay root; Vagrant
@@ -96,6 +113,9 @@ pub fn stamp(m: &Mirrors) -> String {
     h.update(image::recipe_hash().as_bytes());
     for (p, text, mode) in extra_files(m) {
         h.update(format!("{p}\n{mode:o}\n{text}\n").as_bytes());
+    }
+    for (p, target) in extra_links() {
+        h.update(format!("{p} -> {target}\n").as_bytes());
     }
     for c in import_changes("") {
         h.update(c.as_bytes());
@@ -150,17 +170,16 @@ pub fn ensure_image(tag: &str, sink: Sink<'_>) -> Result<bool> {
         sys::write(&path, &text)?;
         sys::set_mode(&path, mode)?;
     }
-    let wants = extra.path().join("etc/systemd/system/sysinit.target.wants");
-    std::fs::create_dir_all(&wants).map_err(|e| sys::io_err("cannot create", &wants, e))?;
-    std::os::unix::fs::symlink(
-        format!("/etc/systemd/system/{INIT_UNIT_NAME}"),
-        wants.join(INIT_UNIT_NAME),
-    )
-    .map_err(|e| sys::io_err("cannot link in", &wants, e))?;
+    for (p, target) in extra_links() {
+        let link = extra.path().join(&p);
+        if let Some(dir) = link.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| sys::io_err("cannot create", dir, e))?;
+        }
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| sys::io_err("cannot make the link", &link, e))?;
+    }
     let mut paths: Vec<String> = extra_files(&mirrors).into_iter().map(|f| f.0).collect();
-    paths.push(format!(
-        "etc/systemd/system/sysinit.target.wants/{INIT_UNIT_NAME}"
-    ));
+    paths.extend(extra_links().into_iter().map(|l| l.0));
     let clash: Vec<&String> = paths
         .iter()
         .filter(|p| std::fs::symlink_metadata(rootfs.join(p)).is_ok())
@@ -339,5 +358,8 @@ mod tests {
         assert_ne!(a, stamp(&other));
         assert!(import_changes(&a).contains(&format!("ENV PROVISIONER_IMAGE={a}")));
         assert!(import_changes(&a).contains(&"VOLUME /var/lib/docker".to_string()));
+        assert!(extra_links()
+            .iter()
+            .any(|(p, t)| p.ends_with("systemd-networkd-wait-online.service") && t == "/dev/null"));
     }
 }
