@@ -101,6 +101,26 @@ pub enum LabCommand {
     /// Rebuild a host as a replaced machine: same name and address, fresh disk, new host keys.
     /// known_hosts keeps the old keys, so `apply` refuses the host until its new key is accepted.
     Rebuild { host: String },
+    /// Build the cached base image (debootstrap, once) and print its root filesystem. With
+    /// --docker, also import it into Docker (DOCKER_HOST) for Vagrant's docker provider.
+    Image {
+        /// Import the image into Docker as this tag (Vagrant's docker provider: vagrant/).
+        #[arg(long, value_name = "TAG", num_args = 0..=1, default_missing_value = super::docker::DEFAULT_TAG)]
+        docker: Option<String>,
+    },
+    /// Start (or with --stop, stop) an apt proxy like the lab's, for hosts that are not a lab's
+    /// (the Vagrant docker provider's machines): apt-cacher-ng on ADDR:3142 with one Debian
+    /// backend, this machine's mirror.
+    Proxy {
+        /// The address to listen on (the docker network's gateway).
+        #[arg(long, value_name = "ADDR")]
+        bind: std::net::Ipv4Addr,
+        /// Its config, logs and pid file.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        stop: bool,
+    },
 }
 
 fn fail(e: &Error) -> ExitCode {
@@ -310,6 +330,17 @@ pub fn run(args: LabArgs) -> ExitCode {
             ));
         }),
         LabCommand::Remove { host } => super::remove_host(&name, &host, &sink),
+        LabCommand::Image { docker } => match docker {
+            Some(tag) => super::docker::ensure_image(&tag, &sink).map(|_| ()),
+            None => super::image_path(&sink).map(|p| print_line(&p.display().to_string())),
+        },
+        LabCommand::Proxy { bind, dir, stop } => {
+            if stop {
+                super::docker::proxy_stop(&dir, bind, &sink)
+            } else {
+                super::docker::proxy_start(&dir, bind, &sink)
+            }
+        }
         LabCommand::Rebuild { host } => super::rebuild_host(&name, &host, &sink).map(|keys| {
             print_line(&format!(
                 "{host}'s new host keys (known_hosts still has the old ones; `lab up --name {name}` accepts these):"

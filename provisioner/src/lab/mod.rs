@@ -13,6 +13,7 @@
 //! - the inventory (`inventories/<name>.yml` by default).
 
 pub mod cli;
+pub mod docker;
 pub mod image;
 pub mod inventory;
 pub mod machine;
@@ -310,20 +311,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
 
     // 1. The base image (cached).
     let cache = Path::new(CACHE_ROOT);
-    if !image::is_ready(cache) {
-        sink(LabEvent::Step(format!(
-            "building the base image (debootstrap {}, about a minute) from {}",
-            image::SUITE,
-            mirrors.debian
-        )));
-    }
-    report.image_built = image::ensure(cache, &mirrors.debian)?;
-    if report.image_built {
-        sink(LabEvent::Done(format!(
-            "base image {}",
-            image::image_dir(cache).display()
-        )));
-    }
+    report.image_built = ensure_image(&mirrors, sink)?;
 
     // 2. The lab's key pair.
     std::fs::create_dir_all(&paths.root)
@@ -505,6 +493,33 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
     report.inventory = inventory_path;
     report.hosts = hosts;
     Ok(report)
+}
+
+/// The cached base image's root filesystem, built first when missing (`lab image`).
+pub fn image_path(sink: Sink<'_>) -> Result<PathBuf> {
+    prereq::check()?;
+    ensure_image(&mirror::detect()?, sink)?;
+    Ok(image::rootfs(Path::new(CACHE_ROOT)))
+}
+
+/// Build the base image unless it is cached; true when it was built.
+fn ensure_image(mirrors: &mirror::Mirrors, sink: Sink<'_>) -> Result<bool> {
+    let cache = Path::new(CACHE_ROOT);
+    if !image::is_ready(cache) {
+        sink(LabEvent::Step(format!(
+            "building the base image (debootstrap {}, about a minute) from {}",
+            image::SUITE,
+            mirrors.debian
+        )));
+    }
+    let built = image::ensure(cache, &mirrors.debian)?;
+    if built {
+        sink(LabEvent::Done(format!(
+            "base image {}",
+            image::image_dir(cache).display()
+        )));
+    }
+    Ok(built)
 }
 
 /// Where a lab's Mesos comes from.
