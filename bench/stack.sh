@@ -18,12 +18,15 @@ run() { # command: prints "elapsed cpu"
   local out rc
   local args=("$1" -i "$INV")
   [[ $1 == plan ]] && args+=(--exit-code) # 4 when anything would change
-  out=$( { /usr/bin/time -f '%e %U %S' "$BIN" "${args[@]}" >/dev/null 2>/dev/null; } 2>&1 ) && rc=0 || rc=$?
+  local tf
+  tf=$(mktemp)
+  /usr/bin/time -o "$tf" -f '%e %U %S' "$BIN" "${args[@]}" >/dev/null 2>&1 && rc=0 || rc=$?
   if ((rc != 0)); then
     echo "$1 exited $rc: not a converged cluster" >&2
     exit 1
   fi
-  awk '{printf "%.2f %.2f\n", $1, $2 + $3}' <<<"$(tail -1 <<<"$out")"
+  awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$tf"
+  rm -f "$tf"
 }
 
 "$BIN" apply -i "$INV" >/dev/null # converge first; not timed

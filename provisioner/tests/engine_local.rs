@@ -2022,3 +2022,45 @@ fn facts_are_gathered_once_per_run_unless_a_task_changed_the_host() {
     );
     assert_eq!(gathers(&log, "h2"), 1);
 }
+
+/// A read-only command in the middle of a play, then tasks that probe files.
+const READ_ONLY_COMMAND_THEN_FILES: &str = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: one
+      copy: dest={{ root }}/{{ inventory_hostname }}/one content=1
+    - name: look around
+      command: "true"
+      changed_when: false
+    - name: two
+      copy: dest={{ root }}/{{ inventory_hostname }}/two content=2
+    - name: three
+      copy: dest={{ root }}/{{ inventory_hostname }}/three content=3
+    - name: four
+      file: path={{ root }}/{{ inventory_hostname }}/four state=directory
+"#;
+
+/// Round trips that only read probe answers (the prefetch, or one task's live probe).
+fn probe_round_trips(log: &[(String, String)], host: &str) -> usize {
+    log.iter()
+        .filter(|(h, s)| h == host && (s.contains("import binascii") || s.contains("__vialink")))
+        .count()
+}
+
+#[test]
+fn a_read_only_command_does_not_make_every_later_task_probe_on_its_own() {
+    let f = Fixture::new(READ_ONLY_COMMAND_THEN_FILES);
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed());
+    let (events, recap, log) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 0, "{:#?}", statuses(&events, "h1"));
+    // the play's prefetch, then once more after the command for the rest of the play
+    assert_eq!(probe_round_trips(&log, "h1"), 2, "{log:#?}");
+    // after a change, the next tasks probe live: what they read is after that change
+    std::fs::remove_file(f.host_file("h1", "one")).unwrap();
+    std::fs::write(f.host_file("h1", "two"), "stale").unwrap();
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.hosts["h1"].changed, 2);
+    assert_eq!(f.read("h1", "two"), "2");
+}

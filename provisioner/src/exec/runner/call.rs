@@ -201,24 +201,36 @@ impl Runner {
             Err(e) => return fail(e),
         };
         let become_key = become_.as_ref().map(|b| b.user.clone());
-        let cached: Option<Facts> = (!probes.is_empty())
-            .then(|| {
-                self.with_state(&target, |s| {
-                    probes
-                        .iter()
-                        .map(|p| {
-                            s.probe_cache
-                                .get(&(become_key.clone(), p.clone()))
-                                .map(|r| (p.clone(), r.clone()))
-                        })
-                        .collect::<Option<Vec<_>>>()
-                })
+        let from_cache = || -> Option<Facts> {
+            if probes.is_empty() {
+                return None;
+            }
+            self.with_state(&target, |s| {
+                probes
+                    .iter()
+                    .map(|p| {
+                        s.probe_cache
+                            .get(&(become_key.clone(), p.clone()))
+                            .map(|r| (p.clone(), r.clone()))
+                    })
+                    .collect::<Option<Vec<_>>>()
             })
-            .flatten()
             .map(|answers| Facts {
                 answers,
                 ..Default::default()
-            });
+            })
+        };
+        let mut cached = from_cache();
+        if cached.is_none()
+            && !probes.is_empty()
+            && target == host
+            && self.with_state(host, |s| std::mem::take(&mut s.prefetch_again))
+        {
+            // A read-only command dropped the play's answers: gather the rest once more.
+            let from = self.with_state(host, |s| s.current_task);
+            self.prefetch(host, play, from, true).await;
+            cached = from_cache();
+        }
         let facts = if probes.is_empty() {
             Facts::default()
         } else if let Some(f) = cached {
@@ -385,15 +397,16 @@ impl Runner {
     /// Gather, in one round trip per become user, the probes of every task of `play` whose
     /// arguments can already be rendered on `host`. Tasks whose arguments depend on results not
     /// known yet are left out; they probe when they run. Failures here are not errors: the
-    /// tasks then probe live.
-    pub(super) async fn prefetch(&self, host: &str, play_idx: usize) {
-        if !self.with_state(host, |s| s.prefetched.insert(play_idx)) {
+    /// tasks then probe live. With `again`, once more from top-level task `from` on
+    /// (`HostState::prefetch_again`).
+    pub(super) async fn prefetch(&self, host: &str, play_idx: usize, from: usize, again: bool) {
+        if !self.with_state(host, |s| s.prefetched.insert(play_idx)) && !again {
             return;
         }
         let play = &self.plays[play_idx];
         let mut by_become: std::collections::BTreeMap<Option<String>, Vec<facts::Probe>> =
             Default::default();
-        let mut stack: Vec<&Task> = play.tasks.iter().rev().collect();
+        let mut stack: Vec<&Task> = play.tasks.iter().skip(from).rev().collect();
         while let Some(task) = stack.pop() {
             let (module, raw_args) = match &task.kind {
                 TaskKind::Block {
@@ -485,6 +498,7 @@ impl Runner {
     ) -> Result<Vec<ActionOutput>, TransportError> {
         if !actions.is_empty() {
             // The host changes: answers gathered before that this change may affect are stale.
+            self.with_state(host, |s| s.probes_dropped = true);
             self.with_state(host, |s| match touched {
                 // A change through a symlink may land anywhere.
                 Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {

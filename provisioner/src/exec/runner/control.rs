@@ -316,10 +316,18 @@ impl Runner {
         }
         let ignored = status == TaskStatus::Failed && self.ignore_errors(task, &vars);
         let final_status = if ignored { TaskStatus::Ignored } else { status };
-        if !check && matches!(status, TaskStatus::Changed | TaskStatus::Failed) {
-            // The host may have changed: a later play gathers its facts again.
-            self.with_state(host, |s| s.facts_current = false);
-        }
+        let changed_host = !check && matches!(status, TaskStatus::Changed | TaskStatus::Failed);
+        self.with_state(host, |s| {
+            if changed_host {
+                // The host may have changed: a later play gathers its facts again.
+                s.facts_current = false;
+            }
+            // A read-only command dropped the answers: gather the rest again in one round
+            // trip. After a change, the next tasks probe live, each after the change before.
+            if std::mem::take(&mut s.probes_dropped) {
+                s.prefetch_again = matches!(status, TaskStatus::Ok | TaskStatus::Skipped);
+            }
+        });
         let registered_map = match registered {
             Value::Object(m) => m,
             _ => Map::new(),

@@ -89,6 +89,14 @@ struct HostState {
     facts_current: bool,
     /// Plays whose probes were gathered up front on this host.
     prefetched: BTreeSet<usize>,
+    /// An action of the running task dropped probe answers (`perform`).
+    probes_dropped: bool,
+    /// A task dropped answers but changed nothing (a read-only command such as a preflight
+    /// check): the next task that misses the cache gathers the rest of the play's probes
+    /// again, in one round trip, instead of each task probing on its own.
+    prefetch_again: bool,
+    /// The running top-level task of the play (where a new prefetch starts).
+    current_task: usize,
     /// Probed paths that are, or lie under, a symlink (from every probe answer of the run).
     via_link: HashSet<String>,
 }
@@ -348,7 +356,8 @@ impl StepRunner for Runner {
             match node.step {
                 Step::Facts { play } => self.gather_facts(&host, play).await,
                 Step::Task { play, task } => {
-                    self.prefetch(&host, play).await;
+                    self.with_state(&host, |s| s.current_task = task);
+                    self.prefetch(&host, play, task, false).await;
                     let t = &self.plays[play].tasks[task];
                     self.run_task(&host, play, t, false).await
                 }
