@@ -2064,3 +2064,40 @@ fn a_read_only_command_does_not_make_every_later_task_probe_on_its_own() {
     assert_eq!(recap.hosts["h1"].changed, 2);
     assert_eq!(f.read("h1", "two"), "2");
 }
+
+const TWO_PLAYS_SAME_FILES: &str = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: a file
+      copy: dest={{ root }}/{{ inventory_hostname }}/a content=1
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: the same file again
+      copy: dest={{ root }}/{{ inventory_hostname }}/a content=1
+"#;
+
+#[test]
+fn a_later_play_reuses_the_file_answers_of_an_earlier_one() {
+    let f = Fixture::new(TWO_PLAYS_SAME_FILES);
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed());
+    let (_, recap, log) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 0);
+    assert_eq!(probe_round_trips(&log, "h1"), 1, "{log:#?}");
+    // a change in between is seen by the later play
+    let pb = TWO_PLAYS_SAME_FILES.replace(
+        "    - name: the same file again\n      copy: dest={{ root }}/{{ inventory_hostname }}/a content=1",
+        "    - name: the same file, other content\n      copy: dest={{ root }}/{{ inventory_hostname }}/a content=2",
+    );
+    std::fs::write(f.path("site.yml"), pb).unwrap();
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.hosts["h1"].changed, 1);
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(
+        recap.hosts["h1"].changed, 2,
+        "play 1 writes 1, play 2 writes 2 again"
+    );
+    assert_eq!(f.read("h1", "a"), "2");
+}

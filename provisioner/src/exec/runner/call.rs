@@ -464,7 +464,20 @@ impl Runner {
                 }
             }
         }
-        for (user, probes) in by_become {
+        for (user, mut probes) in by_become {
+            // Files and packages change only through actions, which drop their answers: what
+            // an earlier play (or the part of this one before a read-only command) read is
+            // still true. Units and commands are read again: they change with time.
+            self.with_state(host, |s| {
+                probes.retain(|p| {
+                    !matches!(
+                        p,
+                        facts::Probe::Stat { .. }
+                            | facts::Probe::Read { .. }
+                            | facts::Probe::Dpkg { .. }
+                    ) || !s.probe_cache.contains_key(&(user.clone(), p.clone()))
+                })
+            });
             if probes.is_empty() {
                 continue;
             }
