@@ -362,6 +362,12 @@ fn zookeeper_has_one_leader_the_rest_follow_and_clients_must_authenticate() {
         !text.contains("zookeeper]"),
         "an unauthenticated client listed the tree:\n{text}"
     );
+    // ... and it was refused for the right reason: it reached the server, which closed its
+    // session for not authenticating (not a client that failed to start or connect).
+    assert!(
+        text.contains("SyncConnected") && text.contains("failed to authenticate"),
+        "the unauthenticated client was not refused by SASL:\n{text}"
+    );
     // With the operator's SASL credentials (the role's root-only client JAAS file) it can.
     let o = ssh(
         &inv,
@@ -786,6 +792,34 @@ fn docker_runs_on_agents_with_our_daemon_json() {
         assert!(json.is_object(), "{a}: {text}");
         let info = ssh_ok(&inv, &a, "docker info");
         assert!(info.contains("Server Version: 20.10"), "{a}: {info}");
+        // Ours, and in effect: every setting the role writes is what the daemon runs with.
+        let s = |k: &str| {
+            json[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("{a}: no {k}: {text}"))
+        };
+        let cgroup = json["exec-opts"][0]
+            .as_str()
+            .and_then(|o| o.strip_prefix("native.cgroupdriver="))
+            .unwrap_or_else(|| panic!("{a}: no cgroup driver: {text}"));
+        let live = json["live-restore"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{a}: no live-restore: {text}"));
+        for (label, want) in [
+            ("Logging Driver", s("log-driver")),
+            ("Storage Driver", s("storage-driver")),
+            ("Cgroup Driver", cgroup),
+            ("Live Restore Enabled", if live { "true" } else { "false" }),
+        ] {
+            assert!(
+                info.lines().any(|l| l.trim() == format!("{label}: {want}")),
+                "{a}: daemon.json says {label} {want}; docker info:\n{info}"
+            );
+        }
+        assert!(
+            json["log-opts"]["max-size"].is_string() && json["log-opts"]["max-file"].is_string(),
+            "{a}: log rotation missing: {text}"
+        );
         if let Some(reg) =
             var(&inv, &a, "docker_registry").and_then(|v| v.as_str().map(str::to_string))
         {
