@@ -93,6 +93,27 @@ fn changed_tasks(out: &Output) -> Vec<String> {
 
 /// Run a command on a lab host with the system ssh client (strict host keys), as root.
 fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
+    ssh_command(inv, name, cmd).output().expect("run ssh")
+}
+
+/// `ssh` with `input` on the remote command's stdin (secrets stay off command lines).
+fn ssh_input(inv: &Path, name: &str, cmd: &str, input: &[u8]) -> Output {
+    let mut child = ssh_command(inv, name, cmd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ssh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("ssh output")
+}
+
+fn ssh_command(inv: &Path, name: &str, cmd: &str) -> Command {
     let vars = inventory(inv).host_vars(name);
     let s = |k: &str| {
         vars.get(k)
@@ -104,21 +125,20 @@ fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("UserKnownHostsFile=").map(str::to_string))
         .expect("lab inventory names its known_hosts");
-    Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            &format!("UserKnownHostsFile={known_hosts}"),
-            "-i",
-            &s("ansible_ssh_private_key_file"),
-            &format!("{}@{}", s("ansible_user"), s("ansible_host")),
-            &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
-        ])
-        .output()
-        .expect("run ssh")
+    let mut c = Command::new("ssh");
+    c.args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        &format!("UserKnownHostsFile={known_hosts}"),
+        "-i",
+        &s("ansible_ssh_private_key_file"),
+        &format!("{}@{}", s("ansible_user"), s("ansible_host")),
+        &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
+    ]);
+    c
 }
 
 fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
@@ -1001,46 +1021,149 @@ fn zookeeper_secrets(inv: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every secret the stack put on the hosts: the ZooKeeper SASL passwords, the Mesos
+/// credentials' secrets, and the lines of every host's TLS private key.
+fn all_secrets(inv: &Path) -> Vec<String> {
+    let mut secrets = zookeeper_secrets(inv);
+    let masters = group(inv, "masters");
+    let creds: Value = serde_json::from_str(&ssh_ok(
+        inv,
+        &masters[0],
+        "cat /etc/mesos/secrets/master-credentials.json",
+    ))
+    .expect("master credentials are JSON");
+    let before = secrets.len();
+    for c in creds["credentials"].as_array().into_iter().flatten() {
+        secrets.extend(c["secret"].as_str().map(str::to_string));
+    }
+    assert!(secrets.len() > before, "no Mesos credential secret found");
+    for h in group(inv, "all") {
+        let key = ssh_ok(inv, &h, "cat /etc/provisioner/tls/host.key");
+        // An EC key's PKCS#8 ends with its public key, which the certificate holds too: a key
+        // line found in the host's own certificate is public, not a secret.
+        let cert = ssh_ok(inv, &h, "cat /etc/provisioner/tls/host.crt").replace('\n', "");
+        let lines: Vec<String> = key
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 40 && !cert.contains(*l))
+            .map(str::to_string)
+            .collect();
+        assert!(!lines.is_empty(), "{h}: no TLS key lines");
+        secrets.extend(lines);
+    }
+    secrets.sort();
+    secrets.dedup();
+    secrets
+}
+
+/// Where `secrets` occur in `bytes` (their indexes in `secrets`).
+fn found_in(bytes: &[u8], secrets: &[String]) -> Vec<usize> {
+    (0..secrets.len())
+        .filter(|&k| {
+            let s = secrets[k].as_bytes();
+            bytes.windows(s.len()).any(|w| w == s)
+        })
+        .collect()
+}
+
+/// Issue 15, item 3: collect every secret a lab run produced and look for each in every
+/// output (human, -v, diffs, JSON events, status, history), in every file of the state dir
+/// but the encrypted store (the history database included), and in every world-readable file
+/// of every host. A hit names where, never the secret.
 #[test]
-fn no_secret_appears_in_any_output() {
+fn no_secret_reaches_output_history_state_or_world_readable_files() {
     let inv = lab_inventory();
-    let secrets = zookeeper_secrets(&inv);
-    assert!(
-        !secrets.is_empty(),
-        "found no ZooKeeper SASL password on the hosts (docs/stack.md: SASL auth)"
-    );
+    let secrets = all_secrets(&inv);
     let i = inv.display().to_string();
-    let runs = [
-        provisioner(&["apply", "-i", &i, "-v", "-D"]),
-        provisioner(&["apply", "-i", &i, "--output", "json", "-v"]),
-        provisioner(&["plan", "-i", &i, "-v"]),
+    let mut hits: Vec<String> = Vec::new();
+    let runs: [&[&str]; 7] = [
+        &["apply", "-i", &i, "-v", "-D"],
+        &["apply", "-i", &i, "--output", "json", "-v"],
+        &["plan", "-i", &i, "-v", "-D"],
+        &["status", "-i", &i, "--output", "json"],
+        &["history", "list", "-i", &i, "--output", "json"],
+        &["history", "show", "last", "-i", &i, "--output", "json"],
+        // an error: a run that fails validation prints its diagnostics
+        &["plan", "-i", &i, "--limit", "no-such-host-anywhere"],
     ];
-    for out in &runs {
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    for args in runs {
+        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(args)
+            .output()
+            .expect("run provisioner");
+        let mut all = out.stdout.clone();
+        all.extend_from_slice(&out.stderr);
+        assert!(
+            !all.is_empty(),
+            "`provisioner {}` printed nothing",
+            args.join(" ")
         );
-        for s in &secrets {
-            assert!(!all.contains(s.as_str()), "a secret appears in the output");
+        for k in found_in(&all, &secrets) {
+            hits.push(format!(
+                "output of `provisioner {}`: secret #{k}",
+                args.join(" ")
+            ));
         }
     }
-    // Nor in the state dir in clear.
+
+    // The state dir in clear: every file but the encrypted store.
     let state = inv.parent().unwrap().join(format!(
         ".{}.state",
         inv.file_stem().unwrap().to_string_lossy()
     ));
-    let listing = Command::new("grep")
-        .arg("-rlF")
-        .args(secrets.iter().flat_map(|s| ["-e".to_string(), s.clone()]))
-        .arg(&state)
-        .output()
-        .unwrap();
+    let mut files = 0;
+    let mut stack = vec![state.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "secrets") {
+                    stack.push(p);
+                }
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&p).unwrap();
+            for k in found_in(&bytes, &secrets) {
+                hits.push(format!("{}: secret #{k}", p.display()));
+            }
+        }
+    }
     assert!(
-        String::from_utf8_lossy(&listing.stdout).trim().is_empty(),
-        "a secret is stored in clear under {}",
+        state.join("history.db").exists(),
+        "no history.db in {}",
         state.display()
     );
+
+    // The hosts' world-readable files.
+    let patterns = secrets.join("\n") + "\n";
+    for h in group(&inv, "all") {
+        let o = ssh_input(
+            &inv,
+            &h,
+            "umask 077; p=$(mktemp); cat > \"$p\"; \
+             find /etc /var/lib /var/log /var/cache/provisioner /opt /usr/local /home /root /srv /tmp /run \
+               -xdev -type f -perm -0004 -size -8M -print0 2>/dev/null | \
+             xargs -0 -r sh -c 'grep -lF -f \"$0\" -- \"$@\"; [ $? -le 1 ]' \"$p\"; rc=$?; \
+             rm -f \"$p\"; exit $rc",
+            patterns.as_bytes(),
+        );
+        assert!(
+            o.status.success(),
+            "{h}: the search failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for f in String::from_utf8_lossy(&o.stdout).lines() {
+            hits.push(format!("{h}:{f} (world-readable)"));
+        }
+    }
+    eprintln!(
+        "leak check: {} secrets, {} outputs, {files} state files, {} hosts: {} found",
+        secrets.len(),
+        runs.len(),
+        group(&inv, "all").len(),
+        hits.len()
+    );
+    assert!(hits.is_empty(), "secrets found:\n{}", hits.join("\n"));
 }
 
 // ---------------------------------------------------------------- convergence
