@@ -15,6 +15,10 @@ pub enum ExitCode {
     ChangesPending = 4,
     /// Another mutating run holds the inventory's run lock; nothing was run.
     Locked = 5,
+    /// SIGINT (Ctrl-C) stopped the run at a task boundary (128 + 2, as shells report it).
+    Interrupted = 130,
+    /// SIGTERM stopped the run at a task boundary (128 + 15).
+    Terminated = 143,
 }
 
 #[derive(Debug, thiserror::Error)]

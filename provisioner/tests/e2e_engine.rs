@@ -978,3 +978,119 @@ fn differential_blockinfile_from_template_lookup() {
         },
     );
 }
+
+/// Issue 15: SIGINT, and SIGTERM, during an apply. The task running finishes, no task starts
+/// after it, the run exits 130 (143), the handler notified before is kept in the state dir,
+/// and the next run fires it and finishes the play.
+#[test]
+fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_next_run() {
+    use std::io::BufRead;
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
+    let state = tmp.path().join(".inventory.state");
+    let target = groups(&inv)["masters"][0].clone();
+    const DIR: &str = "/tmp/provisioner-e2e-signal";
+    let pb = tmp.path().join("signal.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- hosts: {target}
+  gather_facts: false
+  tasks:
+    - name: the directory
+      file: path={DIR} state=directory
+    - name: a change that notifies
+      copy: dest={DIR}/one content={{{{ tag }}}}
+      notify: the handler
+    - name: slow
+      command: sleep 4
+    - name: after
+      copy: dest={DIR}/after content=x
+  handlers:
+    - name: the handler
+      shell: echo fired >> {DIR}/handler
+"
+        ),
+    )
+    .unwrap();
+    let apply = |tag: &str| {
+        Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap()])
+            .args(["-e", &format!("tag={tag}"), "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start provisioner")
+    };
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+        let mut child = apply(signal);
+        let stdout = child.stdout.take().unwrap();
+        let mut seen: Vec<Value> = Vec::new();
+        let mut sent = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(v) = serde_json::from_str::<Value>(&line.unwrap()) else {
+                continue;
+            };
+            if !sent && v["event"] == "task_started" && v["task"] == "slow" {
+                sent = true;
+                Command::new("kill")
+                    .args([&format!("-{signal}"), &child.id().to_string()])
+                    .status()
+                    .unwrap();
+            }
+            seen.push(v);
+        }
+        let out = child.wait_with_output().unwrap();
+        eprintln!("--- SIG{signal}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(sent, "the run reached the slow task");
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}");
+        let finished = |t: &str| {
+            seen.iter()
+                .any(|e| e["event"] == "task_finished" && e["task"] == t)
+        };
+        assert!(
+            finished("slow"),
+            "the running task finished (a task boundary)"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|e| e["event"] == "task_started" && e["task"] == "after"),
+            "no task starts after the signal"
+        );
+        assert_eq!(
+            ssh(
+                &inv,
+                &target,
+                &format!("test -e {DIR}/after || test -e {DIR}/handler")
+            )
+            .status
+            .code(),
+            Some(1),
+            "nothing after the signal reached the host"
+        );
+        let pending = std::fs::read_to_string(state.join("pending-handlers.json"))
+            .expect("the notified handler is kept in the state dir");
+        assert!(pending.contains("the handler"), "{pending}");
+        // The next run fires the handler once and finishes the play.
+        let next = apply(signal).wait_with_output().unwrap();
+        assert_eq!(
+            next.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&next.stderr)
+        );
+        assert_eq!(
+            ssh_ok(&inv, &target, &format!("cat {DIR}/handler")),
+            "fired\n"
+        );
+        ssh_ok(&inv, &target, &format!("test -e {DIR}/after"));
+        assert!(
+            !state.join("pending-handlers.json").exists(),
+            "the pending set is emptied"
+        );
+    }
+    ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+}

@@ -609,22 +609,7 @@ fn leader_of(r: &Report, what: &str) -> Result<String, Halt> {
 
 /// Listen for Ctrl-C for the whole upgrade (one handler for it and the runs it starts).
 pub fn ctrl_c() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    let _ = std::thread::Builder::new()
-        .name("ctrl-c".into())
-        .spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        let _ = tx.send(true);
-                    }
-                });
-            }
-        });
-    rx
+    crate::run::signals::listen()
 }
 
 /// Plan, and unless `plan_only`, roll. Every step goes to `sinks` as an event. The operation

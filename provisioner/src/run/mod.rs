@@ -10,6 +10,7 @@
 //! reporting failed (a sink panicked or returned an error) exits non-zero.
 
 pub mod bus;
+pub mod signals;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -285,18 +286,7 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
         ))
     });
     let result = rt.block_on(async {
-        let cancel = match io.cancel {
-            Some(rx) => rx,
-            None => {
-                let (tx, rx) = watch::channel(false);
-                tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        let _ = tx.send(true);
-                    }
-                });
-                rx
-            }
-        };
+        let cancel = io.cancel.unwrap_or_else(signals::listen);
         let sink: Arc<dyn crate::exec::events::EventSink> = bus.clone();
         session::run(&req, prepared, connector, sink, cancel, run_state).await
     });
@@ -324,7 +314,7 @@ pub fn run(spec: &RunSpec, io: RunIo) -> Result<Outcome, Error> {
     }
     drop(lock);
     let mut exit = if summary.cancelled {
-        ExitCode::HostsFailed
+        signals::exit_code()
     } else {
         recap.exit_code(spec.changes_are_drift)
     };
