@@ -1094,3 +1094,88 @@ fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_ne
     }
     ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
 }
+
+/// Issue 15: SIGKILL mid-apply. The next run takes the lock over with a warning and converges.
+/// What a SIGKILL loses (README, "Reliability"): a handler notified but not yet saved. Here the
+/// notifying change was already made, so the next run has nothing to notify it again.
+#[test]
+fn after_a_sigkill_the_next_run_takes_the_lock_over_and_converges() {
+    use std::io::BufRead;
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
+    let target = groups(&inv)["masters"][0].clone();
+    const DIR: &str = "/tmp/provisioner-e2e-sigkill";
+    ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+    let pb = tmp.path().join("kill.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- hosts: {target}
+  gather_facts: false
+  tasks:
+    - name: the directory
+      file: path={DIR} state=directory
+    - name: a change that notifies
+      copy: dest={DIR}/one content=1
+      notify: the handler
+    - name: slow
+      command: sleep 30
+      when: not (second | default(false) | bool)
+    - name: after
+      copy: dest={DIR}/after content=x
+  handlers:
+    - name: the handler
+      shell: echo fired >> {DIR}/handler
+"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap()])
+        .args(["--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
+        if v["event"] == "task_started" && v["task"] == "slow" {
+            Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), None, "killed");
+    let next = provisioner(&[
+        "apply",
+        "-i",
+        inv2.to_str().unwrap(),
+        pb.to_str().unwrap(),
+        "-e",
+        "second=true",
+    ]);
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&next.stdout),
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert_eq!(next.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("took over the run lock") && err.contains("no longer running"),
+        "warns that it took the stale lock over: {err}"
+    );
+    ssh_ok(&inv, &target, &format!("test -e {DIR}/after"));
+    assert_eq!(
+        ssh(&inv, &target, &format!("test -e {DIR}/handler"))
+            .status
+            .code(),
+        Some(1),
+        "the handler notified before the SIGKILL was lost (documented)"
+    );
+    ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+}
