@@ -979,21 +979,62 @@ fn differential_blockinfile_from_template_lookup() {
     );
 }
 
+/// A playbook of one test on the first master, run against a private copy of the lab inventory
+/// (its own state dir and lock), with `dir` on the host emptied first.
+struct Scratch {
+    inv: PathBuf,
+    _tmp: tempfile::TempDir,
+    inv2: PathBuf,
+    state: PathBuf,
+    target: String,
+    pb: PathBuf,
+}
+
+fn scratch(dir: &str, playbook: impl Fn(&str) -> String) -> Scratch {
+    let inv = lab_inventory();
+    let tmp = tempfile::tempdir().unwrap();
+    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
+    let target = groups(&inv)["masters"][0].clone();
+    ssh_ok(&inv, &target, &format!("rm -rf {dir}"));
+    let pb = tmp.path().join("playbook.yml");
+    std::fs::write(&pb, playbook(&target)).unwrap();
+    Scratch {
+        inv,
+        state: tmp.path().join(".inventory.state"),
+        _tmp: tmp,
+        inv2,
+        target,
+        pb,
+    }
+}
+
+impl Scratch {
+    /// `apply` of the playbook with JSON events on a pipe.
+    fn spawn(&self, extra: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args([
+                "apply",
+                "-i",
+                self.inv2.to_str().unwrap(),
+                self.pb.to_str().unwrap(),
+            ])
+            .args(extra)
+            .args(["--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start provisioner")
+    }
+}
+
 /// Issue 15: SIGINT, and SIGTERM, during an apply. The task running finishes, no task starts
 /// after it, the run exits 130 (143), the handler notified before is kept in the state dir,
 /// and the next run fires it and finishes the play.
 #[test]
 fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_next_run() {
     use std::io::BufRead;
-    let inv = lab_inventory();
-    let tmp = tempfile::tempdir().unwrap();
-    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
-    let state = tmp.path().join(".inventory.state");
-    let target = groups(&inv)["masters"][0].clone();
     const DIR: &str = "/tmp/provisioner-e2e-signal";
-    let pb = tmp.path().join("signal.yml");
-    std::fs::write(
-        &pb,
+    let sc = scratch(DIR, |target| {
         format!(
             "- hosts: {target}
   gather_facts: false
@@ -1011,20 +1052,12 @@ fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_ne
     - name: the handler
       shell: echo fired >> {DIR}/handler
 "
-        ),
-    )
-    .unwrap();
-    let apply = |tag: &str| {
-        Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap()])
-            .args(["-e", &format!("tag={tag}"), "--output", "json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start provisioner")
-    };
+        )
+    });
+    let (inv, target, state) = (&sc.inv, &sc.target, &sc.state);
+    let apply = |tag: &str| sc.spawn(&["-e", &format!("tag={tag}")]);
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
-        ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+        ssh_ok(inv, target, &format!("rm -rf {DIR}"));
         let mut child = apply(signal);
         let stdout = child.stdout.take().unwrap();
         let mut seen: Vec<Value> = Vec::new();
@@ -1062,8 +1095,8 @@ fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_ne
         );
         assert_eq!(
             ssh(
-                &inv,
-                &target,
+                inv,
+                target,
                 &format!("test -e {DIR}/after || test -e {DIR}/handler")
             )
             .status
@@ -1083,16 +1116,16 @@ fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_ne
             String::from_utf8_lossy(&next.stderr)
         );
         assert_eq!(
-            ssh_ok(&inv, &target, &format!("cat {DIR}/handler")),
+            ssh_ok(inv, target, &format!("cat {DIR}/handler")),
             "fired\n"
         );
-        ssh_ok(&inv, &target, &format!("test -e {DIR}/after"));
+        ssh_ok(inv, target, &format!("test -e {DIR}/after"));
         assert!(
             !state.join("pending-handlers.json").exists(),
             "the pending set is emptied"
         );
     }
-    ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+    ssh_ok(inv, target, &format!("rm -rf {DIR}"));
 }
 
 /// Issue 15: SIGKILL mid-apply. The next run takes the lock over with a warning and converges.
@@ -1101,15 +1134,8 @@ fn a_signal_stops_the_apply_at_a_task_boundary_and_keeps_its_handlers_for_the_ne
 #[test]
 fn after_a_sigkill_the_next_run_takes_the_lock_over_and_converges() {
     use std::io::BufRead;
-    let inv = lab_inventory();
-    let tmp = tempfile::tempdir().unwrap();
-    let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
-    let target = groups(&inv)["masters"][0].clone();
     const DIR: &str = "/tmp/provisioner-e2e-sigkill";
-    ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
-    let pb = tmp.path().join("kill.yml");
-    std::fs::write(
-        &pb,
+    let sc = scratch(DIR, |target| {
         format!(
             "- hosts: {target}
   gather_facts: false
@@ -1128,16 +1154,10 @@ fn after_a_sigkill_the_next_run_takes_the_lock_over_and_converges() {
     - name: the handler
       shell: echo fired >> {DIR}/handler
 "
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .args(["apply", "-i", inv2.to_str().unwrap(), pb.to_str().unwrap()])
-        .args(["--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        )
+    });
+    let (inv, target) = (&sc.inv, &sc.target);
+    let mut child = sc.spawn(&[]);
     let stdout = child.stdout.take().unwrap();
     for line in std::io::BufReader::new(stdout).lines() {
         let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
@@ -1154,8 +1174,8 @@ fn after_a_sigkill_the_next_run_takes_the_lock_over_and_converges() {
     let next = provisioner(&[
         "apply",
         "-i",
-        inv2.to_str().unwrap(),
-        pb.to_str().unwrap(),
+        sc.inv2.to_str().unwrap(),
+        sc.pb.to_str().unwrap(),
         "-e",
         "second=true",
     ]);
@@ -1169,13 +1189,13 @@ fn after_a_sigkill_the_next_run_takes_the_lock_over_and_converges() {
         err.contains("took over the run lock") && err.contains("no longer running"),
         "warns that it took the stale lock over: {err}"
     );
-    ssh_ok(&inv, &target, &format!("test -e {DIR}/after"));
+    ssh_ok(inv, target, &format!("test -e {DIR}/after"));
     assert_eq!(
-        ssh(&inv, &target, &format!("test -e {DIR}/handler"))
+        ssh(inv, target, &format!("test -e {DIR}/handler"))
             .status
             .code(),
         Some(1),
         "the handler notified before the SIGKILL was lost (documented)"
     );
-    ssh_ok(&inv, &target, &format!("rm -rf {DIR}"));
+    ssh_ok(inv, target, &format!("rm -rf {DIR}"));
 }
