@@ -1199,3 +1199,63 @@ fn after_a_sigkill_the_next_run_takes_the_lock_over_and_converges() {
     );
     ssh_ok(inv, target, &format!("rm -rf {DIR}"));
 }
+
+/// Issue 15: the disk fills up during a write (a 64 KiB tmpfs at the target directory). The
+/// task fails with the host's own reason, the original file is intact, no temp file is left,
+/// and once there is room the next run writes it.
+#[test]
+fn a_full_disk_fails_the_write_clearly_and_leaves_the_original_file() {
+    const DIR: &str = "/tmp/provisioner-e2e-full";
+    let sc = scratch(DIR, |target| {
+        format!(
+            "- hosts: {target}
+  gather_facts: false
+  tasks:
+    - name: a large file
+      copy:
+        dest: {DIR}/conf
+        content: \"{{{{ 'x' * 40000 }}}}\"
+"
+        )
+    });
+    let (inv, target) = (&sc.inv, &sc.target);
+    ssh_ok(
+        inv,
+        target,
+        &format!(
+            "mkdir -p {DIR} && mount -t tmpfs -o size=64k tmpfs {DIR} && echo original > {DIR}/conf && \
+             (dd if=/dev/zero of={DIR}/filler bs=1k count=40 2>/dev/null || true)"
+        ),
+    );
+    let out = sc.spawn(&[]).wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cleanup = format!("umount {DIR}; rm -rf {DIR}");
+    let listing = ssh_ok(inv, target, &format!("ls -A {DIR}"));
+    let original = ssh_ok(inv, target, &format!("cat {DIR}/conf"));
+    if out.status.code() != Some(1) || original != "original\n" {
+        ssh_ok(inv, target, &cleanup);
+    }
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("No space left on device"),
+        "the host's reason is shown: {text}"
+    );
+    assert_eq!(original, "original\n", "the original file is intact");
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["conf", "filler"],
+        "no temp file left"
+    );
+    // Room again: the next run writes it.
+    ssh_ok(inv, target, &format!("rm {DIR}/filler"));
+    let out = sc.spawn(&[]).wait_with_output().unwrap();
+    let size = ssh_ok(inv, target, &format!("stat -c %s {DIR}/conf"));
+    ssh_ok(inv, target, &cleanup);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(size.trim(), "40000");
+}
