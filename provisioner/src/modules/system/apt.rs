@@ -322,7 +322,10 @@ const UPDATE_ATTEMPT_SECS: u32 = 300;
 
 /// `apt-get update`, retried as Ansible does (`update_cache_retries` times, the delay doubling
 /// up to `update_cache_retry_max_delay` seconds), each attempt bounded by
-/// [`UPDATE_ATTEMPT_SECS`], then the new cache timestamp.
+/// [`UPDATE_ATTEMPT_SECS`], then the new cache timestamp. A successful update touches
+/// `/var/lib/apt/periodic/update-success-stamp`, as Ubuntu's apt hook does: without it (plain
+/// Debian) an update that finds the indexes unchanged leaves every timestamp as it was, and
+/// every run after `cache_valid_time` would update again, for each apt task (Ansible does so).
 fn update_script(a: &AptArgs) -> String {
     let (apt_get, tries, max) = (
         apt_get(a),
@@ -335,6 +338,7 @@ fn update_script(a: &AptArgs) -> String {
          until {APT_ENV} $t {apt_get} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
          [ $rc -eq 124 ] && echo \"apt-get update did not finish in {t} s; killed (attempt $n)\" >&2\n  \
          [ \"$n\" -ge {tries} ] && exit $rc\n  sleep $d; d=$((d*2)); [ $d -gt {max} ] && d={max}\ndone\n\
+         mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp\n\
          printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\""
     )
 }
