@@ -750,7 +750,7 @@ fn upgrade_command(args: UpgradeArgs) -> std::process::ExitCode {
             ..Default::default()
         },
     );
-    match crate::day2::upgrade::upgrade(&opts, vec![sink], crate::day2::upgrade::ctrl_c()) {
+    match crate::day2::upgrade::upgrade(&opts, vec![sink], crate::run::signals::listen()) {
         Ok((ended, warnings)) => {
             for w in &warnings {
                 eprint_line(&format!("[WARNING]: {w}"));

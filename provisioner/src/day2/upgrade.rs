@@ -607,11 +607,6 @@ fn leader_of(r: &Report, what: &str) -> Result<String, Halt> {
         .ok_or_else(|| format!("no elected master to {what} with"))
 }
 
-/// Listen for Ctrl-C for the whole upgrade (one handler for it and the runs it starts).
-pub fn ctrl_c() -> watch::Receiver<bool> {
-    crate::run::signals::listen()
-}
-
 /// Plan, and unless `plan_only`, roll. Every step goes to `sinks` as an event. The operation
 /// is one run in the history (its steps; the role runs it starts are recorded as its
 /// children); the second value holds the warnings to show (the history could not record it).

@@ -221,13 +221,15 @@ impl Runner {
             })
         };
         let mut cached = from_cache();
-        if cached.is_none()
-            && !probes.is_empty()
-            && target == host
-            && self.with_state(host, |s| std::mem::take(&mut s.prefetch_again))
-        {
+        let again = (cached.is_none() && !probes.is_empty() && target == host)
+            .then(|| {
+                self.with_state(host, |s| {
+                    std::mem::take(&mut s.prefetch_again).then_some(s.current_task)
+                })
+            })
+            .flatten();
+        if let Some(from) = again {
             // A read-only command dropped the play's answers: gather the rest once more.
-            let from = self.with_state(host, |s| s.current_task);
             self.prefetch(host, play, from, true).await;
             cached = from_cache();
         }
@@ -437,8 +439,7 @@ impl Runner {
                 .map(|b| b.user);
             for item in items {
                 if let Some(i) = item {
-                    vars.insert(task.loop_var.clone(), i);
-                    template::mark_unsafe(&mut vars, [task.loop_var.clone()]);
+                    vars::set_loop_item(&mut vars, &task.loop_var, i);
                 }
                 let Ok(Value::Object(mut args)) = self
                     .templar
@@ -511,15 +512,17 @@ impl Runner {
     ) -> Result<Vec<ActionOutput>, TransportError> {
         if !actions.is_empty() {
             // The host changes: answers gathered before that this change may affect are stale.
-            self.with_state(host, |s| s.probes_dropped = true);
-            self.with_state(host, |s| match touched {
-                // A change through a symlink may land anywhere.
-                Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {
-                    let via_link = &s.via_link;
-                    s.probe_cache
-                        .retain(|(_, p), _| still_valid(p, paths, via_link));
+            self.with_state(host, |s| {
+                s.probes_dropped = true;
+                match touched {
+                    // A change through a symlink may land anywhere.
+                    Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {
+                        let via_link = &s.via_link;
+                        s.probe_cache
+                            .retain(|(_, p), _| still_valid(p, paths, via_link));
+                    }
+                    _ => s.probe_cache.clear(),
                 }
-                _ => s.probe_cache.clear(),
             });
         }
         let mut outputs = Vec::with_capacity(actions.len());
@@ -586,14 +589,9 @@ impl Runner {
             }
         }
         self.with_state(host, |s| {
-            for k in facts.keys() {
-                if tainted.contains(k) {
-                    s.unsafe_facts.insert(k.clone());
-                } else {
-                    s.unsafe_facts.remove(k);
-                }
+            for (k, v) in &facts {
+                s.set_fact(k.clone(), v.clone(), tainted.contains(k));
             }
-            s.set_facts.extend(facts.clone())
         });
         CallResult {
             result: json_map(json!({"changed": false, "ansible_facts": facts})),

@@ -107,8 +107,9 @@ impl Runner {
                     .await
                     .clone();
                 self.with_state(host, |s| {
-                    s.unsafe_facts.extend(registered.keys().cloned());
-                    s.set_facts.extend(registered)
+                    for (name, value) in registered {
+                        s.set_fact(name, value, true);
+                    }
                 });
                 return outcome;
             }
@@ -200,9 +201,7 @@ impl Runner {
                 ..at
             };
             if let Some((i, item)) = &pass {
-                vars.insert(task.loop_var.clone(), item.clone());
-                // Loop items are data: used as they are, never templated again.
-                template::mark_unsafe(&mut vars, [task.loop_var.clone()]);
+                vars::set_loop_item(&mut vars, &task.loop_var, item.clone());
                 vars.insert("ansible_loop_var".into(), json!(task.loop_var));
                 if let Some(iv) = &task.index_var {
                     vars.insert(iv.clone(), json!(i));
@@ -309,10 +308,7 @@ impl Runner {
         };
         if let Some(r) = &task.register {
             let reg = registered.clone();
-            self.with_state(host, |s| {
-                s.unsafe_facts.insert(r.clone());
-                s.set_facts.insert(r.clone(), reg);
-            });
+            self.with_state(host, |s| s.set_fact(r.clone(), reg, true));
         }
         let ignored = status == TaskStatus::Failed && self.ignore_errors(task, &vars);
         let final_status = if ignored { TaskStatus::Ignored } else { status };

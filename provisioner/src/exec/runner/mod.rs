@@ -101,6 +101,28 @@ struct HostState {
     via_link: HashSet<String>,
 }
 
+impl HostState {
+    /// Store a `set_fact` value or a registered result (precedence level 19). `from_host`:
+    /// the value is (or was made from) what a host sent, so it is never templated again.
+    fn set_fact(&mut self, name: String, value: Value, from_host: bool) {
+        if from_host {
+            self.unsafe_facts.insert(name.clone());
+        } else {
+            self.unsafe_facts.remove(&name);
+        }
+        self.set_facts.insert(name, value);
+    }
+
+    /// This host's own levels of the variable stack (facts, `include_vars`, `set_fact` and
+    /// registered results), and the names among them that hold host data.
+    fn set_levels(&self, stack: &mut VarStack) -> BTreeSet<String> {
+        stack.set(VarLevel::Facts, self.facts.clone());
+        stack.set(VarLevel::IncludeVars, self.include_vars.clone());
+        stack.set(VarLevel::SetFacts, self.set_facts.clone());
+        self.unsafe_facts.clone()
+    }
+}
+
 /// The outcome of one module call on one host.
 struct CallResult {
     result: Map<String, Value>,

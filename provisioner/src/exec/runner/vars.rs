@@ -20,15 +20,13 @@ impl HostVarsSource for HostVarsView {
     fn vars(&self, host: &str) -> Option<Arc<Vars>> {
         self.inventory.host(host)?;
         let mut stack = self.inventory.var_stack(host);
-        let mut unsafe_facts = BTreeSet::new();
-        if let Ok(states) = self.hosts.lock() {
-            if let Some(s) = states.get(host) {
-                stack.set(VarLevel::Facts, s.facts.clone());
-                stack.set(VarLevel::IncludeVars, s.include_vars.clone());
-                stack.set(VarLevel::SetFacts, s.set_facts.clone());
-                unsafe_facts = s.unsafe_facts.clone();
-            }
-        }
+        let unsafe_facts = match self.hosts.lock() {
+            Ok(states) => states
+                .get(host)
+                .map(|s| s.set_levels(&mut stack))
+                .unwrap_or_default(),
+            Err(_) => BTreeSet::new(),
+        };
         let mut vars = stack.resolve();
         mark_host_data(&mut vars, &stack, &unsafe_facts);
         vars.extend(self.inventory.magic_vars(host));
@@ -57,6 +55,13 @@ fn mark_host_data(vars: &mut Vars, stack: &VarStack, unsafe_facts: &BTreeSet<Str
     }
 }
 
+/// Set a loop item under its `loop_var`. Loop items are data: used as they are, never
+/// templated again.
+pub(super) fn set_loop_item(vars: &mut Vars, loop_var: &str, item: Value) {
+    vars.insert(loop_var.to_string(), item);
+    template::mark_unsafe(vars, [loop_var]);
+}
+
 impl Runner {
     /// The variables a task sees on `host`, lowest precedence first.
     pub(super) fn task_vars(&self, host: &str, play_idx: usize, task: Option<&Task>) -> Vars {
@@ -68,15 +73,7 @@ impl Runner {
         }
         defaults.extend(self.cfg.stack_vars.clone());
         stack.set(VarLevel::RoleDefaults, defaults);
-        let (facts, include_vars, set_facts, unsafe_facts) = self.with_state(host, |s| {
-            (
-                s.facts.clone(),
-                s.include_vars.clone(),
-                s.set_facts.clone(),
-                s.unsafe_facts.clone(),
-            )
-        });
-        stack.set(VarLevel::Facts, facts);
+        let unsafe_facts = self.with_state(host, |s| s.set_levels(&mut stack));
         stack.set(VarLevel::PlayVars, play.vars.clone());
         let mut role_vars = Vars::new();
         for (_, v) in &play.role_vars {
@@ -86,8 +83,6 @@ impl Runner {
         if let Some(t) = task {
             stack.set(VarLevel::TaskVars, t.vars.clone());
         }
-        stack.set(VarLevel::IncludeVars, include_vars);
-        stack.set(VarLevel::SetFacts, set_facts);
         stack.set(VarLevel::ExtraVars, self.cfg.extra_vars.clone());
         let mut vars = stack.resolve();
         mark_host_data(&mut vars, &stack, &unsafe_facts);
