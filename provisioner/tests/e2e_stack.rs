@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod common;
+use common::lab::provisioner;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -49,21 +50,6 @@ fn address(inv: &Path, host: &str) -> String {
     var(inv, host, "ansible_host")
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| host.to_string())
-}
-
-fn provisioner(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .args(args)
-        .output()
-        .expect("run provisioner");
-    eprintln!(
-        "$ provisioner {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
 }
 
 fn apply(inv: &Path, extra: &[&str]) -> Output {

@@ -1,4 +1,5 @@
 //! Helpers shared by the end-to-end suites (each suite is its own crate: `mod common;`).
+#![allow(dead_code)]
 
 use std::process::Command;
 
@@ -20,3 +21,5 @@ pub fn free_subnet(range: impl IntoIterator<Item = u8>) -> String {
         .map(|p| format!("{p}0.0/24"))
         .expect("a free 10.N.0.0/24")
 }
+
+pub mod lab;
