@@ -19,8 +19,8 @@ use serde_json::Value;
 
 mod common;
 use common::lab::{
-    changed_flags, events_of, groups, lab, lab_inventory, private_inventory, provisioner, ssh,
-    ssh_ok,
+    changed_flags, events_of, groups, lab, lab_inventory, private_inventory, provisioner,
+    ssh_input, ssh_ok,
 };
 
 /// A host added to the shared lab for one scenario, removed when dropped.
@@ -327,13 +327,8 @@ fn a_network_cut_during_a_50_mb_copy_leaves_the_old_file_or_the_new_and_no_temp_
         msg.contains("connection lost"),
         "names what happened: {msg}"
     );
-    // The writer on the host ends once its side of the connection is closed; only then can the
-    // destination be judged.
-    poll(
-        "the cut writer's temp file is gone",
-        Duration::from_secs(180),
-        || temps().is_empty(),
-    );
+    // The writer on the host may wait for the rest for hours (it never learns the connection
+    // is gone); whatever it does, it cannot put a part in place.
     let after_cut = remote_sha();
     assert!(
         after_cut == old_sha || after_cut == new_sha,
@@ -343,6 +338,8 @@ fn a_network_cut_during_a_50_mb_copy_leaves_the_old_file_or_the_new_and_no_temp_
         "after the cut the destination holds the {} content",
         if after_cut == old_sha { "old" } else { "new" }
     );
+    let left = temps();
+    eprintln!("temp files of the cut run before the next run: {left:?} (bytes)");
     let (code, _, text) = apply(&inv2, &pb, &["-e", &src(&new)]);
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(remote_sha(), new_sha);
@@ -356,17 +353,22 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
     let v = victim.name.clone();
     let right = format!("right-{:016x}", rand_u64());
     let wrong = format!("wrong-{:016x}", rand_u64());
-    // A user whose sudo asks for a password (the lab's own user needs none).
+    // A user whose sudo asks for a password (the lab's own user needs none). Passwords go on
+    // stdin: sudo logs every command line.
     ssh_ok(
         &inv,
         &v,
-        &format!(
-            "useradd -m -s /bin/sh faultpw && echo 'faultpw:{right}' | chpasswd && \
-             mkdir -p ~faultpw/.ssh && cp ~ops/.ssh/authorized_keys ~faultpw/.ssh/ && \
-             chown -R faultpw: ~faultpw/.ssh && \
-             echo 'faultpw ALL=(ALL:ALL) ALL' > /etc/sudoers.d/faultpw && chmod 0440 /etc/sudoers.d/faultpw"
-        ),
+        "useradd -m -s /bin/sh faultpw && mkdir -p ~faultpw/.ssh && \
+         cp ~ops/.ssh/authorized_keys ~faultpw/.ssh/ && chown -R faultpw: ~faultpw/.ssh && \
+         echo 'faultpw ALL=(ALL:ALL) ALL' > /etc/sudoers.d/faultpw && chmod 0440 /etc/sudoers.d/faultpw",
     );
+    let set = ssh_input(
+        &inv,
+        &v,
+        "chpasswd",
+        format!("faultpw:{right}\n").as_bytes(),
+    );
+    assert!(set.status.success(), "{set:?}");
     let tmp = tempfile::tempdir().unwrap();
     let inv2 = private_inventory(&inv, tmp.path(), "", |kh| kh);
     let host_vars = tmp.path().join("host_vars");
@@ -389,11 +391,12 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
         ),
     )
     .unwrap();
+    // The pattern cannot match its own command line, which sudo logs too.
     let attempts = || {
         ssh_ok(
             &inv,
             &v,
-            "journalctl -q --no-pager _COMM=sudo | grep -c 'incorrect password attempt' || true",
+            "journalctl -q --no-pager _COMM=sudo | grep -cE 'faultpw : [0-9]+ incorrect password attempt' || true",
         )
         .trim()
         .parse::<u32>()
@@ -428,8 +431,14 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
     assert!(text.contains("incorrect sudo password"), "{text}");
     let tries = attempts() - before;
     assert_eq!(
-        tries, 2,
-        "one refused password per host and run, never retried within a run (two runs)"
+        tries,
+        2,
+        "one refused password per host and run, never retried within a run (two runs):\n{}",
+        ssh_ok(
+            &inv,
+            &v,
+            "journalctl -q --no-pager _COMM=sudo | grep -E 'faultpw : [0-9]+ incorrect' || true"
+        )
     );
 
     // The same setup with the right password works, so the failure was the password's.
@@ -445,10 +454,11 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
             );
         }
     }
-    let found = ssh(
+    let found = ssh_input(
         &inv,
         &v,
-        &format!("grep -rl -e '{wrong}' -e '{right}' /var/log /tmp /var/tmp 2>/dev/null"),
+        "grep -rlF -f /dev/stdin /var/log /tmp /var/tmp /etc /home 2>/dev/null || true",
+        format!("{right}\n{wrong}\n").as_bytes(),
     );
     assert!(
         String::from_utf8_lossy(&found.stdout).trim().is_empty(),
@@ -563,6 +573,13 @@ fn a_clock_ten_minutes_ahead_is_named_with_its_offset_by_preflight() {
         &format!("{v},{other}"),
         "--tags",
         "preflight",
+        // A bare lab (CI_LAB_STACK=0) has no Mesos-DNS binary, which validation asks for;
+        // preflight never reads it, and a plan writes nothing.
+        "-e",
+        &format!(
+            "mesos_dns_local_artifact={}",
+            env!("CARGO_BIN_EXE_provisioner")
+        ),
     ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(

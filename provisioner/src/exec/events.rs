@@ -117,6 +117,9 @@ pub struct TaskReport {
     pub item: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
+    /// `msg` is what the task is for (`debug`'s message): shown without `-v`, as Ansible does.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diffs: Vec<DiffText>,
     /// Set by handlers so the report can title them.

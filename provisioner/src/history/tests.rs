@@ -19,6 +19,7 @@ fn task(host: &str, name: &str, status: TaskStatus, diff: Option<&str>) -> RunEv
         changed: status == TaskStatus::Changed,
         item: None,
         msg: None,
+        output: false,
         diffs: diff
             .map(|d| {
                 vec![DiffText {

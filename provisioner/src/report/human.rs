@@ -109,7 +109,7 @@ impl HumanFormatter {
                     ),
                 };
                 out.push(line);
-                if self.opts.verbose
+                if (self.opts.verbose || r.output)
                     && matches!(r.status, TaskStatus::Ok | TaskStatus::Changed)
                     && !msg.is_empty()
                 {
@@ -225,6 +225,7 @@ mod tests {
             changed: false,
             item: None,
             msg: None,
+            output: false,
             diffs,
             handler: false,
             duration_ms: 0,

@@ -121,6 +121,7 @@ mod tests {
             changed: false,
             item: None,
             msg: None,
+            output: false,
             diffs: vec![],
             handler: false,
             duration_ms: 0,

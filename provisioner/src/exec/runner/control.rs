@@ -591,6 +591,9 @@ impl Runner {
             status,
             changed,
             item,
+            output: msg.is_some()
+                && !task.no_log
+                && matches!(&task.kind, TaskKind::Module { module, .. } if module == "debug"),
             msg,
             diffs,
             handler,

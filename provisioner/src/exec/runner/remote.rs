@@ -112,6 +112,7 @@ impl Runner {
                 changed: false,
                 item: None,
                 msg,
+                output: false,
                 diffs: vec![],
                 handler: false,
                 duration_ms: started.elapsed().as_millis() as u64,
