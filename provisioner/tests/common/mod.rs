@@ -1,6 +1,14 @@
-//! Helpers shared by the end-to-end suites (each suite is its own crate: `mod common;`).
+//! Helpers shared by the end-to-end suites (each suite is its own crate: `mod common;`; a
+//! suite uses some of them).
+#![allow(dead_code, clippy::print_stderr, clippy::unwrap_used)]
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A 10.N.0.0/24 with N from `range` (first match in the order given) that no interface of
 /// this machine uses: a lab a test brings up beside the shared one gets its own subnet.
@@ -19,4 +27,130 @@ pub fn free_subnet(range: impl IntoIterator<Item = u8>) -> String {
         .find(|p| !addrs.contains(&format!(" inet {p}")))
         .map(|p| format!("{p}0.0/24"))
         .expect("a free 10.N.0.0/24")
+}
+
+pub fn lab_inventory() -> PathBuf {
+    let p = std::env::var_os("PROVISIONER_LAB_INVENTORY").expect(
+        "PROVISIONER_LAB_INVENTORY is not set: these tests need a lab with the stack applied (CI_LAB_STACK=1 bash .ci/test)",
+    );
+    PathBuf::from(p)
+}
+
+pub fn inventory(inv: &Path) -> provisioner::model::inventory::Inventory {
+    provisioner::resolve::inventory::load(inv).expect("lab inventory loads")
+}
+
+pub fn group(inv: &Path, g: &str) -> Vec<String> {
+    let i = inventory(inv);
+    let hosts: Vec<String> = i.group_hosts(g).into_iter().map(str::to_string).collect();
+    match (g, hosts.is_empty()) {
+        ("zookeeper", true) => group(inv, "masters"),
+        ("monitoring", true) => group(inv, "masters").into_iter().take(1).collect(),
+        _ => hosts,
+    }
+}
+
+pub fn provisioner(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(args)
+        .output()
+        .expect("run provisioner");
+    eprintln!(
+        "$ provisioner {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
+/// Run a command on a lab host with the system ssh client (strict host keys), as root.
+pub fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
+    ssh_command(inv, name, cmd).output().expect("run ssh")
+}
+
+/// `ssh` with `input` on the remote command's stdin (secrets stay off command lines).
+pub fn ssh_input(inv: &Path, name: &str, cmd: &str, input: &[u8]) -> Output {
+    let mut child = ssh_command(inv, name, cmd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ssh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("ssh output")
+}
+
+pub fn ssh_command(inv: &Path, name: &str, cmd: &str) -> Command {
+    let vars = inventory(inv).host_vars(name);
+    let s = |k: &str| {
+        vars.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let known_hosts = s("ansible_ssh_common_args")
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("UserKnownHostsFile=").map(str::to_string))
+        .expect("lab inventory names its known_hosts");
+    let mut c = Command::new("ssh");
+    c.args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        &format!("UserKnownHostsFile={known_hosts}"),
+        "-i",
+        &s("ansible_ssh_private_key_file"),
+        &format!("{}@{}", s("ansible_user"), s("ansible_host")),
+        &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
+    ]);
+    c
+}
+
+pub fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
+    let o = ssh(inv, name, cmd);
+    assert!(
+        o.status.success(),
+        "{name}: `{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A plain HTTP/1.0 GET from the control machine over the lab bridge: (status, body).
+pub fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
