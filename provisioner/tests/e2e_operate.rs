@@ -498,3 +498,120 @@ fn while_a_manual_apply_holds_the_lock_the_operator_waits_and_never_runs_beside_
         );
     }
 }
+
+fn http_json(host: &str, port: u16, path: &str) -> Option<Value> {
+    let (status, body) = http_get(host, port, path)?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// This machine's address on the way to `addr` (the lab bridge's).
+fn local_address_towards(addr: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-o", "route", "get", addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "src");
+    words
+        .next()
+        .expect("`ip route get` names a source")
+        .to_string()
+}
+
+#[test]
+fn the_stacks_prometheus_scrapes_the_operator_and_fires_the_drift_alert_under_remediate_off() {
+    let _serial = serial();
+    let inv = lab_inventory();
+    let i = inv.to_str().unwrap().to_string();
+    let mon_host = group(&inv, "monitoring")[0].clone();
+    let mon = common::inventory(&inv)
+        .host_vars(&mon_host)
+        .get("ansible_host")
+        .and_then(Value::as_str)
+        .unwrap_or(&mon_host)
+        .to_string();
+    let prom = cluster_core::bundle::Bundle::builtin()
+        .unwrap()
+        .component("prometheus")
+        .unwrap()
+        .ports["http"]
+        .value;
+    let me = local_address_towards(&mon);
+    let port = free_port();
+    let target = format!("{me}:{port}");
+    // The monitoring host scrapes the operator, with a short drift window for the test.
+    let vars = format!(
+        "{{\"monitoring_operate_targets\": [\"{target}\"], \"monitoring_operate_drift_for\": \"30s\"}}"
+    );
+    let out = provisioner(&["apply", "-i", &i, "--limit", &mon_host, "-e", &vars]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the monitoring host takes the operator's job"
+    );
+    let (agent1, _, _) = hosts(&inv);
+    let before = ssh_ok(&inv, &agent1, &format!("cat {FLAG}"));
+    ssh_ok(&inv, &agent1, &format!("echo 42secs > {FLAG}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args([
+            "operate",
+            "-i",
+            &i,
+            "--output",
+            "json",
+            "--interval",
+            INTERVAL,
+        ])
+        .args(["--listen", &target, "--remediate", "off"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let target_up = poll(
+        "Prometheus scrapes the operator (target up)",
+        PATIENCE,
+        || {
+            let t = http_json(&mon, prom, "/api/v1/targets")?;
+            t["data"]["activeTargets"]
+                .as_array()?
+                .iter()
+                .find(|x| x["labels"]["job"] == "provisioner_operate" && x["health"] == "up")
+                .cloned()
+        },
+    );
+    eprintln!("operator target: {target_up}");
+    let alert = poll("OperateDriftPersists firing", PATIENCE, || {
+        let a = http_json(&mon, prom, "/api/v1/alerts")?;
+        a["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .find(|x| x["labels"]["alertname"] == "OperateDriftPersists" && x["state"] == "firing")
+            .cloned()
+    });
+    eprintln!("alert: {alert}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let code = poll("the operator to exit", PATIENCE, || {
+        child.try_wait().unwrap().map(|s| s.code())
+    });
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        ssh_ok(&inv, &agent1, &format!("cat {FLAG}")),
+        "42secs\n",
+        "--remediate off changed nothing"
+    );
+    // Put everything back: the drift, and the monitoring host's configuration.
+    let out = provisioner(&["operate", "-i", &i, "--once", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "--once repaired the drift");
+    assert_eq!(ssh_ok(&inv, &agent1, &format!("cat {FLAG}")), before);
+    let out = provisioner(&["apply", "-i", &i, "--limit", &mon_host]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        common::ssh(&inv, &mon_host, "test -e /etc/prometheus/rules/operate.yml")
+            .status
+            .code()
+            == Some(1),
+        "without operator targets, no operator rules"
+    );
+}

@@ -111,10 +111,28 @@ impl Backoff {
 /// What the cluster's health says about quorum members this cycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Health {
-    /// Critical quorum gates (ZooKeeper, Mesos masters), as reasons; empty: green.
-    pub red: Vec<String>,
+    /// Critical quorum gates (ZooKeeper, Mesos masters); empty: green.
+    pub red: Vec<RedGate>,
     /// Per quorum member: why it may not stop now (`cluster_core::health::may_stop`).
     pub may_not_stop: BTreeMap<String, String>,
+}
+
+/// A red quorum gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedGate {
+    /// The member the flag is about (`master2: does not answer`); `None`: the ensemble's
+    /// (quorum lost, no leader).
+    pub member: Option<String>,
+    pub reason: String,
+}
+
+impl RedGate {
+    pub fn cluster(reason: &str) -> RedGate {
+        RedGate {
+            member: None,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// The roles that bound remediation.
@@ -173,7 +191,8 @@ pub struct Decision {
 /// Who to remediate: only drifted hosts; at most one quorum member (the first in
 /// `roles.quorum` order that may go); agents up to the budget; other hosts (no quorum, no
 /// agent: e.g. storage or monitoring only) all. Backed-off hosts wait; `safe` leaves quorum
-/// members alone while a gate is red; `off` remediates nothing.
+/// members alone while a gate is red (a gate red only about the member itself does not count: its
+/// repair is the fix, as long as the others keep their majority); `off` remediates nothing.
 pub fn decide(
     drifted: &BTreeSet<String>,
     roles: &Roles,
@@ -222,9 +241,17 @@ pub fn decide(
                 .insert(h.clone(), Skip::QuorumOnePerCycle { chosen: c.clone() });
             continue;
         }
+        // A gate red only because of this member itself (it is down) does not hold its own
+        // repair back; the others' majority still must hold (`may_not_stop`).
+        let red: Vec<&str> = health
+            .red
+            .iter()
+            .filter(|g| g.member.as_ref() != Some(h))
+            .map(|g| g.reason.as_str())
+            .collect();
         let blocked = if mode == Remediate::Safe {
-            if !health.red.is_empty() {
-                Some(health.red.join("; "))
+            if !red.is_empty() {
+                Some(red.join("; "))
             } else {
                 health.may_not_stop.get(h).cloned()
             }
@@ -324,7 +351,7 @@ mod tests {
     #[test]
     fn safe_leaves_quorum_members_alone_while_a_gate_is_red_but_all_does_not() {
         let red = Health {
-            red: vec!["zookeeper: no leader".into()],
+            red: vec![RedGate::cluster("zookeeper: no leader")],
             ..Default::default()
         };
         let drift = set(&["m1", "a1", "other"]);
@@ -368,6 +395,38 @@ mod tests {
         );
         assert_eq!(d.remediate, ["m3"]);
         assert!(matches!(d.skipped["m2"], Skip::HealthRed { .. }));
+    }
+
+    #[test]
+    fn a_quorum_member_that_is_itself_the_red_gate_is_repaired_when_the_others_hold_quorum() {
+        let h = Health {
+            red: vec![RedGate {
+                member: Some("m2".into()),
+                reason: "zookeeper: m2: does not answer".into(),
+            }],
+            may_not_stop: BTreeMap::new(),
+        };
+        let d = decide(
+            &set(&["m2", "m3"]),
+            &roles(),
+            &h,
+            &Backoff::default(),
+            0,
+            Remediate::Safe,
+            Budget::default(),
+        );
+        assert_eq!(d.remediate, ["m2"], "its own flag does not block m2");
+        let d = decide(
+            &set(&["m3"]),
+            &roles(),
+            &h,
+            &Backoff::default(),
+            0,
+            Remediate::Safe,
+            Budget::default(),
+        );
+        assert!(d.remediate.is_empty(), "m2 down blocks restarting m3");
+        assert!(matches!(d.skipped["m3"], Skip::HealthRed { .. }));
     }
 
     #[test]
@@ -450,7 +509,7 @@ mod tests {
         ) {
             let roles = roles();
             let health = Health {
-                red: if red { vec!["zookeeper: no leader".into()] } else { vec![] },
+                red: if red { vec![RedGate::cluster("zookeeper: no leader")] } else { vec![] },
                 may_not_stop: blocked.iter().map(|h| (h.clone(), "no".into())).collect(),
             };
             let mut b = Backoff::default();

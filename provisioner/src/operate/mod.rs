@@ -393,10 +393,17 @@ impl Operator {
         }
         let red_components: Vec<String> = critical.iter().map(|f| f.component.clone()).collect();
         self.metrics.set_health(&components, &red_components);
+        let members: Vec<&String> = g.zookeeper.iter().chain(&g.masters).collect();
         let red = critical
             .iter()
             .filter(|f| f.component == "zookeeper" || f.component == "mesos_master")
-            .map(|f| format!("{}: {}", f.component, f.reason))
+            .map(|f| decide::RedGate {
+                member: members
+                    .iter()
+                    .find(|m| f.reason.starts_with(&format!("{m}: ")))
+                    .map(|m| m.to_string()),
+                reason: format!("{}: {}", f.component, f.reason),
+            })
             .collect();
         let mut may_not_stop = BTreeMap::new();
         for (component, members) in [("zookeeper", &g.zookeeper), ("mesos_master", &g.masters)] {
@@ -496,7 +503,7 @@ impl Operator {
         if !health.red.is_empty() {
             say(&OperateEvent::HealthRed {
                 cycle,
-                reasons: health.red.clone(),
+                reasons: health.red.iter().map(|g| g.reason.clone()).collect(),
             });
         }
         if findings.drift.is_empty() {
