@@ -98,6 +98,18 @@ pub struct OperateArgs {
     /// The longest one remote command may run, in seconds.
     #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Several operators: elect one active instance through the stack's ZooKeeper (an
+    /// ephemeral znode under /provisioner/operate); the others stand by.
+    #[arg(long)]
+    pub elect: bool,
+    /// --elect: the ZooKeeper session timeout; a standby takes over this long after the active
+    /// instance dies (the ensemble bounds it: 4 s to 40 s with its default tickTime).
+    #[arg(
+        long = "elect-session-timeout",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub elect_session_timeout: u64,
     /// `human` (default) or `json` (one event per line).
     #[arg(long, value_enum, default_value = "human")]
     pub output: Output,
@@ -946,6 +958,9 @@ fn operate_command(args: OperateArgs) -> std::process::ExitCode {
         remediate: args.remediate,
         budget: args.max_agents_per_cycle,
         command_timeout: Duration::from_secs(args.timeout.max(1)),
+        elect: args
+            .elect
+            .then(|| Duration::from_secs(args.elect_session_timeout.max(1))),
     };
     say(&OperateEvent::Started {
         interval_secs: opts.interval.as_secs(),

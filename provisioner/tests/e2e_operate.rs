@@ -615,3 +615,68 @@ fn the_stacks_prometheus_scrapes_the_operator_and_fires_the_drift_alert_under_re
         "without operator targets, no operator rules"
     );
 }
+
+#[test]
+fn two_operators_elect_one_active_and_the_standby_takes_over_after_a_sigkill() {
+    let _serial = serial();
+    let inv = lab_inventory();
+    let elect = ["--elect", "--elect-session-timeout", "6"];
+    let a = Operator::start(&inv, &elect);
+    let b = Operator::start(&inv, &elect);
+    let is_active = |op: &Operator| {
+        op.events()
+            .iter()
+            .rfind(|e| e["event"] == "active" || e["event"] == "standby")
+            .is_some_and(|e| e["event"] == "active")
+    };
+    let ended = |op: &Operator| !of_kind(&op.events(), "cycle_ended").is_empty();
+    poll(
+        "one operator active, the other standing by",
+        PATIENCE,
+        || (ended(&a) && ended(&b) && is_active(&a) != is_active(&b)).then_some(()),
+    );
+    let (active, standby) = if is_active(&a) { (a, b) } else { (b, a) };
+    assert_eq!(
+        sample(&active.metrics(), "provisioner_operate_active"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&standby.metrics(), "provisioner_operate_active"),
+        Some(0.0)
+    );
+    assert!(
+        of_kind(&standby.events(), "planned").is_empty(),
+        "a standby only observes: it never planned"
+    );
+    let mut active = active;
+    active.signal("KILL");
+    let killed = Instant::now();
+    poll("the killed operator to exit", PATIENCE, || {
+        active.child.try_wait().unwrap()
+    });
+    drop(active);
+    standby.wait_for("the standby to become active", |ev| {
+        of_kind(ev, "active").first().map(|_| ())
+    });
+    eprintln!(
+        "takeover {:?} after the SIGKILL (session timeout 6 s, interval {INTERVAL})",
+        killed.elapsed()
+    );
+    // The new active operator repairs new drift.
+    let (agent1, _, _) = hosts(&inv);
+    let before = ssh_ok(&inv, &agent1, &format!("cat {FLAG}"));
+    ssh_ok(&inv, &agent1, &format!("echo 42secs > {FLAG}"));
+    standby.wait_for("the new active operator to repair agent1", |ev| {
+        of_kind(ev, "remediated")
+            .iter()
+            .find(|e| e["host"] == agent1.as_str() && e["ok"] == true)
+            .map(|_| ())
+    });
+    assert_eq!(ssh_ok(&inv, &agent1, &format!("cat {FLAG}")), before);
+    assert_eq!(
+        sample(&standby.metrics(), "provisioner_operate_active"),
+        Some(1.0)
+    );
+    let (code, _) = standby.stop();
+    assert_eq!(code, Some(0));
+}

@@ -21,6 +21,7 @@
 //! callback; nothing here prints.
 
 pub mod decide;
+pub mod election;
 pub mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +55,9 @@ pub struct Options {
     pub budget: Budget,
     /// The longest one remote command may run (plan and remediation).
     pub command_timeout: Duration,
+    /// `--elect`: contend for the active role through the stack's ZooKeeper, with this session
+    /// timeout; `None`: this instance is always active.
+    pub elect: Option<Duration>,
 }
 
 /// One line of the operator's progress.
@@ -69,6 +73,14 @@ pub enum OperateEvent {
     },
     /// A cycle begins (its plan runs next).
     CycleStarted { cycle: u64 },
+    /// `--elect`: another instance is active; this one skips the cycle.
+    Standby {
+        cycle: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        problem: Option<String>,
+    },
+    /// `--elect`: this instance became the active one.
+    Active { cycle: u64 },
     /// Another run holds the run lock: this cycle does nothing more.
     LockHeld { cycle: u64, holder: String },
     Planned {
@@ -122,6 +134,8 @@ pub enum CycleResult {
     Error,
     /// A stop signal came before the cycle's remediation.
     Stopped,
+    /// `--elect`: another instance is active.
+    Standby,
 }
 
 impl CycleResult {
@@ -133,6 +147,7 @@ impl CycleResult {
             CycleResult::Locked => "locked",
             CycleResult::Error => "error",
             CycleResult::Stopped => "stopped",
+            CycleResult::Standby => "standby",
         }
     }
 
@@ -140,7 +155,7 @@ impl CycleResult {
     /// 1 a remediation failed, 5 the lock was held, 2 the cycle could not run.
     pub fn exit_code(self) -> ExitCode {
         match self {
-            CycleResult::Converged | CycleResult::Stopped => ExitCode::Ok,
+            CycleResult::Converged | CycleResult::Stopped | CycleResult::Standby => ExitCode::Ok,
             CycleResult::Drift => ExitCode::ChangesPending,
             CycleResult::Failed => ExitCode::HostsFailed,
             CycleResult::Locked => ExitCode::Locked,
@@ -171,6 +186,16 @@ impl OperateEvent {
                     .unwrap_or_default()
             ),
             OperateEvent::CycleStarted { cycle } => format!("cycle {cycle}: started"),
+            OperateEvent::Standby { cycle, problem } => format!(
+                "cycle {cycle}: standby (another operator is active){}",
+                problem
+                    .as_ref()
+                    .map(|p| format!("; {p}"))
+                    .unwrap_or_default()
+            ),
+            OperateEvent::Active { cycle } => {
+                format!("cycle {cycle}: this operator is now the active one")
+            }
             OperateEvent::LockHeld { cycle, holder } => {
                 format!("cycle {cycle}: waiting for the run lock held by {holder}; trying again next cycle")
             }
@@ -305,6 +330,8 @@ pub struct Operator {
     backoff: Backoff,
     started: Instant,
     cycle: u64,
+    election: Option<election::Election>,
+    was_active: bool,
     /// Runs get this: it never fires, so a stop signal lets the running step finish.
     _hold: watch::Sender<bool>,
     run_cancel: watch::Receiver<bool>,
@@ -321,7 +348,19 @@ impl Operator {
         }
         // Fail fast on an inventory that cannot be read at all; later cycles report and retry.
         crate::resolve::inventory::load_sources(&opts.inventory).map_err(Error::Invalid)?;
-        metrics.active.set(1);
+        let election = match opts.elect {
+            Some(timeout) => {
+                let e = start_election(&opts.inventory, timeout)?;
+                // Give the election its session timeout to settle before the first cycle.
+                let until = Instant::now() + timeout;
+                while !e.active() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Some(e)
+            }
+            None => None,
+        };
+        metrics.active.set(i64::from(election.is_none()));
         let (hold, run_cancel) = watch::channel(false);
         Ok(Operator {
             opts,
@@ -329,6 +368,8 @@ impl Operator {
             backoff: Backoff::default(),
             started: Instant::now(),
             cycle: 0,
+            was_active: election.is_none(),
+            election,
             _hold: hold,
             run_cancel,
         })
@@ -346,6 +387,11 @@ impl Operator {
         );
         spec.command_timeout = self.opts.command_timeout;
         spec
+    }
+
+    /// Active: no election, or this instance leads it now.
+    fn active(&self) -> bool {
+        self.election.as_ref().is_none_or(|e| e.active())
     }
 
     /// Who holds the run lock, when another run does.
@@ -433,6 +479,21 @@ impl Operator {
         self.cycle += 1;
         let cycle = self.cycle;
         say(&OperateEvent::CycleStarted { cycle });
+        let active = self.active();
+        self.metrics.active.set(i64::from(active));
+        if !active {
+            self.was_active = false;
+            say(&OperateEvent::Standby {
+                cycle,
+                problem: self.election.as_ref().and_then(|e| e.problem()),
+            });
+            self.metrics.cycle(CycleResult::Standby.label());
+            return CycleResult::Standby;
+        }
+        if !self.was_active {
+            self.was_active = true;
+            say(&OperateEvent::Active { cycle });
+        }
         let r = self.cycle_inner(cycle, stop, say);
         let result = match r {
             Ok(r) => r,
@@ -535,6 +596,11 @@ impl Operator {
         if stop() {
             return Ok(CycleResult::Stopped);
         }
+        if !self.active() {
+            // The lead was lost during the plan: the new active instance repairs.
+            self.metrics.active.set(0);
+            return Ok(CycleResult::Standby);
+        }
         // 4. remediate: one apply limited to the chosen hosts, under the run lock
         let mut spec = self.spec("operate remediate", Mode::Apply);
         spec.limit = Some(d.remediate.join(":"));
@@ -619,6 +685,52 @@ impl Operator {
     }
 }
 
+/// `--elect`: the ensemble from the inventory's ZooKeeper members (their `ansible_host`) and the
+/// bundle's client port; the password from the inventory's secrets store.
+fn start_election(
+    inventory: &[PathBuf],
+    session_timeout: Duration,
+) -> Result<election::Election, Error> {
+    let inv = crate::resolve::inventory::load_sources(inventory).map_err(Error::Invalid)?;
+    let g = status::groups(&inv);
+    let port = crate::stack::builtin_bundle()?
+        .port("zookeeper", "client")
+        .unwrap_or(2181);
+    let ensemble: Vec<String> = g
+        .zookeeper
+        .iter()
+        .map(|h| {
+            let addr = inv
+                .host_vars(h)
+                .get("ansible_host")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(h)
+                .to_string();
+            format!("{addr}:{port}")
+        })
+        .collect();
+    if ensemble.is_empty() {
+        return Err(Error::Usage(
+            "--elect: the inventory has no ZooKeeper members to elect through".into(),
+        ));
+    }
+    let store = StateDir::for_inventory(&inventory[0]).secrets()?;
+    let kw = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let password = store
+        .password(
+            election::SECRET,
+            &[kw("length", "32"), kw("chars", "ascii_letters,digits")],
+        )
+        .map_err(|e| Error::Environment(format!("--elect: the election's password: {e}")))?;
+    let me = format!(
+        "{} pid {}",
+        crate::state::lock::machine(),
+        std::process::id()
+    );
+    election::Election::start(ensemble.join(","), password, session_timeout, me)
+        .map_err(Error::Environment)
+}
+
 fn skip_label(s: &Skip) -> &'static str {
     match s {
         Skip::ReportOnly => "report_only",
@@ -643,9 +755,15 @@ pub fn operate(
         Some(crate::run::signals::SIGTERM) => "SIGTERM".to_string(),
         _ => "SIGINT".to_string(),
     };
+    let leave = |op: &Operator| {
+        if let Some(e) = &op.election {
+            e.stop();
+        }
+    };
     loop {
         let result = op.cycle(&stopped, say);
         if op.opts.once {
+            leave(&op);
             say(&OperateEvent::CycleEnded {
                 cycle: op.cycle,
                 result,
@@ -669,6 +787,7 @@ pub fn operate(
             std::thread::sleep(Duration::from_millis(200).min(until - Instant::now()));
         }
         if stopped() {
+            leave(&op);
             say(&OperateEvent::Stopping {
                 signal: signal_name(),
             });
