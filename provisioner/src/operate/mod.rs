@@ -780,7 +780,7 @@ pub fn operate(
         say(&OperateEvent::CycleEnded {
             cycle: op.cycle,
             result,
-            next_in_secs: (!stopped()).then(|| wait.as_secs()),
+            next_in_secs: (!stopped()).then_some(wait.as_secs()),
         });
         let until = Instant::now() + wait;
         while Instant::now() < until && !stopped() {
