@@ -247,7 +247,9 @@ fn injected_drift_is_repaired_within_two_cycles_counted_in_metrics_and_history()
     let inv = lab_inventory();
     let started = Instant::now();
     let op = Operator::start(&inv, &[]);
-    let (status, body) = http_get("127.0.0.1", op.port, "/healthz").expect("/healthz answers");
+    let (status, body) = poll("/healthz to answer", PATIENCE, || {
+        http_get("127.0.0.1", op.port, "/healthz")
+    });
     assert_eq!((status, body.trim()), (200, "ok"));
     let before = op.wait_for("a converged cycle", converged_cycle);
     let ok_key = "provisioner_operate_remediations_total{result=\"ok\"}";
