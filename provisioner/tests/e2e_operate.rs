@@ -377,10 +377,10 @@ fn remediate_off_reports_drift_in_metrics_and_history_and_changes_nothing() {
     let since = now_utc();
     ssh_ok(&inv, &agent1, &format!("echo 42secs > {FLAG}"));
     let op = Operator::start(&inv, &["--remediate", "off"]);
-    op.wait_for("two plans that report agent1's drift", |ev| {
-        let seen = of_kind(ev, "planned")
+    op.wait_for("two cycles that report agent1's drift only", |ev| {
+        let seen = of_kind(ev, "decided")
             .iter()
-            .filter(|e| e["drift"][agent1.as_str()].is_array())
+            .filter(|e| e["skipped"][agent1.as_str()]["reason"] == "report_only")
             .count();
         (seen >= 2).then_some(())
     });
