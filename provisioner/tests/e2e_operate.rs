@@ -685,3 +685,127 @@ fn two_operators_elect_one_active_and_the_standby_takes_over_after_a_sigkill() {
     let (code, _) = standby.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn zookeeper_drift_on_every_member_is_repaired_one_member_per_cycle_and_quorum_holds() {
+    let _serial = serial();
+    let inv = lab_inventory();
+    let zk = group(&inv, "zookeeper");
+    let inventory = common::inventory(&inv);
+    let addrs: Vec<String> = zk
+        .iter()
+        .map(|h| {
+            inventory
+                .host_vars(h)
+                .get("ansible_host")
+                .and_then(Value::as_str)
+                .unwrap_or(h)
+                .to_string()
+        })
+        .collect();
+    let quorum = zk.len() / 2 + 1;
+    const ZOO_CFG: &str = "/etc/zookeeper/conf/zoo.cfg";
+    let op = Operator::start(&inv, &[]);
+    let before = op.wait_for("a converged cycle", converged_cycle);
+    let cfg_before: Vec<String> = zk
+        .iter()
+        .map(|h| ssh_ok(&inv, h, &format!("cat {ZOO_CFG}")))
+        .collect();
+    // The sampler: every member asked in turn, about every 300 ms, until the repair is done.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = {
+        let (stop, addrs) = (stop.clone(), addrs.clone());
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let s: Vec<Option<String>> = addrs.iter().map(|a| common::zk_mode(a)).collect();
+                samples.push(s);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            samples
+        })
+    };
+    for h in &zk {
+        ssh_ok(
+            &inv,
+            h,
+            &format!("sed -i 's/^maxClientCnxns=.*/maxClientCnxns=77/' {ZOO_CFG}"),
+        );
+    }
+    eprintln!("zoo.cfg drift on {zk:?} after cycle {before}");
+    let events = op.wait_for("every member repaired, then a plan without drift", |ev| {
+        let fixed: BTreeSet<&str> = of_kind(ev, "remediated")
+            .iter()
+            .filter(|e| e["ok"] == true && cycle(e) > before)
+            .filter_map(|e| e["host"].as_str())
+            .collect();
+        let last_fix = of_kind(ev, "remediated").iter().map(|e| cycle(e)).max()?;
+        let clean_after = of_kind(ev, "planned")
+            .iter()
+            .any(|e| cycle(e) > last_fix && e["drift"].as_object().is_some_and(|d| d.is_empty()));
+        (zk.iter().all(|h| fixed.contains(h.as_str())) && clean_after).then(|| ev.to_vec())
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampling.join().unwrap();
+    let (code, _) = op.stop();
+    assert_eq!(code, Some(0));
+    // One quorum member per cycle, each repaired once.
+    let mut cycles = BTreeSet::new();
+    for e in of_kind(&events, "remediated")
+        .into_iter()
+        .filter(|e| cycle(e) > before && zk.iter().any(|z| e["host"] == z.as_str()))
+    {
+        assert_eq!(e["ok"], true, "{e}");
+        assert!(
+            cycles.insert(cycle(e)),
+            "two quorum members remediated in cycle {}: {e}",
+            cycle(e)
+        );
+    }
+    assert_eq!(cycles.len(), zk.len(), "one cycle per member: {cycles:?}");
+    for e in of_kind(&events, "decided") {
+        let members = e["remediate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| zk.iter().any(|z| h.as_str() == Some(z)))
+            .count();
+        assert!(members <= 1, "one quorum member per cycle: {e}");
+    }
+    for (h, before) in zk.iter().zip(&cfg_before) {
+        assert_eq!(&ssh_ok(&inv, h, &format!("cat {ZOO_CFG}")), before, "{h}");
+    }
+    // The quorum held throughout: a majority running and at most one member down in every
+    // sample; serving may dip only while the ensemble elects a new leader (short).
+    assert!(samples.len() > 10, "too few samples: {}", samples.len());
+    let mut below = 0usize;
+    for (n, s) in samples.iter().enumerate() {
+        let running = s.iter().filter(|m| m.is_some()).count();
+        assert!(
+            running >= quorum && zk.len() - running <= 1,
+            "sample {n}: {running} of {} members running: {s:?}",
+            zk.len()
+        );
+        let serving = s
+            .iter()
+            .filter(|m| matches!(m.as_deref(), Some("leader" | "follower")))
+            .count();
+        if serving < quorum {
+            below += 1;
+        }
+    }
+    eprintln!(
+        "zookeeper repair: {} samples, {below} without a serving quorum",
+        samples.len()
+    );
+    assert!(
+        below * 300 <= 10_000,
+        "the ensemble served without quorum for {below} samples"
+    );
+    poll("the ensemble whole again", PATIENCE, || {
+        addrs
+            .iter()
+            .all(|a| common::zk_mode(a).is_some())
+            .then_some(())
+    });
+}

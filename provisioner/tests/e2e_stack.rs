@@ -10,12 +10,10 @@
 mod common;
 
 use common::{
-    group, http_get, inventory, lab_inventory, poll, provisioner, ssh, ssh_input, ssh_ok,
+    group, http_get, inventory, lab_inventory, poll, provisioner, ssh, ssh_input, ssh_ok, zk_mode,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,26 +124,6 @@ fn http_json(host: &str, port: u16, path: &str) -> Value {
         .unwrap_or_else(|| panic!("GET http://{host}:{port}{path}: no answer"));
     assert_eq!(status, 200, "GET http://{host}:{port}{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
-}
-
-/// ZooKeeper's `srvr` four-letter word, from the control machine: the `Mode:` it reports,
-/// `looking` when the member answers but is not serving (during an election), `None` when it
-/// does not answer at all (down).
-fn zk_mode(addr: &str) -> Option<String> {
-    let sa = (addr, port("zookeeper", "client"))
-        .to_socket_addrs()
-        .ok()?
-        .next()?;
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"srvr").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(
-        out.lines()
-            .find_map(|l| l.strip_prefix("Mode: ").map(|m| m.trim().to_string()))
-            .unwrap_or_else(|| "looking".to_string()),
-    )
 }
 
 /// Changes every time `unit` (re)starts: systemd's InvocationID. (A MainPID would do for native

@@ -154,3 +154,25 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
         std::thread::sleep(Duration::from_secs(2));
     }
 }
+
+/// ZooKeeper's `srvr` four-letter word, from the control machine: the `Mode:` it reports,
+/// `looking` when the member answers but is not serving (during an election), `None` when it
+/// does not answer at all (down).
+pub fn zk_mode(addr: &str) -> Option<String> {
+    let port = cluster_core::bundle::Bundle::builtin()
+        .ok()?
+        .component("zookeeper")?
+        .ports["client"]
+        .value;
+    let sa = (addr, port).to_socket_addrs().ok()?.next()?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"srvr").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(
+        out.lines()
+            .find_map(|l| l.strip_prefix("Mode: ").map(|m| m.trim().to_string()))
+            .unwrap_or_else(|| "looking".to_string()),
+    )
+}
