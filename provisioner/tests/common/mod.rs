@@ -176,3 +176,33 @@ pub fn zk_mode(addr: &str) -> Option<String> {
             .unwrap_or_else(|| "looking".to_string()),
     )
 }
+
+/// A ZooKeeper sampler's record (each sample: every member's [`zk_mode`]) kept the quorum: in
+/// every sample a majority of members running and at most one down. Serving (leader or follower)
+/// may dip below quorum only while the ensemble elects a new leader after the old one restarted
+/// (ZooKeeper cannot avoid that window): at most about 10 s in all, samples `period_ms` apart.
+/// Returns the samples without a serving quorum.
+pub fn assert_quorum_held(samples: &[Vec<Option<String>>], period_ms: usize) -> usize {
+    let mut below = 0usize;
+    for (n, s) in samples.iter().enumerate() {
+        let members = s.len();
+        let quorum = members / 2 + 1;
+        let running = s.iter().filter(|m| m.is_some()).count();
+        assert!(
+            running >= quorum && members - running <= 1,
+            "sample {n}: {running} of {members} members running: {s:?}"
+        );
+        let serving = s
+            .iter()
+            .filter(|m| matches!(m.as_deref(), Some("leader" | "follower")))
+            .count();
+        if serving < quorum {
+            below += 1;
+        }
+    }
+    assert!(
+        below * period_ms <= 10_000,
+        "the ensemble served without quorum for {below} samples"
+    );
+    below
+}
