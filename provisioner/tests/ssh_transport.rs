@@ -796,6 +796,7 @@ case "$mode" in
     while [ $tries -lt 3 ]; do
       printf '%s' "$prompt" >&2
       IFS= read -r pw || exit 1
+      echo attempt >> "$(dirname "$0")/attempts"
       if [ "$pw" = "$want" ]; then exec "$@"; fi
       echo "Sorry, try again." >&2
       tries=$((tries+1))
@@ -882,6 +883,30 @@ async fn wrong_become_password_is_a_become_error() {
         }
         other => panic!("expected Become, got {other:?}"),
     }
+}
+
+/// Issue 15: each task tried the refused password again, and each try is a failed attempt in
+/// the host's auth log (enough of them lock the account).
+#[tokio::test]
+async fn a_refused_become_password_is_not_sent_again_in_the_run() {
+    let (f, _s, c) = become_setup("password s3cret", Some("nope")).await;
+    for _ in 0..3 {
+        match c.exec(become_req("true")).await {
+            Err(TransportError::Become { reason, .. }) => {
+                assert!(reason.contains("incorrect sudo password"), "{reason}");
+                assert!(!reason.contains("nope"), "{reason}");
+            }
+            other => panic!("expected Become, got {other:?}"),
+        }
+    }
+    let attempts = std::fs::read_to_string(f.dir.join("fakebin/attempts")).unwrap();
+    assert_eq!(
+        attempts.lines().count(),
+        1,
+        "one password sent in all: {attempts:?}"
+    );
+    // Commands without become still run.
+    assert_eq!(c.exec(req("echo ok")).await.unwrap().stdout, b"ok\n");
 }
 
 #[tokio::test]

@@ -86,8 +86,15 @@ pub enum LabCommand {
     Start { host: String },
     /// Cut one host from the network (partition).
     Cut { host: String },
-    /// Put a cut host back on the network.
+    /// Put a cut host back on the network, at full speed (undoes `cut` and `throttle`).
     Heal { host: String },
+    /// Slow the link towards one host to RATE (tc's units: 40mbit, 512kbit), to rehearse
+    /// slow links and cut a transfer half-way. `heal` restores the full speed.
+    Throttle {
+        host: String,
+        #[arg(long)]
+        rate: String,
+    },
     /// Add a host to the lab: its own next free address, a fresh disk, booted, in known_hosts
     /// and the inventory. The stack is not applied (`provisioner node add` or `apply` does it).
     Add {
@@ -323,6 +330,7 @@ pub fn run(args: LabArgs) -> ExitCode {
         LabCommand::Start { host } => super::start_host(&name, &host, &sink),
         LabCommand::Cut { host } => super::cut(&name, &host, &sink),
         LabCommand::Heal { host } => super::heal(&name, &host, &sink),
+        LabCommand::Throttle { host, rate } => super::throttle(&name, &host, &rate, &sink),
         LabCommand::Add { host, group } => super::add_host(&name, &host, &group, &sink).map(|r| {
             print_line(&format!(
                 "{host} is up in lab {name}; inventory {}",

@@ -47,9 +47,14 @@ pub fn hosts_file(host: &HostSpec, all: &[HostSpec]) -> String {
 
 /// apt on lab hosts goes through the lab's apt-cacher-ng. A request the proxy stalls gives up
 /// after 30 s (apt's default is 120 s) and is retried, three times, rather than failing the task.
+/// No HTTP pipelining: an `apt-get update` hung for good (until our 300 s bound) when
+/// apt-cacher-ng closed a connection that still had a pipelined request unanswered (seen: the
+/// http method idle with its socket in CLOSE-WAIT, 2 of 3 InRelease files received); the
+/// timeout never fires there, since the method no longer reads the socket. One request at a
+/// time, a closed connection is an error apt retries.
 pub fn apt_proxy_file(subnet: &Subnet) -> String {
     format!(
-        "Acquire::http::Proxy \"http://{}:{}\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\n",
+        "Acquire::http::Proxy \"http://{}:{}\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\nAcquire::http::Pipeline-Depth \"0\";\n",
         subnet.bridge_ip(),
         super::proxy::PORT
     )
@@ -426,7 +431,7 @@ mod tests {
         assert!(n.contains("Gateway=10.250.0.1\n"));
         assert_eq!(
             apt_proxy_file(&s),
-            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\n"
+            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\nAcquire::http::Pipeline-Depth \"0\";\n"
         );
     }
 

@@ -1033,7 +1033,8 @@ pub fn add_host(name: &str, host: &str, group: &str, sink: Sink<'_>) -> Result<U
     let (paths, mut st) = load(name)?;
     spec::validate_name(host).map_err(|_| {
         Error::Usage(format!(
-            "bad host name {host:?}: use a-z, 0-9 and '-', starting with a letter"
+            "bad host name {host:?}: use 1 to {} characters a-z, 0-9 and '-', starting with a letter",
+            spec::MAX_NAME_LEN
         ))
     })?;
     if st.hosts.iter().any(|h| h.name == host) {
@@ -1196,12 +1197,23 @@ pub fn cut(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Undo `cut`.
+/// Undo `cut` and `throttle`.
 pub fn heal(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
     let veth = veth_of(name, host)?;
+    net::set_rate(&veth, None)?;
     net::set_link(&veth, true)?;
     sink(LabEvent::Done(format!(
         "{host}: back on the network ({veth} up)"
+    )));
+    Ok(())
+}
+
+/// Slow what the bridge sends to one host (its host-side veth's egress) to `rate`.
+pub fn throttle(name: &str, host: &str, rate: &str, sink: Sink<'_>) -> Result<()> {
+    let veth = veth_of(name, host)?;
+    net::set_rate(&veth, Some(rate))?;
+    sink(LabEvent::Done(format!(
+        "{host}: its link is throttled to {rate} ({veth})"
     )));
     Ok(())
 }

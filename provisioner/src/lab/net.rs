@@ -167,6 +167,38 @@ pub fn set_link(ifname: &str, up: bool) -> Result<()> {
     .map(|_| ())
 }
 
+/// A token bucket on `ifname`'s egress at `rate` (tc's units), or none (`None`: full speed).
+pub fn set_rate(ifname: &str, rate: Option<&str>) -> Result<()> {
+    match rate {
+        Some(rate) => {
+            let ok = rate.len() > 3
+                && rate
+                    .trim_end_matches(char::is_alphabetic)
+                    .parse::<u64>()
+                    .is_ok()
+                && ["kbit", "mbit", "gbit"].iter().any(|u| rate.ends_with(u));
+            if !ok {
+                return Err(Error::Usage(format!(
+                    "rate `{rate}`: a whole number with kbit, mbit or gbit (e.g. 40mbit)"
+                )));
+            }
+            sys::run(&mut cmd(
+                "tc",
+                &[
+                    "qdisc", "replace", "dev", ifname, "root", "tbf", "rate", rate, "burst",
+                    "64kb", "latency", "400ms",
+                ],
+            ))
+            .map(|_| ())
+        }
+        // No qdisc of ours: nothing to delete (tc says so on stderr).
+        None => {
+            let _ = sys::run(&mut cmd("tc", &["qdisc", "del", "dev", ifname, "root"]));
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

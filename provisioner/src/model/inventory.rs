@@ -460,6 +460,8 @@ impl HostConnection {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             become_password: password.map(Secret::new),
             proxy_jump: None,
+            alive_interval: None,
+            alive_count_max: None,
         };
         let conn = HostConnection {
             target,

@@ -2,13 +2,15 @@
 //! understand, applied to a [`ConnectTarget`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{ConnectTarget, HostKeyPolicy};
 
 /// Apply OpenSSH command-line options (as in `ansible_ssh_common_args`) to `target`.
 ///
 /// Understood: `-o UserKnownHostsFile=PATH`, `-o StrictHostKeyChecking=yes|accept-new`,
-/// `-o Port=N`, `-o User=NAME`, `-o IdentityFile=PATH`, `-o ProxyJump=SPEC`, `-i PATH`,
+/// `-o Port=N`, `-o User=NAME`, `-o IdentityFile=PATH`, `-o ProxyJump=SPEC`,
+/// `-o ConnectTimeout=S`, `-o ServerAliveInterval=S`, `-o ServerAliveCountMax=N`, `-i PATH`,
 /// `-p PORT`, `-l USER`, `-J SPEC` (also written `-oKey=Value`, `-o "Key Value"`, `-pPORT`).
 /// Returns what the caller must still act on ([`SshArgs`]): the options that were ignored (not
 /// understood), in order, so the caller can warn, and whether the options asked to turn
@@ -126,9 +128,23 @@ fn apply_option(
         "user" => target.user = Some(value.to_string()),
         "identityfile" => target.identity_files.push(expand_tilde(value)),
         "proxyjump" => target.proxy_jump = jump(value),
+        "connecttimeout" => {
+            target.connect_timeout = Duration::from_secs(seconds(key, value)?.max(1));
+        }
+        "serveraliveinterval" => {
+            target.alive_interval = Some(Duration::from_secs(seconds(key, value)?));
+        }
+        "serveralivecountmax" => target.alive_count_max = Some(seconds(key, value)? as usize),
         _ => return Ok(Some(opt.to_string())),
     }
     Ok(None)
+}
+
+/// A whole number of seconds (or a count), as OpenSSH takes for these options.
+fn seconds(key: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("ssh option -o {key}={value}: a whole number is needed"))
 }
 
 fn jump(spec: &str) -> Option<String> {
@@ -248,6 +264,22 @@ mod tests {
         assert_eq!(t.proxy_jump.as_deref(), Some("bastion@jump:2200"));
         assert_eq!(ignored.ignored, vec!["-o ControlMaster=auto", "-C", "-4"]);
         assert!(ignored.checking_off.is_empty());
+    }
+
+    #[test]
+    fn keepalive_and_connect_timeout_options_are_applied_per_host() {
+        let mut t = target();
+        let a = apply_ssh_args(
+            &mut t,
+            "-o ServerAliveInterval=2 -oServerAliveCountMax=3 -o ConnectTimeout=7",
+        )
+        .unwrap();
+        assert!(a.ignored.is_empty(), "{:?}", a.ignored);
+        assert_eq!(t.alive_interval, Some(Duration::from_secs(2)));
+        assert_eq!(t.alive_count_max, Some(3));
+        assert_eq!(t.connect_timeout, Duration::from_secs(7));
+        let e = apply_ssh_args(&mut target(), "-o ServerAliveInterval=2s").unwrap_err();
+        assert!(e.contains("ServerAliveInterval=2s"), "{e}");
     }
 
     #[test]

@@ -16,11 +16,17 @@ use crate::shell::quote;
 /// - `owner` / `group`: names or numeric ids. `None` keeps an existing file's owner/group, and a
 ///   new file belongs to the remote user (after become, to that user).
 ///
+/// - `len`: how many bytes the standard input carries. Fewer (the connection dropped while
+///   they were sent) fails the write and leaves `path` as it was.
+///
 /// On any failure the temp file is removed and the script exits 1 with a message on stderr
-/// starting with `provisioner:`. Symlinks are not followed: a link at `path` is replaced by the
-/// file. Needs `mktemp`, `stat -c` (GNU coreutils or busybox) and `sync`.
+/// starting with `provisioner:`. The temp file's name holds the writing shell's pid; a temp file
+/// of `path` whose writer is gone (the host lost power, the writer was killed) is removed by the
+/// next write of `path`. Symlinks are not followed: a link at `path` is replaced by the file.
+/// Needs `mktemp`, `stat -c` (GNU coreutils or busybox), `sync` and `/proc`.
 pub fn atomic_write_script(
     path: &Path,
+    len: usize,
     mode: Option<u32>,
     owner: Option<&str>,
     group: Option<&str>,
@@ -34,7 +40,6 @@ pub fn atomic_write_script(
         .file_name()
         .map(|b| b.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".to_string());
-    let template = format!("{dir}/.{base}.provisioner.XXXXXXXX");
 
     let mut s = String::new();
     s.push_str("set -u\n");
@@ -44,11 +49,25 @@ pub fn atomic_write_script(
     s.push_str("fail() { [ -n \"$tmp\" ] && rm -f -- \"$tmp\"; printf 'provisioner: %s\\n' \"$*\" >&2; exit 1; }\n");
     s.push_str("trap 'fail \"interrupted while writing $target\"' HUP INT TERM\n");
     s.push_str("if [ -d \"$target\" ]; then fail \"$target is a directory\"; fi\n");
-    s.push_str(&format!(
-        "tmp=$(mktemp {}) || {{ tmp=; fail \"cannot create a temp file in $dir (does the directory exist, is it writable?)\"; }}\n",
-        quote(&template)
-    ));
+    s.push_str(&format!("base={}\n", quote(&base)));
+    // Temp files of this target whose writer is gone: an earlier write cut off by a power loss
+    // or a kill (a write cut off by a dropped connection removes its own).
+    s.push_str(
+        "for old in \"$dir\"/.\"$base\".provisioner.*; do\n\
+         \x20 [ -f \"$old\" ] || continue\n\
+         \x20 pid=${old##*.provisioner.}; pid=${pid%%.*}\n\
+         \x20 case $pid in ''|*[!0-9]*) continue;; esac\n\
+         \x20 [ -d \"/proc/$pid\" ] || rm -f -- \"$old\"\n\
+         done\n",
+    );
+    s.push_str(
+        "tmp=$(mktemp \"$dir/.$base.provisioner.$$.XXXXXXXX\") || { tmp=; fail \"cannot create a temp file in $dir (does the directory exist, is it writable?)\"; }\n",
+    );
     s.push_str("cat > \"$tmp\" || fail \"cannot write the new content of $target (disk full?)\"\n");
+    s.push_str(&format!(
+        "got=$(stat -c %s -- \"$tmp\") || fail \"cannot read the size of the new content of $target\"\n\
+         [ \"$got\" = {len} ] || fail \"the new content of $target was cut short: $got of {len} bytes arrived\"\n"
+    ));
     s.push_str(
         "sync -- \"$tmp\" 2>/dev/null || sync || fail \"cannot sync the new content of $target\"\n",
     );
@@ -134,7 +153,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("it's a file.conf");
         let out = run(
-            &atomic_write_script(&p, Some(0o640), None, None),
+            &atomic_write_script(&p, 5, Some(0o640), None, None),
             b"a\nb\0c",
         );
         assert!(
@@ -154,7 +173,7 @@ mod tests {
         let p = d.path().join("x");
         std::fs::write(&p, "old").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o604)).unwrap();
-        let out = run(&atomic_write_script(&p, None, None, None), b"new");
+        let out = run(&atomic_write_script(&p, 3, None, None, None), b"new");
         assert!(
             out.status.success(),
             "{}",
@@ -169,7 +188,10 @@ mod tests {
     fn new_file_without_mode_follows_the_umask() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("y");
-        let script = format!("umask 027\n{}", atomic_write_script(&p, None, None, None));
+        let script = format!(
+            "umask 027\n{}",
+            atomic_write_script(&p, 1, None, None, None)
+        );
         let out = run(&script, b"z");
         assert!(
             out.status.success(),
@@ -191,7 +213,7 @@ mod tests {
         };
         let (u, g) = (id("-u"), id("-g"));
         let out = run(
-            &atomic_write_script(&p, Some(0o600), Some(&u), Some(&g)),
+            &atomic_write_script(&p, 1, Some(0o600), Some(&u), Some(&g)),
             b"k",
         );
         assert!(
@@ -208,7 +230,7 @@ mod tests {
         let p = d.path().join("kept");
         std::fs::write(&p, "old").unwrap();
         let out = run(
-            &atomic_write_script(&p, Some(0o644), Some("no-such-user-xyz"), None),
+            &atomic_write_script(&p, 3, Some(0o644), Some("no-such-user-xyz"), None),
             b"new",
         );
         assert_eq!(out.status.code(), Some(1));
@@ -222,7 +244,7 @@ mod tests {
     fn missing_directory_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("nope/file");
-        let out = run(&atomic_write_script(&p, None, None, None), b"x");
+        let out = run(&atomic_write_script(&p, 1, None, None, None), b"x");
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("cannot create a temp file in"), "{err}");
@@ -231,8 +253,56 @@ mod tests {
     #[test]
     fn a_directory_at_the_target_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let out = run(&atomic_write_script(d.path(), None, None, None), b"x");
+        let out = run(&atomic_write_script(d.path(), 1, None, None, None), b"x");
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    }
+
+    /// Issue 15: a network cut while a large file was sent gave the script a short standard
+    /// input, and `cat` ended without an error: the part that arrived replaced the file.
+    #[test]
+    fn content_cut_short_by_a_dropped_connection_leaves_the_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("big.bin");
+        std::fs::write(&p, "old").unwrap();
+        let out = run(
+            &atomic_write_script(&p, 1000, None, None, None),
+            &[7u8; 600],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("was cut short: 600 of 1000 bytes arrived"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert!(leftovers(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_dead_writer_is_removed_by_the_next_write() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("big.bin");
+        // A writer that is gone (pid far above pid_max), one that is alive (us), and a
+        // temp file of another target.
+        let dead = d.path().join(".big.bin.provisioner.99999999.AbCdEfGh");
+        let live = d.path().join(format!(
+            ".big.bin.provisioner.{}.AbCdEfGh",
+            std::process::id()
+        ));
+        let other = d.path().join(".other.provisioner.99999999.AbCdEfGh");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, "part").unwrap();
+        }
+        let out = run(&atomic_write_script(&p, 3, None, None, None), b"new");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dead.exists(), "the dead writer's temp file is gone");
+        assert!(live.exists(), "a live writer's temp file is kept");
+        assert!(other.exists(), "another target's temp file is kept");
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
     }
 }

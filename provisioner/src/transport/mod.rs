@@ -62,6 +62,10 @@ pub struct ConnectTarget {
     pub become_password: Option<crate::secret::Secret>,
     /// One jump host, `[user@]host[:port]` (`ProxyJump`, `-J`); `None` means ssh config decides.
     pub proxy_jump: Option<String>,
+    /// `ServerAliveInterval` (zero: no keepalives); `None` keeps the connector's default.
+    pub alive_interval: Option<Duration>,
+    /// `ServerAliveCountMax`; `None` keeps the connector's default.
+    pub alive_count_max: Option<usize>,
 }
 
 impl ConnectTarget {
@@ -79,6 +83,8 @@ impl ConnectTarget {
             connect_timeout: Duration::from_secs(10),
             become_password: None,
             proxy_jump: None,
+            alive_interval: None,
+            alive_count_max: None,
         }
     }
 }

@@ -107,6 +107,7 @@ impl Connector for SshConnector {
                 target: target.clone(),
                 options: Arc::clone(&self.options),
                 session: Mutex::new(Some(Arc::new(session))),
+                password_refused: std::sync::atomic::AtomicBool::new(false),
             });
             Ok(conn)
         })
@@ -124,6 +125,9 @@ pub struct SshConnection {
     target: ConnectTarget,
     options: Arc<SshOptions>,
     session: Mutex<Option<Arc<Session>>>,
+    /// sudo refused the become password once: it is not sent again in this run (each try is a
+    /// failed attempt in the host's auth log, and may lock the account).
+    password_refused: std::sync::atomic::AtomicBool,
 }
 
 impl SshConnection {
@@ -143,6 +147,26 @@ impl SshConnection {
     }
 
     async fn exec_inner(&self, req: ExecRequest) -> Result<ExecOutput, TransportError> {
+        use std::sync::atomic::Ordering;
+        let with_password = req.become_.is_some() && self.target.become_password.is_some();
+        if with_password && self.password_refused.load(Ordering::Relaxed) {
+            return Err(TransportError::Become {
+                host: self.target.name.clone(),
+                reason: format!(
+                    "{INCORRECT_PASSWORD} (refused earlier in this run; not sent again)"
+                ),
+            });
+        }
+        let out = self.exec_once(req).await;
+        if let Err(TransportError::Become { reason, .. }) = &out {
+            if with_password && reason.starts_with(INCORRECT_PASSWORD) {
+                self.password_refused.store(true, Ordering::Relaxed);
+            }
+        }
+        out
+    }
+
+    async fn exec_once(&self, req: ExecRequest) -> Result<ExecOutput, TransportError> {
         let host = &self.target.name;
         let mut retried = false;
         loop {
@@ -343,10 +367,20 @@ where
         keys.sort_by_key(|a| !known.iter().any(|k| same(a, k)));
         preferred.key = Cow::Owned(keys);
     }
+    // ServerAliveInterval=0 turns keepalives off, as in OpenSSH.
+    let keepalive =
+        Some(target.alive_interval.unwrap_or(options.keepalive_interval)).filter(|d| !d.is_zero());
+    let keepalive_max = target.alive_count_max.unwrap_or(options.keepalive_max);
     let config = Arc::new(client::Config {
-        keepalive_interval: Some(options.keepalive_interval),
-        keepalive_max: options.keepalive_max,
-        inactivity_timeout: None,
+        keepalive_interval: keepalive,
+        keepalive_max,
+        // While a write to the socket is blocked (a peer cut off mid-transfer: the send buffer
+        // stays full), the session loop waits in that write and no keepalive timer runs: only
+        // the inactivity timeout ends it. It is as long as the keepalives' own limit, and every
+        // answer (to a keepalive too) restarts it, so an idle live session is never cut.
+        inactivity_timeout: keepalive
+            .filter(|_| keepalive_max > 0)
+            .map(|d| d * (keepalive_max as u32 + 1)),
         nodelay: true,
         preferred,
         ..client::Config::default()
@@ -688,6 +722,9 @@ async fn authenticate(
 // Commands
 // ---------------------------------------------------------------------------------------------
 
+/// Why sudo did not let us in when it asked for the password a second time.
+const INCORRECT_PASSWORD: &str = "incorrect sudo password";
+
 /// Markers used to follow sudo: its password prompt, and a line printed by the become shell
 /// once sudo has let us in.
 struct BecomeMarkers {
@@ -839,7 +876,7 @@ async fn run(
                         }
                     }
                     if prompts > 1 {
-                        become_failure = Some("incorrect sudo password".into());
+                        become_failure = Some(INCORRECT_PASSWORD.into());
                         let _ = tx.eof().await;
                         let _ = tx.close().await;
                         break;

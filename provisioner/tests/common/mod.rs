@@ -4,11 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 /// A 10.N.0.0/24 with N from `range` (first match in the order given) that no interface of
 /// this machine uses: a lab a test brings up beside the shared one gets its own subnet.
@@ -29,13 +27,6 @@ pub fn free_subnet(range: impl IntoIterator<Item = u8>) -> String {
         .expect("a free 10.N.0.0/24")
 }
 
-pub fn lab_inventory() -> PathBuf {
-    let p = std::env::var_os("PROVISIONER_LAB_INVENTORY").expect(
-        "PROVISIONER_LAB_INVENTORY is not set: these tests need a lab with the stack applied (CI_LAB_STACK=1 bash .ci/test)",
-    );
-    PathBuf::from(p)
-}
-
 pub fn inventory(inv: &Path) -> provisioner::model::inventory::Inventory {
     provisioner::resolve::inventory::load(inv).expect("lab inventory loads")
 }
@@ -48,26 +39,6 @@ pub fn group(inv: &Path, g: &str) -> Vec<String> {
         ("monitoring", true) => group(inv, "masters").into_iter().take(1).collect(),
         _ => hosts,
     }
-}
-
-pub fn provisioner(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .args(args)
-        .output()
-        .expect("run provisioner");
-    eprintln!(
-        "$ provisioner {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
-}
-
-/// Run a command on a lab host with the system ssh client (strict host keys), as root.
-pub fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
-    ssh_command(inv, name, cmd).output().expect("run ssh")
 }
 
 /// `ssh` with `input` on the remote command's stdin (secrets stay off command lines).
@@ -87,18 +58,10 @@ pub fn ssh_input(inv: &Path, name: &str, cmd: &str, input: &[u8]) -> Output {
     child.wait_with_output().expect("ssh output")
 }
 
+/// The system ssh client (strict host keys, the lab's key and known_hosts) running `cmd` as
+/// root on lab host `name`.
 pub fn ssh_command(inv: &Path, name: &str, cmd: &str) -> Command {
-    let vars = inventory(inv).host_vars(name);
-    let s = |k: &str| {
-        vars.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let known_hosts = s("ansible_ssh_common_args")
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("UserKnownHostsFile=").map(str::to_string))
-        .expect("lab inventory names its known_hosts");
+    let h = lab::host(inv, name);
     let mut c = Command::new("ssh");
     c.args([
         "-o",
@@ -106,24 +69,13 @@ pub fn ssh_command(inv: &Path, name: &str, cmd: &str) -> Command {
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
-        &format!("UserKnownHostsFile={known_hosts}"),
+        &format!("UserKnownHostsFile={}", h.known_hosts),
         "-i",
-        &s("ansible_ssh_private_key_file"),
-        &format!("{}@{}", s("ansible_user"), s("ansible_host")),
+        &h.key,
+        &format!("{}@{}", h.user, h.address),
         &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
     ]);
     c
-}
-
-pub fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
-    let o = ssh(inv, name, cmd);
-    assert!(
-        o.status.success(),
-        "{name}: `{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 /// A plain HTTP/1.0 GET from the control machine over the lab bridge: (status, body).
@@ -206,3 +158,9 @@ pub fn assert_quorum_held(samples: &[Vec<Option<String>>], period_ms: usize) -> 
     );
     below
 }
+
+pub mod lab;
+
+// Not every suite uses them.
+#[allow(unused_imports)]
+pub use lab::{lab_inventory, provisioner, ssh, ssh_ok};

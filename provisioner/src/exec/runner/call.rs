@@ -538,6 +538,7 @@ impl Runner {
                 } => (
                     crate::transport::files::atomic_write_script(
                         Path::new(path),
+                        content.len(),
                         *mode,
                         owner.as_deref(),
                         group.as_deref(),

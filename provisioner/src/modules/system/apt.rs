@@ -322,10 +322,14 @@ const UPDATE_ATTEMPT_SECS: u32 = 300;
 
 /// `apt-get update`, retried as Ansible does (`update_cache_retries` times, the delay doubling
 /// up to `update_cache_retry_max_delay` seconds), each attempt bounded by
-/// [`UPDATE_ATTEMPT_SECS`], then the new cache timestamp. A successful update touches
-/// `/var/lib/apt/periodic/update-success-stamp`, as Ubuntu's apt hook does: without it (plain
-/// Debian) an update that finds the indexes unchanged leaves every timestamp as it was, and
-/// every run after `cache_valid_time` would update again, for each apt task (Ansible does so).
+/// [`UPDATE_ATTEMPT_SECS`], then the new cache timestamp. An index that cannot be fetched fails
+/// the attempt (`APT::Update::Error-Mode=any`; Ansible's python-apt fails the same way, where
+/// plain `apt-get update` only warns). When every attempt failed, the last one's messages are
+/// reported with the number of attempts and the apt proxy, if one is set. A successful update
+/// touches `/var/lib/apt/periodic/update-success-stamp`, as Ubuntu's apt hook does: without it
+/// (plain Debian) an update that finds the indexes unchanged leaves every timestamp as it was,
+/// and every run after `cache_valid_time` would update again, for each apt task (Ansible does
+/// so).
 fn update_script(a: &AptArgs) -> String {
     let (apt_get, tries, max) = (
         apt_get(a),
@@ -335,9 +339,15 @@ fn update_script(a: &AptArgs) -> String {
     let t = UPDATE_ATTEMPT_SECS;
     format!(
         "n=0; d=1; t=\ncommand -v timeout >/dev/null 2>&1 && t='timeout -k 10 {t}'\n\
-         until {APT_ENV} $t {apt_get} update -q >/dev/null; do\n  rc=$?; n=$((n+1))\n  \
-         [ $rc -eq 124 ] && echo \"apt-get update did not finish in {t} s; killed (attempt $n)\" >&2\n  \
-         [ \"$n\" -ge {tries} ] && exit $rc\n  sleep $d; d=$((d*2)); [ $d -gt {max} ] && d={max}\ndone\n\
+         while :; do\n  \
+         err=$({APT_ENV} $t {apt_get} -o APT::Update::Error-Mode=any update -q 2>&1 >/dev/null); rc=$?\n  \
+         [ $rc -eq 0 ] && break\n  n=$((n+1))\n  \
+         [ $rc -eq 124 ] && err=\"$err apt-get update did not finish in {t} s and was killed.\"\n  \
+         if [ \"$n\" -ge {tries} ]; then\n    printf '%s\\n' \"$err\" >&2\n    \
+         p=$(apt-config dump 2>/dev/null | sed -n 's/^Acquire::https*::Proxy \"\\(..*\\)\";$/\\1/p' | head -n 1)\n    \
+         echo \"apt-get update failed $n time(s)${{p:+, through the apt proxy $p (is it up?)}}\" >&2\n    \
+         exit $rc\n  fi\n  \
+         sleep $d; d=$((d*2)); [ $d -gt {max} ] && d={max}\ndone\n\
          mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp\n\
          printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\""
     )
@@ -857,5 +867,60 @@ mod tests {
         let none = &st.pkgs[1].1;
         assert!(!none.known && !none.installed());
         assert!(st.now > 0 && st.stamp > 0);
+    }
+
+    /// Issue 15: with the apt proxy down, `apt-get update` only warned and exited 0, so the
+    /// install failed later with an error that did not say why; and each retry's messages were
+    /// all reported.
+    #[test]
+    fn a_failing_update_is_retried_a_bounded_number_of_times_and_names_the_apt_proxy() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path();
+        let script = |name: &str, body: &str| {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let count = bin.join("attempts");
+        script(
+            "apt-get",
+            &format!(
+                "case \"$*\" in *APT::Update::Error-Mode=any*) ;; *) exit 0;; esac\n\
+                 echo x >> {c}; n=$(wc -l < {c})\n\
+                 echo \"E: Failed to fetch http://deb.example/InRelease  Could not connect to 10.9.9.9:3142 (attempt $n)\" >&2\n\
+                 exit 100",
+                c = count.display()
+            ),
+        );
+        script(
+            "apt-config",
+            "echo 'Acquire::http::Proxy \"http://10.9.9.9:3142\";'",
+        );
+        let a = parse(
+            serde_json::json!({"update_cache": true, "update_cache_retries": 3,
+                               "update_cache_retry_max_delay": 1})
+            .as_object()
+            .unwrap(),
+        )
+        .unwrap();
+        let fake = bin.join("apt-get").display().to_string();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(update_script(&a).replace(APT_GET, &fake))
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(100));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
+        assert!(
+            err.contains("(attempt 3)") && !err.contains("(attempt 2)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("apt-get update failed 3 time(s), through the apt proxy http://10.9.9.9:3142 (is it up?)"),
+            "{err}"
+        );
     }
 }
