@@ -64,9 +64,81 @@ pub enum Command {
     /// Agents join or leave the cluster (masters and ZooKeeper members: refused for now; see
     /// the README's Day 2 section).
     Node(NodeArgs),
+    /// Keep the stack converged: every interval, plan; remediate drifted hosts within bounds
+    /// (one quorum member per cycle, an agent budget, never a quorum member while its gates are
+    /// red under `safe`); serve metrics with --listen. SIGTERM/SIGINT: the running step
+    /// finishes, exit 0.
+    Operate(OperateArgs),
     /// The run history of an inventory (`history.db` in its state dir): every apply, plan,
     /// play and day-2 command, with per-host task results.
     History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperateArgs {
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// One cycle, then exit: 0 converged (no drift, or all remediated), 4 drift left (also
+    /// under --remediate off), 1 a remediation failed, 5 another run held the lock.
+    #[arg(long)]
+    pub once: bool,
+    /// Time between cycles (`90s`, `5m`, `1h`; ± 10 % jitter).
+    #[arg(long, default_value = "5m", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// `off`: report only; `safe`: remediate, but no quorum member while a quorum gate is red;
+    /// `all`: remediate whatever the gates say. Always at most one quorum member per cycle.
+    #[arg(long, value_enum, default_value = "safe")]
+    pub remediate: crate::operate::Remediate,
+    /// Agents remediated per cycle: a count or a percentage of the agents (at least 1).
+    #[arg(long = "max-agents-per-cycle", default_value = "10%", value_parser = crate::operate::Budget::parse)]
+    pub max_agents_per_cycle: crate::operate::Budget,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on ADDR (`127.0.0.1:9465`, `0.0.0.0:9465`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The longest one remote command may run, in seconds.
+    #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Several operators: elect one active instance through the stack's ZooKeeper (an
+    /// ephemeral znode under /provisioner/operate); the others stand by.
+    #[arg(long)]
+    pub elect: bool,
+    /// --elect: the ZooKeeper session timeout; a standby takes over this long after the active
+    /// instance dies (the ensemble bounds it: 4 s to 40 s with its default tickTime).
+    #[arg(
+        long = "elect-session-timeout",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub elect_session_timeout: u64,
+    /// `human` (default) or `json` (one event per line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
+    /// The stack's roles from this directory instead of the built-in copy (read again at each
+    /// cycle).
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
+}
+
+/// `--interval`: `90s`, `5m`, `1h`, or plain seconds; at least 1 s.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: give a duration like 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("`{s}`: give a duration like 30s, 5m or 1h")),
+    };
+    if secs == 0 {
+        return Err(format!("`{s}`: at least 1s"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Debug, Args)]
@@ -609,6 +681,7 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Upgrade(args) => upgrade_command(args),
         Command::Node(args) => node_command(args),
         Command::History(args) => history_command(args),
+        Command::Operate(args) => operate_command(args),
         Command::Completions { shell } => {
             crate::report::print_raw(&crate::manual::completions(shell));
             std::process::ExitCode::SUCCESS
@@ -844,5 +917,63 @@ fn history_command(args: HistoryArgs) -> std::process::ExitCode {
     match r {
         Ok(code) => code,
         Err(e) => fail(&Error::Usage(e)),
+    }
+}
+
+fn operate_command(args: OperateArgs) -> std::process::ExitCode {
+    use crate::operate::{self, metrics::Metrics, OperateEvent};
+    // Listen first: signals then never kill the process mid-step.
+    let stop = crate::run::signals::listen();
+    let metrics = Metrics::new();
+    let listen = match &args.listen {
+        Some(addr) => match operate::metrics::serve(addr, metrics.clone()) {
+            Ok(a) => Some(a.to_string()),
+            Err(e) => return fail(&Error::Usage(e)),
+        },
+        None => None,
+    };
+    let output = args.output;
+    let say = move |e: &OperateEvent| match output {
+        Output::Json => {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert(
+                    "time".into(),
+                    crate::exec::events::utc_text(std::time::SystemTime::now()).into(),
+                );
+            }
+            print_line(&v.to_string())
+        }
+        Output::Human => print_line(&format!(
+            "[{}] {}",
+            crate::exec::events::utc_text(std::time::SystemTime::now()),
+            e.text()
+        )),
+    };
+    let opts = operate::Options {
+        inventory: args.inventory,
+        stack_dir: args.stack_dir,
+        once: args.once,
+        interval: args.interval,
+        remediate: args.remediate,
+        budget: args.max_agents_per_cycle,
+        command_timeout: Duration::from_secs(args.timeout.max(1)),
+        elect: args
+            .elect
+            .then(|| Duration::from_secs(args.elect_session_timeout.max(1))),
+    };
+    say(&OperateEvent::Started {
+        interval_secs: opts.interval.as_secs(),
+        remediate: opts.remediate,
+        agents_per_cycle: match opts.budget {
+            operate::Budget::Count(n) => n.to_string(),
+            operate::Budget::Percent(p) => format!("{p}%"),
+        },
+        listen,
+    });
+    match operate::operate(opts, metrics, stop, &say) {
+        Ok(result) if args.once => exit(result.exit_code()),
+        Ok(_) => exit(ExitCode::Ok),
+        Err(e) => fail(&e),
     }
 }

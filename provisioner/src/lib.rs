@@ -15,6 +15,7 @@ pub mod lab;
 pub mod manual;
 pub mod model;
 pub mod modules;
+pub mod operate;
 pub mod plan;
 pub mod raw;
 pub mod report;

@@ -8,11 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod common;
-use common::lab::provisioner;
+
+use common::{
+    group, http_get, inventory, lab_inventory, poll, provisioner, ssh, ssh_input, ssh_ok, zk_mode,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,27 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn lab_inventory() -> PathBuf {
-    let p = std::env::var_os("PROVISIONER_LAB_INVENTORY").expect(
-        "PROVISIONER_LAB_INVENTORY is not set: these tests need a lab with the stack applied (CI_LAB_STACK=1 bash .ci/test)",
-    );
-    PathBuf::from(p)
-}
-
-fn inventory(inv: &Path) -> provisioner::model::inventory::Inventory {
-    provisioner::resolve::inventory::load(inv).expect("lab inventory loads")
-}
-
-fn group(inv: &Path, g: &str) -> Vec<String> {
-    let i = inventory(inv);
-    let hosts: Vec<String> = i.group_hosts(g).into_iter().map(str::to_string).collect();
-    match (g, hosts.is_empty()) {
-        ("zookeeper", true) => group(inv, "masters"),
-        ("monitoring", true) => group(inv, "masters").into_iter().take(1).collect(),
-        _ => hosts,
-    }
-}
 
 fn var(inv: &Path, host: &str, k: &str) -> Option<Value> {
     inventory(inv).host_vars(host).get(k).cloned()
@@ -77,91 +57,12 @@ fn changed_tasks(out: &Output) -> Vec<String> {
         .collect()
 }
 
-/// Run a command on a lab host with the system ssh client (strict host keys), as root.
-fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
-    ssh_command(inv, name, cmd).output().expect("run ssh")
-}
-
-/// `ssh` with `input` on the remote command's stdin (secrets stay off command lines).
-fn ssh_input(inv: &Path, name: &str, cmd: &str, input: &[u8]) -> Output {
-    let mut child = ssh_command(inv, name, cmd)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run ssh");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    child.wait_with_output().expect("ssh output")
-}
-
-fn ssh_command(inv: &Path, name: &str, cmd: &str) -> Command {
-    let vars = inventory(inv).host_vars(name);
-    let s = |k: &str| {
-        vars.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let known_hosts = s("ansible_ssh_common_args")
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("UserKnownHostsFile=").map(str::to_string))
-        .expect("lab inventory names its known_hosts");
-    let mut c = Command::new("ssh");
-    c.args([
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        &format!("UserKnownHostsFile={known_hosts}"),
-        "-i",
-        &s("ansible_ssh_private_key_file"),
-        &format!("{}@{}", s("ansible_user"), s("ansible_host")),
-        &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
-    ]);
-    c
-}
-
-fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
-    let o = ssh(inv, name, cmd);
-    assert!(
-        o.status.success(),
-        "{name}: `{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 fn bundle() -> cluster_core::bundle::Bundle {
     cluster_core::bundle::Bundle::builtin().unwrap()
 }
 
 fn port(component: &str, name: &str) -> u16 {
     bundle().component(component).unwrap().ports[name].value
-}
-
-/// A plain HTTP/1.0 GET from the control machine over the lab bridge: (status, body).
-fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = (host, port).to_socket_addrs().ok()?.next()?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 /// The cluster CA of the lab `inv` (`provisioner tls ca`), written once per lab to a file for
@@ -223,37 +124,6 @@ fn http_json(host: &str, port: u16, path: &str) -> Value {
         .unwrap_or_else(|| panic!("GET http://{host}:{port}{path}: no answer"));
     assert_eq!(status, 200, "GET http://{host}:{port}{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
-}
-
-/// ZooKeeper's `srvr` four-letter word, from the control machine: the `Mode:` it reports,
-/// `looking` when the member answers but is not serving (during an election), `None` when it
-/// does not answer at all (down).
-fn zk_mode(addr: &str) -> Option<String> {
-    let sa = (addr, port("zookeeper", "client"))
-        .to_socket_addrs()
-        .ok()?
-        .next()?;
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"srvr").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(
-        out.lines()
-            .find_map(|l| l.strip_prefix("Mode: ").map(|m| m.trim().to_string()))
-            .unwrap_or_else(|| "looking".to_string()),
-    )
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
 }
 
 /// Changes every time `unit` (re)starts: systemd's InvocationID. (A MainPID would do for native
@@ -1237,7 +1107,6 @@ fn changing_a_zookeeper_setting_rolls_one_member_at_a_time_and_quorum_holds() {
     let inv = lab_inventory();
     let zk = group(&inv, "zookeeper");
     let addrs: Vec<String> = zk.iter().map(|h| address(&inv, h)).collect();
-    let quorum = zk.len() / 2 + 1;
     apply(&inv, &[]);
     let before: Vec<String> = zk.iter().map(|h| main_pid(&inv, h, "zookeeper")).collect();
 
@@ -1264,30 +1133,8 @@ fn changing_a_zookeeper_setting_rolls_one_member_at_a_time_and_quorum_holds() {
         assert_ne!(before[i], after[i], "{h}: zookeeper was not restarted");
     }
     assert!(samples.len() > 3, "too few samples of the ensemble");
-    // Every sample: a majority of members running and at most one down. Serving (leader or
-    // follower) may dip below quorum only while the ensemble elects a new leader after the old
-    // one restarted: ZooKeeper cannot avoid that window; it must stay short.
-    let mut below_quorum = 0usize;
-    for (n, s) in samples.iter().enumerate() {
-        let running = s.iter().filter(|m| m.is_some()).count();
-        assert!(
-            running >= quorum && zk.len() - running <= 1,
-            "sample {n}: {running} of {} members running: {s:?}",
-            zk.len()
-        );
-        let serving = s
-            .iter()
-            .filter(|m| matches!(m.as_deref(), Some("leader" | "follower")))
-            .count();
-        if serving < quorum {
-            below_quorum += 1;
-        }
-    }
-    // At most ~10 s without a serving quorum, in all (samples are about 200 ms apart).
-    assert!(
-        below_quorum * 200 <= 10_000,
-        "the ensemble served without quorum for {below_quorum} samples"
-    );
+    // Samples are about 200 ms apart.
+    common::assert_quorum_held(&samples, 200);
     // Every member's restart shows in the run's events, dated by their timestamps.
     let mut order: Vec<(std::time::SystemTime, String)> = events(&out)
         .iter()

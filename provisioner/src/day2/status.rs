@@ -226,7 +226,17 @@ pub fn status(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Repor
 
 /// [`status`] as the `status` command runs it: the probe run is recorded in the history.
 pub fn check(inventory: &[PathBuf], stack_dir: Option<PathBuf>) -> Result<Report, Error> {
-    probe_as(inventory, stack_dir, None, true)
+    probe_as(inventory, stack_dir, None, true, None)
+}
+
+/// [`status`] for a long-running caller (the operator): runs with its `cancel` (so no signal
+/// listener is started per probe), not recorded in the history.
+pub fn observe(
+    inventory: &[PathBuf],
+    stack_dir: Option<PathBuf>,
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<Report, Error> {
+    probe_as(inventory, stack_dir, None, false, cancel)
 }
 
 /// [`status`] asking only the hosts `only` (e.g. the masters, without a host known to be dead);
@@ -236,7 +246,7 @@ pub fn probe(
     stack_dir: Option<PathBuf>,
     only: Option<&[String]>,
 ) -> Result<Report, Error> {
-    probe_as(inventory, stack_dir, only, false)
+    probe_as(inventory, stack_dir, only, false, None)
 }
 
 fn probe_as(
@@ -244,6 +254,7 @@ fn probe_as(
     stack_dir: Option<PathBuf>,
     only: Option<&[String]>,
     record: bool,
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     if inventory.is_empty() {
@@ -262,7 +273,7 @@ fn probe_as(
         "status",
         &scripts,
         Mode::Check,
-        None,
+        cancel,
         record,
     )?;
     let mut parsed: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();

@@ -91,20 +91,7 @@ pub fn host(inv: &Path, name: &str) -> Host {
 
 /// Run a command on a lab host with the system ssh client (strict host keys), as root.
 pub fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
-    let h = host(inv, name);
-    Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            &format!("UserKnownHostsFile={}", h.known_hosts),
-            "-i",
-            &h.key,
-            &format!("{}@{}", h.user, h.address),
-            &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
-        ])
+    super::ssh_command(inv, name, cmd)
         .output()
         .expect("run ssh")
 }
