@@ -20,14 +20,14 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::agent::AgentIdentity;
 use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelWriteHalf, Disconnect, Sig};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Mutex};
 
 use super::config::{self, Resolved};
 use super::known_hosts::{self, HostKeyStatus};
 use super::{
     BoxFuture, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest, HostKeyPolicy,
-    TransportError,
+    StreamIn, TransportError,
 };
 use crate::shell::quote;
 
@@ -142,7 +142,12 @@ impl SshConnection {
         Ok(s)
     }
 
-    async fn exec_inner(&self, req: ExecRequest) -> Result<ExecOutput, TransportError> {
+    async fn exec_inner(
+        &self,
+        req: ExecRequest,
+        mut input: Option<StreamIn>,
+        mut output: Option<&mut (dyn AsyncWrite + Send + Unpin)>,
+    ) -> Result<ExecOutput, TransportError> {
         let host = &self.target.name;
         let mut retried = false;
         loop {
@@ -160,7 +165,13 @@ impl SshConnection {
                         after: self.target.connect_timeout,
                     })
                 }
-                Ok(Ok(channel)) => return run(channel, &self.target, &req).await,
+                Ok(Ok(channel)) => {
+                    let io = Streams {
+                        input: input.take(),
+                        output: output.take(),
+                    };
+                    return run(channel, &self.target, &req, io).await;
+                }
                 Ok(Err(e)) => {
                     // The command was not sent yet, so one retry on a new session is safe.
                     if retried {
@@ -183,7 +194,16 @@ impl SshConnection {
 
 impl Connection for SshConnection {
     fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>> {
-        Box::pin(self.exec_inner(req))
+        Box::pin(self.exec_inner(req, None, None))
+    }
+
+    fn exec_streaming<'a>(
+        &'a self,
+        req: ExecRequest,
+        input: Option<StreamIn>,
+        output: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> BoxFuture<'a, Result<ExecOutput, TransportError>> {
+        Box::pin(self.exec_inner(req, input, Some(output)))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -758,11 +778,22 @@ fn signal_number(sig: &Sig) -> u32 {
     }
 }
 
+/// A command's streamed ends (see [`Connection::exec_streaming`]); `None`: buffered.
+struct Streams<'a> {
+    input: Option<StreamIn>,
+    output: Option<&'a mut (dyn AsyncWrite + Send + Unpin)>,
+}
+
 async fn run(
     channel: russh::Channel<Msg>,
     target: &ConnectTarget,
     req: &ExecRequest,
+    io: Streams<'_>,
 ) -> Result<ExecOutput, TransportError> {
+    let Streams {
+        input,
+        output: mut stdout_to,
+    } = io;
     let host = target.name.clone();
     let password = if req.become_.is_some() {
         target.become_password.clone()
@@ -781,6 +812,7 @@ async fn run(
     let writer = {
         let tx = Arc::clone(&tx);
         let stdin = req.stdin.clone().unwrap_or_default();
+        let mut input = input;
         tokio::spawn(async move {
             while let Some(sig) = sig_rx.recv().await {
                 match sig {
@@ -794,7 +826,16 @@ async fn run(
                         }
                     }
                     WriterSignal::Start => {
-                        if !stdin.is_empty() && tx.data(&stdin[..]).await.is_err() {
+                        // A streamed input goes in the channel's window-sized chunks (russh
+                        // reads it as the peer's window opens), never whole in memory.
+                        if let Some(reader) = input.take() {
+                            if tx.data(reader).await.is_err() {
+                                // Closed without EOF: the command is not told a cut input is
+                                // whole; the reader sees no exit status and fails.
+                                let _ = tx.close().await;
+                                return;
+                            }
+                        } else if !stdin.is_empty() && tx.data(&stdin[..]).await.is_err() {
                             return;
                         }
                         let _ = tx.eof().await;
@@ -824,7 +865,18 @@ async fn run(
         let mut become_failure: Option<String> = None;
         while let Some(msg) = rx.wait().await {
             match msg {
-                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                ChannelMsg::Data { data } => match stdout_to.as_mut() {
+                    // Written before the next message is read: a slow writer holds the
+                    // channel's window, so the host waits rather than memory filling up.
+                    Some(w) => w
+                        .write_all(&data)
+                        .await
+                        .map_err(|e| TransportError::Local {
+                            host: host.clone(),
+                            reason: format!("writing the command's output: {e}"),
+                        })?,
+                    None => out.stdout.extend_from_slice(&data),
+                },
                 ChannelMsg::ExtendedData { data, .. } if started => {
                     out.stderr.extend_from_slice(&data)
                 }
@@ -885,6 +937,12 @@ async fn run(
                 host: host.clone(),
                 reason,
             });
+        }
+        if let Some(w) = stdout_to.as_mut() {
+            w.flush().await.map_err(|e| TransportError::Local {
+                host: host.clone(),
+                reason: format!("writing the command's output: {e}"),
+            })?;
         }
         match exit {
             Some(code) => {
