@@ -8,6 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod common;
+
+use common::provisioner;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,21 +28,6 @@ fn lab_inventory() -> PathBuf {
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn provisioner(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .args(args)
-        .output()
-        .expect("run provisioner");
-    eprintln!(
-        "$ provisioner {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
 }
 
 struct Host {
