@@ -199,6 +199,9 @@ pub struct BackupArgs {
     /// Keep the newest N `backup-*.tar.gz` in the archive's directory (0: keep all).
     #[arg(long, default_value_t = crate::day2::backup::DEFAULT_KEEP, value_name = "N")]
     pub keep: usize,
+    /// Progress as `human` (default) or `json` (one event per line); `-o` names the archive.
+    #[arg(long = "format", value_enum, default_value = "human")]
+    pub format: Output,
     /// Check FILE offline (every file's size and sha256 against its manifest) and exit: 0 when
     /// it is whole, 1 with the first problem otherwise.
     #[arg(long, value_name = "FILE")]
@@ -225,6 +228,9 @@ pub struct RestoreArgs {
     /// How long each gate may stay red.
     #[arg(long = "gate-timeout", default_value_t = 300, value_name = "SECONDS")]
     pub gate_timeout: u64,
+    /// `human` (default) or `json` (one event per line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
     /// The stack's roles from this directory instead of the built-in copy.
     #[arg(long = "stack-dir")]
     pub stack_dir: Option<PathBuf>,
@@ -813,23 +819,34 @@ fn backup_command(args: BackupArgs) -> std::process::ExitCode {
         output: args.output,
         keep: args.keep,
     };
-    let say = |s: &str| print_line(s);
-    match backup::backup(&opts, &say) {
-        Ok(made) => {
-            for p in &made.removed {
-                print_line(&format!("retention: removed {}", p.display()));
+    match backup::backup(&opts, vec![day2_sink(args.format)]) {
+        Ok((made, warnings)) => {
+            for w in &warnings {
+                eprint_line(&format!("[WARNING]: {w}"));
             }
-            print_line(&format!(
-                "wrote {} ({} bytes, {} files, mode 0600) in {:.1} s",
-                made.path.display(),
-                made.bytes,
-                made.manifest.files.len(),
-                made.elapsed.as_secs_f64()
-            ));
-            exit(ExitCode::Ok)
+            match made {
+                Ok(made) => {
+                    for p in &made.removed {
+                        print_line(&format!("retention: removed {}", p.display()));
+                    }
+                    exit(ExitCode::Ok)
+                }
+                Err(e) => fail(&e),
+            }
         }
         Err(e) => fail(&e),
     }
+}
+
+/// The terminal sink of a day-2 operation's step events.
+fn day2_sink(output: Output) -> Box<dyn crate::exec::events::Sink> {
+    terminal::sink(
+        output,
+        HumanOptions {
+            color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            ..Default::default()
+        },
+    )
 }
 
 fn restore_command(args: RestoreArgs) -> std::process::ExitCode {
@@ -842,9 +859,11 @@ fn restore_command(args: RestoreArgs) -> std::process::ExitCode {
         yes: args.yes,
         gate_timeout: Duration::from_secs(args.gate_timeout.max(1)),
     };
-    let say = |s: &str| print_line(s);
-    match restore::restore(&opts, &say) {
-        Ok(ended) => {
+    match restore::restore(&opts, vec![day2_sink(args.output)]) {
+        Ok((ended, warnings)) => {
+            for w in &warnings {
+                eprint_line(&format!("[WARNING]: {w}"));
+            }
             match &ended {
                 Ended::Refused(why) => eprint_line(&format!("refused, nothing was changed: {why}")),
                 Ended::Failed(why) => eprint_line(&format!("error: {why}")),

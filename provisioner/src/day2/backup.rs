@@ -50,8 +50,8 @@ pub struct Options {
     pub keep: usize,
 }
 
-/// One progress line (the CLI prints them).
-pub type Say<'a> = &'a dyn Fn(&str);
+/// One progress step: its phase and what happens.
+type Say<'a> = &'a dyn Fn(&str, &str);
 
 /// One file in the archive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,8 +165,38 @@ pub fn roles_dir(stack_dir: Option<&Path>) -> Result<PathBuf, Error> {
     Ok(crate::stack::load(stack_dir, &crate::stack::default_cache_root())?.dir)
 }
 
-/// Take the backup.
-pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
+/// Take the backup: one run in the history, its progress as `step` events to `sinks`. The
+/// second value holds warnings to show (the history could not record it).
+pub fn backup(
+    opts: &Options,
+    sinks: Vec<Box<dyn crate::exec::events::Sink>>,
+) -> Result<(Result<Made, Error>, Vec<String>), Error> {
+    let inv_path = opts
+        .inventory
+        .first()
+        .ok_or_else(|| Error::Usage("backup needs an inventory (-i)".into()))?;
+    let op = super::operation::Operation::start("backup", "apply", inv_path, sinks)?;
+    let made = take(opts, &|phase: &str, msg: &str| op.ok(phase, msg));
+    let exit = match &made {
+        Ok(m) => {
+            op.ok(
+                "done",
+                &format!(
+                    "{} ({} bytes, {} files) in {:.1} s",
+                    m.path.display(),
+                    m.bytes,
+                    m.manifest.files.len(),
+                    m.elapsed.as_secs_f64()
+                ),
+            );
+            crate::error::ExitCode::Ok
+        }
+        Err(e) => e.exit_code(),
+    };
+    Ok((made, op.finish(exit)?))
+}
+
+fn take(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
     let started = Instant::now();
     let inv_path = opts
         .inventory
@@ -209,10 +239,13 @@ pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
     let streamer = crate::exec::stream::Streamer::new(&opts.inventory)?;
     let fail = |e: String| Error::Environment(format!("backup failed, nothing was written: {e}"));
 
-    say(&format!(
-        "ZooKeeper: {zk_host} has the highest zxid ({zxid:#x}); streaming {zk_data}/{}",
-        core::ZOOKEEPER_DATA
-    ));
+    say(
+        "zookeeper",
+        &format!(
+            "{zk_host} has the highest zxid ({zxid:#x}); streaming {zk_data}/{}",
+            core::ZOOKEEPER_DATA
+        ),
+    );
     // ZooKeeper keeps appending to its transaction log: GNU tar's exit 1 ("file changed as
     // we read it") is expected; the log's records carry checksums and a cut last record is
     // dropped on load, as after a crash.
@@ -230,10 +263,13 @@ pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
     )
     .map_err(fail)?;
 
-    say(&format!(
-        "Mesos: freezing the leader {leader} (SIGSTOP) while its {work_dir}/{} is copied",
-        core::REPLICATED_LOG
-    ));
+    say(
+        "mesos",
+        &format!(
+            "freezing the leader {leader} (SIGSTOP) while its {work_dir}/{} is copied",
+            core::REPLICATED_LOG
+        ),
+    );
     let stderr = fetch_tree(
         &streamer,
         &leader,
@@ -247,7 +283,10 @@ pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
         .find_map(|l| l.strip_prefix("frozen_ms="))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or_default();
-    say(&format!("Mesos: the leader ran again after {frozen_ms} ms"));
+    say(
+        "mesos",
+        &format!("the leader ran again after {frozen_ms} ms"),
+    );
 
     for host in inv.group_hosts("all") {
         let mut paths: Vec<String> = Vec::new();
@@ -269,7 +308,7 @@ pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
         if paths.is_empty() {
             continue;
         }
-        say(&format!("config: {host}"));
+        say("config", host);
         fetch_tree(
             &streamer,
             host,
@@ -281,7 +320,7 @@ pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
     }
     streamer.close();
 
-    say("state dir: copying (secrets stay encrypted)");
+    say("state", "copying the state dir (secrets stay encrypted)");
     copy_state_dir(
         &crate::state::state_dir(inv_path),
         &stage.join(core::STATE_DIR),
@@ -312,7 +351,7 @@ pub fn backup(opts: &Options, say: Say<'_>) -> Result<Made, Error> {
         .into(),
         files: BTreeMap::new(),
     };
-    say("archive: hashing and writing");
+    say("archive", "hashing and writing");
     let (manifest, bytes) = write_archive(stage, manifest, &path).map_err(fail)?;
     drop(staging);
     let removed = if opts.keep > 0 {

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod node;
+pub mod operation;
 pub mod restore;
 pub mod status;
 pub mod upgrade;

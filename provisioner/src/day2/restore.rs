@@ -23,8 +23,9 @@ use cluster_core::backup as core;
 use cluster_core::health::{majority, ClusterView};
 
 use super::backup::{read_archive, role_var, roles_dir, stamp};
-use super::node::{show_plan, wait};
-pub use super::node::{Ended, Say};
+use super::node::wait;
+pub use super::node::Ended;
+use super::operation::Operation;
 use super::status;
 use crate::error::Error;
 use crate::exec::Mode;
@@ -127,8 +128,28 @@ fn pack(stage: &Path, part: &str, name: &str) -> Result<tempfile::NamedTempFile,
     Ok(tmp)
 }
 
-/// Restore the archive (see the module docs).
-pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
+/// Restore the archive (see the module docs): one run in the history, its progress as `step`
+/// events to `sinks`. The second value holds warnings to show (the history could not record
+/// it).
+pub fn restore(
+    opts: &Options,
+    sinks: Vec<Box<dyn crate::exec::events::Sink>>,
+) -> Result<(Ended, Vec<String>), Error> {
+    let inv_path = opts
+        .inventory
+        .first()
+        .ok_or_else(|| Error::Usage("restore needs an inventory (-i)".into()))?;
+    let op = Operation::start("restore", "apply", inv_path, sinks)?;
+    let ended = steps(opts, &op);
+    let exit = match &ended {
+        Ok(e) => e.exit_code(),
+        Err(e) => e.exit_code(),
+    };
+    let warnings = op.finish(exit)?;
+    Ok((ended?, warnings))
+}
+
+fn steps(opts: &Options, op: &Operation) -> Result<Ended, Error> {
     let inv = crate::resolve::inventory::load_sources(&opts.inventory).map_err(Error::Invalid)?;
     let g = status::groups(&inv);
     let p = paths(opts, &g)?;
@@ -142,10 +163,10 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         .tempdir_in(dir)
         .map_err(|e| Error::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
     let stage = staging.path();
-    say(&format!(
-        "verifying every checksum of {}",
-        opts.file.display()
-    ));
+    op.ok(
+        "verify",
+        &format!("verifying every checksum of {}", opts.file.display()),
+    );
     let m = match read_archive(&opts.file, Some(stage)) {
         Ok(m) => m,
         Err(why) => {
@@ -154,14 +175,17 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
             )))
         }
     };
-    say(&format!(
-        "archive OK: {} files, made {} (leader {}, ZooKeeper zxid {} from {})",
-        m.files.len(),
-        m.created,
-        m.mesos_leader,
-        m.zookeeper_zxid,
-        m.zookeeper_member
-    ));
+    op.ok(
+        "verify",
+        &format!(
+            "archive OK: {} files, made {} (leader {}, ZooKeeper zxid {} from {})",
+            m.files.len(),
+            m.created,
+            m.mesos_leader,
+            m.zookeeper_zxid,
+            m.zookeeper_member
+        ),
+    );
     let r = status::status(&opts.inventory, opts.stack_dir.clone())?;
     let blockers = core::restore_blockers(&r.view);
     if !blockers.is_empty() && !opts.stop_cluster {
@@ -173,7 +197,7 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     let ts = stamp(SystemTime::now());
     let aside = |name: &str| format!("{name}.pre-restore-{ts}");
     let hosts = |v: &[String]| v.join(", ");
-    let plan = vec![
+    let plan = [
         format!(
             "stop mesos-agent on {}, then mesos-master on {}, then ZooKeeper on {}{}",
             hosts(&g.agents),
@@ -203,7 +227,16 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         "start the masters with --log_auto_initialize=false; gate: one leader, every master recovered".to_string(),
         "start the agents; gate: every agent re-registered".to_string(),
     ];
-    if !show_plan(opts.yes, say, &plan) {
+    let mut text: Vec<String> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}. {p}", i + 1))
+        .collect();
+    if !opts.yes {
+        text.push("nothing was changed; run again with --yes to do it".into());
+    }
+    op.ok("plan", &text.join("\n"));
+    if !opts.yes {
         return Ok(Ended::Planned);
     }
 
@@ -241,10 +274,13 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         }) {
             return failed(&step, why);
         }
-        say(&format!(
-            "stopped {component} on {}",
-            hosts(&units.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>())
-        ));
+        op.ok(
+            "stop",
+            &format!(
+                "{component} on {}",
+                hosts(&units.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>())
+            ),
+        );
     }
 
     // 2./3. Put the data back, streamed to each host.
@@ -273,10 +309,13 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
             };
             let script = put_back_script(&data_dir, name, &aside(name));
             match streamer.upload(&host, &script, file, STREAM_TIMEOUT) {
-                Ok(out) if out.trim() == "restored" => say(&format!(
-                    "{host}: {data_dir}/{name} restored (the old one is {data_dir}/{})",
-                    aside(name)
-                )),
+                Ok(out) if out.trim() == "restored" => op.ok(
+                    "restore",
+                    &format!(
+                        "{host}: {data_dir}/{name} restored (the old one is {data_dir}/{})",
+                        aside(name)
+                    ),
+                ),
                 Ok(out) => return failed(&step, format!("{host}: unexpected answer {out:?}")),
                 Err(why) => return failed(&step, why),
             }
@@ -301,7 +340,7 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     if let Err(why) = wait(opts.gate_timeout, probe, |r| zk_quorum(&r.view, need)) {
         return failed(step, format!("gate: {why}"));
     }
-    say("gate green: ZooKeeper serves a quorum");
+    op.ok("gate", "ZooKeeper serves a quorum");
 
     // 5. Masters, log auto-initialization off for this start.
     let step = "start the masters";
@@ -349,7 +388,10 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     if let Err(why) = removed {
         return failed("remove the log_auto_initialize flag", why);
     }
-    say("gate green: one leader, every master recovered its replicated log");
+    op.ok(
+        "gate",
+        "one leader, every master recovered its replicated log",
+    );
 
     // 6. Agents.
     let step = "start the agents";
@@ -363,13 +405,16 @@ pub fn restore(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     }) {
         return failed(step, format!("gate: {why}"));
     }
-    say("gate green: every agent re-registered");
-    say(&format!(
-        "restored from {}; the replaced data stays in {} and {} until you delete it",
-        opts.file.display(),
-        aside(core::ZOOKEEPER_DATA),
-        aside(core::REPLICATED_LOG)
-    ));
+    op.ok("gate", "every agent re-registered");
+    op.ok(
+        "done",
+        &format!(
+            "restored from {}; the replaced data stays in {} and {} until you delete it",
+            opts.file.display(),
+            aside(core::ZOOKEEPER_DATA),
+            aside(core::REPLICATED_LOG)
+        ),
+    );
     Ok(Ended::Done)
 }
 
@@ -457,9 +502,7 @@ mod tests {
             yes: true,
             gate_timeout: Duration::from_secs(1),
         };
-        let said = std::cell::RefCell::new(Vec::new());
-        let say = |s: &str| said.borrow_mut().push(s.to_string());
-        match restore(&opts, &say).unwrap() {
+        match restore(&opts, Vec::new()).unwrap().0 {
             Ended::Refused(why) => assert!(why.contains("failed verification"), "{why}"),
             other => panic!("{other:?}"),
         }
