@@ -890,6 +890,123 @@ mod tests {
         assert!(s[stop..].contains("thaw\n"), "{s}");
     }
 
+    /// Runs a host script here with `sh`, a fake `systemctl` (it logs its arguments) and
+    /// optionally a failing `tar` first on PATH: (exit code, stdout, stderr, systemctl's log).
+    fn run_here(script: &str, failing_tar: bool) -> (i32, Vec<u8>, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = d.path().join("systemctl.log");
+        let mut fakes = vec![(
+            "systemctl",
+            format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()),
+        )];
+        if failing_tar {
+            fakes.push((
+                "tar",
+                "#!/bin/sh\necho 'tar: boom' >&2; exit 2\n".to_string(),
+            ));
+        }
+        for (name, text) in fakes {
+            std::fs::write(bin.join(name), text).unwrap();
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn the_frozen_copy_stops_copies_resumes_then_streams() {
+        let d = tempfile::tempdir().unwrap();
+        let work = d.path().join("master");
+        std::fs::create_dir_all(work.join("replicated_log")).unwrap();
+        std::fs::write(work.join("replicated_log/000003.log"), b"entries").unwrap();
+        let (code, stdout, stderr, log) = run_here(
+            &frozen_copy_script("mesos-master", &work.display().to_string()),
+            false,
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(
+            log,
+            "kill --signal=SIGSTOP mesos-master\nkill --signal=SIGCONT mesos-master\n"
+        );
+        assert!(stderr.contains("frozen_ms="), "{stderr}");
+        let mut a = tar::Archive::new(&stdout[..]);
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(
+            names.contains(&"replicated_log/000003.log".to_string()),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn the_leader_resumes_when_the_copy_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let work = d.path().join("master");
+        std::fs::create_dir_all(work.join("replicated_log")).unwrap();
+        let script = frozen_copy_script("mesos-master", &work.display().to_string());
+        let (code, stdout, _, log) = run_here(&script, true);
+        assert_ne!(code, 0);
+        assert!(stdout.is_empty());
+        assert_eq!(
+            log,
+            "kill --signal=SIGSTOP mesos-master\nkill --signal=SIGCONT mesos-master\n"
+        );
+        // No log to copy: refused before the leader is frozen.
+        let (code, _, _, log) = run_here(
+            &frozen_copy_script("mesos-master", &d.path().join("none").display().to_string()),
+            false,
+        );
+        assert_ne!(code, 0);
+        assert_eq!(log, "");
+    }
+
+    #[test]
+    fn config_is_copied_without_secrets_and_missing_paths_are_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("zoo.cfg"), b"tickTime=2000").unwrap();
+        std::fs::write(conf.join("jaas.conf"), b"password").unwrap();
+        let paths = vec![
+            conf.display().to_string(),
+            d.path().join("absent").display().to_string(),
+        ];
+        let (code, stdout, stderr, _) = run_here(&config_script(&paths), false);
+        assert_eq!(code, 0, "{stderr}");
+        let mut a = tar::Archive::new(&stdout[..]);
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with("conf/zoo.cfg")),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains("jaas")), "{names:?}");
+    }
+
     #[test]
     fn role_vars_come_from_the_inventory_else_the_role_defaults() {
         let inv = crate::day2::status::tests::inventory(

@@ -483,6 +483,51 @@ mod tests {
     }
 
     #[test]
+    fn put_back_moves_the_old_data_aside_and_unpacks_the_new() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("zk");
+        std::fs::create_dir_all(data.join("version-2")).unwrap();
+        std::fs::write(data.join("version-2/log.old"), b"old").unwrap();
+        std::fs::write(data.join("myid"), b"2").unwrap();
+        let stage = d.path().join("stage");
+        std::fs::create_dir_all(stage.join("zookeeper/version-2")).unwrap();
+        std::fs::write(stage.join("zookeeper/version-2/snapshot.5"), b"new").unwrap();
+        let packed = pack(&stage, "zookeeper", "version-2").unwrap();
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &put_back_script(
+                    &data.display().to_string(),
+                    "version-2",
+                    "version-2.pre-restore-T",
+                ),
+            ])
+            .stdin(packed.reopen().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "restored");
+        assert_eq!(
+            std::fs::read(data.join("version-2/snapshot.5")).unwrap(),
+            b"new"
+        );
+        assert!(!data.join("version-2/log.old").exists());
+        assert_eq!(
+            std::fs::read(data.join("version-2.pre-restore-T/log.old")).unwrap(),
+            b"old"
+        );
+        assert_eq!(
+            std::fs::read(data.join("myid")).unwrap(),
+            b"2",
+            "myid untouched"
+        );
+    }
+
+    #[test]
     fn a_damaged_archive_is_refused_before_any_host_is_asked() {
         let d = tempfile::tempdir().unwrap();
         let inv = d.path().join("inv.ini");
