@@ -110,16 +110,9 @@ pub fn default_name(t: SystemTime) -> String {
 
 /// `YYYYMMDDTHHMMSSZ` (UTC): sorts as time does.
 pub fn stamp(t: SystemTime) -> String {
-    let d = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
+    // From `2026-01-31T12:00:00.123Z`.
+    let text = crate::exec::events::utc_text(t);
+    format!("{}Z", text[..19].replace(['-', ':'], ""))
 }
 
 /// A role variable as `host` sees it: the inventory's value, else the role's default. Only
@@ -931,6 +924,14 @@ mod tests {
         )
     }
 
+    fn tar_names(bytes: &[u8]) -> Vec<String> {
+        tar::Archive::new(bytes)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
     #[test]
     fn the_frozen_copy_stops_copies_resumes_then_streams() {
         let d = tempfile::tempdir().unwrap();
@@ -947,12 +948,7 @@ mod tests {
             "kill --signal=SIGSTOP mesos-master\nkill --signal=SIGCONT mesos-master\n"
         );
         assert!(stderr.contains("frozen_ms="), "{stderr}");
-        let mut a = tar::Archive::new(&stdout[..]);
-        let names: Vec<String> = a
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
+        let names = tar_names(&stdout);
         assert!(
             names.contains(&"replicated_log/000003.log".to_string()),
             "{names:?}"
@@ -994,12 +990,7 @@ mod tests {
         ];
         let (code, stdout, stderr, _) = run_here(&config_script(&paths), false);
         assert_eq!(code, 0, "{stderr}");
-        let mut a = tar::Archive::new(&stdout[..]);
-        let names: Vec<String> = a
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
+        let names = tar_names(&stdout);
         assert!(
             names.iter().any(|n| n.ends_with("conf/zoo.cfg")),
             "{names:?}"

@@ -344,16 +344,22 @@ fn steps(opts: &Options, op: &Operation) -> Result<Ended, Error> {
 
     // 5. Masters, log auto-initialization off for this start.
     let step = "start the masters";
-    let flag_on: Vec<(String, String)> = p
+    // (host, the flag file) of every master, and its unit.
+    let flag_files: PerHost = p
         .masters
         .iter()
-        .map(|(h, _, flags, unit)| {
+        .map(|(h, _, flags, _)| (h.clone(), format!("{flags}/{}", core::NO_AUTO_INIT_FLAG)))
+        .collect();
+    let flag_on: PerHost = flag_files
+        .iter()
+        .zip(&p.masters)
+        .map(|((h, f), (_, _, _, unit))| {
             (
                 h.clone(),
                 format!(
-                    "set -e; printf 'false\\n' > {f}; systemctl start {u}; echo done",
-                    f = quote(&format!("{flags}/{}", core::NO_AUTO_INIT_FLAG)),
-                    u = quote(unit)
+                    "set -e; printf 'false\\n' > {}; systemctl start {}; echo done",
+                    quote(f),
+                    quote(unit)
                 ),
             )
         })
@@ -363,24 +369,11 @@ fn steps(opts: &Options, op: &Operation) -> Result<Ended, Error> {
     }
     let gate = wait(opts.gate_timeout, probe, |r| core::restored(&r.view, &[]));
     // The flag goes whatever the gate says: the next start (or apply) is a normal one.
-    let flag_off: Vec<(String, String)> = p
-        .masters
-        .iter()
-        .map(|(h, _, flags, _)| {
-            (
-                h.clone(),
-                format!(
-                    "rm -f {} && echo done",
-                    quote(&format!("{flags}/{}", core::NO_AUTO_INIT_FLAG))
-                ),
-            )
-        })
-        .collect();
     let removed = on_hosts(
         opts,
         "remove the log_auto_initialize flag",
-        &flag_off,
-        |s| s.to_string(),
+        &flag_files,
+        |f| format!("rm -f {} && echo done", quote(f)),
     );
     if let Err(why) = gate {
         return failed(step, format!("gate: {why}"));
