@@ -394,7 +394,8 @@ fn config_script(paths: &[String]) -> String {
     let list: Vec<String> = paths.iter().map(|p| quote(p)).collect();
     format!(
         "set -e; set --; for p in {}; do [ -e \"$p\" ] && set -- \"$@\" \"${{p#/}}\"; done; \
-         cd /; tar -chf - --exclude='*jaas*' --exclude='*secret*' --exclude='*credential*' \"$@\"",
+         cd /; [ $# -gt 0 ] || exec tar -cf - -T /dev/null; \
+         tar -chf - --exclude='*jaas*' --exclude='*secret*' --exclude='*credential*' \"$@\"",
         list.join(" ")
     )
 }
@@ -984,6 +985,13 @@ mod tests {
         std::fs::create_dir_all(&conf).unwrap();
         std::fs::write(conf.join("zoo.cfg"), b"tickTime=2000").unwrap();
         std::fs::write(conf.join("jaas.conf"), b"password").unwrap();
+        // A host with none of them (its component not installed yet) sends an empty archive.
+        let (code, stdout, stderr, _) = run_here(
+            &config_script(&[d.path().join("absent").display().to_string()]),
+            false,
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert!(tar_names(&stdout).is_empty());
         let paths = vec![
             conf.display().to_string(),
             d.path().join("absent").display().to_string(),
