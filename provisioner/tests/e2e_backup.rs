@@ -210,7 +210,11 @@ fn a_wiped_cluster_comes_back_from_a_backup_and_a_damaged_archive_is_refused_fir
         ssh_ok(
             &inv,
             m,
-            &format!("rm -rf {d}/replicated_log && test ! -e {d}/replicated_log"),
+            // Wiped, with a marker in the empty log dir: the restore must move it aside, not
+            // delete it.
+            &format!(
+                "rm -rf {d}/replicated_log && mkdir {d}/replicated_log && touch {d}/replicated_log/wiped-by-e2e"
+            ),
         );
     }
 
@@ -237,13 +241,17 @@ fn a_wiped_cluster_comes_back_from_a_backup_and_a_damaged_archive_is_refused_fir
         schedule,
         "the maintenance schedule is not back"
     );
-    // The moved-aside data is kept.
-    let d = role_var(&inv, &masters[0], "mesos_master", "mesos_master_work_dir");
-    ssh_ok(
-        &inv,
-        &masters[0],
-        &format!("ls -d {d}/replicated_log.pre-restore-*"),
-    );
+    // What was in place was moved aside, not deleted.
+    for m in &masters {
+        let d = role_var(&inv, m, "mesos_master", "mesos_master_work_dir");
+        ssh_ok(
+            &inv,
+            m,
+            &format!(
+                "test ! -e {d}/replicated_log/wiped-by-e2e && ls {d}/replicated_log.pre-restore-*/wiped-by-e2e"
+            ),
+        );
+    }
 
     stop.store(true, Ordering::SeqCst);
     let record = sampling.join().unwrap();
