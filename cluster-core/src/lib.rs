@@ -10,8 +10,10 @@
 //! - [`topology`]: the inventory rules of docs/stack.md, checked before anything runs.
 //! - [`gates`]: the health gates of rolling restarts as one program the roles run on hosts.
 //! - [`allocations`]: stable member identities (ZooKeeper ids, CNI subnets), allocated once.
+//! - [`backup`]: what a backup holds (which member's data) and a restore's order and gates.
 
 pub mod allocations;
+pub mod backup;
 pub mod bundle;
 pub mod derive;
 pub mod gates;

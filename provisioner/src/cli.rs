@@ -69,6 +69,16 @@ pub enum Command {
     /// red under `safe`); serve metrics with --listen. SIGTERM/SIGINT: the running step
     /// finishes, exit 0.
     Operate(OperateArgs),
+    /// One archive of what the cluster cannot rebuild from its inventory: ZooKeeper's data
+    /// (the member with the highest zxid), the leading master's replicated log (frozen for the
+    /// copy), each component's config and the state dir (secrets stay encrypted). `--verify
+    /// FILE` checks an archive offline.
+    Backup(BackupArgs),
+    /// Put a backup back: verify every checksum first, stop the cluster (with --stop-cluster),
+    /// move the current data aside (never deleted), restore the same ZooKeeper data on every
+    /// member and the same replicated log on every master, start with log auto-initialization
+    /// off, and gate: one leader, every master recovered, agents re-registered.
+    Restore(RestoreArgs),
     /// The run history of an inventory (`history.db` in its state dir): every apply, plan,
     /// play and day-2 command, with per-host task results.
     History(HistoryArgs),
@@ -244,6 +254,55 @@ pub struct NodeOpts {
     /// How long each gate may stay red.
     #[arg(long = "gate-timeout", default_value_t = 300, value_name = "SECONDS")]
     pub gate_timeout: u64,
+    /// The stack's roles from this directory instead of the built-in copy.
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The inventory of the cluster to back up.
+    #[arg(short = 'i', long = "inventory", required_unless_present = "verify")]
+    pub inventory: Vec<PathBuf>,
+    /// The archive to write (default: `.<inventory>.backups/backup-<UTC time>.tar.gz` beside
+    /// the inventory's state dir).
+    #[arg(short = 'o', long = "output", conflicts_with = "verify")]
+    pub output: Option<PathBuf>,
+    /// Keep the newest N `backup-*.tar.gz` in the archive's directory (0: keep all).
+    #[arg(long, default_value_t = crate::day2::backup::DEFAULT_KEEP, value_name = "N")]
+    pub keep: usize,
+    /// Progress as `human` (default) or `json` (one event per line); `-o` names the archive.
+    #[arg(long = "format", value_enum, default_value = "human")]
+    pub format: Output,
+    /// Check FILE offline (every file's size and sha256 against its manifest) and exit: 0 when
+    /// it is whole, 1 with the first problem otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub verify: Option<PathBuf>,
+    /// The stack's roles from this directory instead of the built-in copy.
+    #[arg(long = "stack-dir")]
+    pub stack_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The inventory of the cluster to restore.
+    #[arg(short = 'i', long = "inventory", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// The archive (`provisioner backup`).
+    pub file: PathBuf,
+    /// Stop a running cluster first (agents, masters, then ZooKeeper). Without it a serving
+    /// ZooKeeper quorum or an elected master refuses the restore.
+    #[arg(long = "stop-cluster")]
+    pub stop_cluster: bool,
+    /// Do it: without --yes the plan is shown and nothing changes.
+    #[arg(long)]
+    pub yes: bool,
+    /// How long each gate may stay red.
+    #[arg(long = "gate-timeout", default_value_t = 300, value_name = "SECONDS")]
+    pub gate_timeout: u64,
+    /// `human` (default) or `json` (one event per line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: Output,
     /// The stack's roles from this directory instead of the built-in copy.
     #[arg(long = "stack-dir")]
     pub stack_dir: Option<PathBuf>,
@@ -680,6 +739,8 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
         Command::Status(args) => status_command(args),
         Command::Upgrade(args) => upgrade_command(args),
         Command::Node(args) => node_command(args),
+        Command::Backup(args) => backup_command(args),
+        Command::Restore(args) => restore_command(args),
         Command::History(args) => history_command(args),
         Command::Operate(args) => operate_command(args),
         Command::Completions { shell } => {
@@ -792,6 +853,90 @@ fn node_command(args: NodeArgs) -> std::process::ExitCode {
     };
     match r {
         Ok(ended) => {
+            match &ended {
+                Ended::Refused(why) => eprint_line(&format!("refused, nothing was changed: {why}")),
+                Ended::Failed(why) => eprint_line(&format!("error: {why}")),
+                _ => {}
+            }
+            exit(ended.exit_code())
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn backup_command(args: BackupArgs) -> std::process::ExitCode {
+    use crate::day2::backup;
+    if let Some(file) = args.verify {
+        return match backup::verify(&file) {
+            Ok(m) => {
+                print_line(&format!(
+                    "{}: OK, {} files match the manifest (made {}, leader {}, ZooKeeper zxid {} from {})",
+                    file.display(),
+                    m.files.len(),
+                    m.created,
+                    m.mesos_leader,
+                    m.zookeeper_zxid,
+                    m.zookeeper_member
+                ));
+                exit(ExitCode::Ok)
+            }
+            Err(why) => {
+                eprint_line(&format!("error: verification failed: {why}"));
+                exit(ExitCode::HostsFailed)
+            }
+        };
+    }
+    let opts = backup::Options {
+        inventory: args.inventory,
+        stack_dir: args.stack_dir,
+        output: args.output,
+        keep: args.keep,
+    };
+    match backup::backup(&opts, vec![day2_sink(args.format)]) {
+        Ok((made, warnings)) => {
+            for w in &warnings {
+                eprint_line(&format!("[WARNING]: {w}"));
+            }
+            match made {
+                Ok(made) => {
+                    for p in &made.removed {
+                        print_line(&format!("retention: removed {}", p.display()));
+                    }
+                    exit(ExitCode::Ok)
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The terminal sink of a day-2 operation's step events.
+fn day2_sink(output: Output) -> Box<dyn crate::exec::events::Sink> {
+    terminal::sink(
+        output,
+        HumanOptions {
+            color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            ..Default::default()
+        },
+    )
+}
+
+fn restore_command(args: RestoreArgs) -> std::process::ExitCode {
+    use crate::day2::restore::{self, Ended};
+    let opts = restore::Options {
+        inventory: args.inventory,
+        stack_dir: args.stack_dir,
+        file: args.file,
+        stop_cluster: args.stop_cluster,
+        yes: args.yes,
+        gate_timeout: Duration::from_secs(args.gate_timeout.max(1)),
+    };
+    match restore::restore(&opts, vec![day2_sink(args.output)]) {
+        Ok((ended, warnings)) => {
+            for w in &warnings {
+                eprint_line(&format!("[WARNING]: {w}"));
+            }
             match &ended {
                 Ended::Refused(why) => eprint_line(&format!("refused, nothing was changed: {why}")),
                 Ended::Failed(why) => eprint_line(&format!("error: {why}")),

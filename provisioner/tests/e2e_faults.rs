@@ -19,9 +19,9 @@ use serde_json::Value;
 
 mod common;
 use common::lab::{
-    changed_flags, events_of, groups, lab, lab_inventory, private_inventory, provisioner,
-    ssh_input, ssh_ok,
+    changed_flags, events_of, groups, lab, lab_inventory, private_inventory, provisioner, ssh_ok,
 };
+use common::ssh_input;
 
 /// A host added to the shared lab for one scenario, removed when dropped.
 struct ScratchHost {

@@ -9,28 +9,16 @@
 
 mod common;
 
-use common::{
-    group, http_get, inventory, lab_inventory, poll, provisioner, ssh, ssh_input, ssh_ok, zk_mode,
-};
+use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn var(inv: &Path, host: &str, k: &str) -> Option<Value> {
-    inventory(inv).host_vars(host).get(k).cloned()
-}
-
-fn address(inv: &Path, host: &str) -> String {
-    var(inv, host, "ansible_host")
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| host.to_string())
-}
 
 fn apply(inv: &Path, extra: &[&str]) -> Output {
     let i = inv.display().to_string();
@@ -55,87 +43,6 @@ fn changed_tasks(out: &Output) -> Vec<String> {
         .filter(|e| e["event"] == "task_finished" && e["status"] == "changed")
         .map(|e| format!("{} on {}", e["task"], e["host"]))
         .collect()
-}
-
-fn bundle() -> cluster_core::bundle::Bundle {
-    cluster_core::bundle::Bundle::builtin().unwrap()
-}
-
-fn port(component: &str, name: &str) -> u16 {
-    bundle().component(component).unwrap().ports[name].value
-}
-
-/// The cluster CA of the lab `inv` (`provisioner tls ca`), written once per lab to a file for
-/// curl.
-fn cluster_ca(inv: &Path) -> PathBuf {
-    static CA: Mutex<BTreeMap<PathBuf, PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut known = CA.lock().unwrap();
-    if let Some(p) = known.get(inv) {
-        return p.clone();
-    }
-    let i = inv.display().to_string();
-    let out = provisioner(&["tls", "ca", "-i", &i]);
-    assert!(out.status.success(), "provisioner tls ca failed");
-    let p = std::env::temp_dir().join(format!(
-        "e2e-stack-ca-{}-{}.crt",
-        std::process::id(),
-        known.len()
-    ));
-    std::fs::write(&p, &out.stdout).unwrap();
-    known.insert(inv.to_path_buf(), p.clone());
-    p
-}
-
-/// GET https://host:port/path from the control machine with curl, verifying the server's
-/// certificate against the cluster CA (and its IP SAN): Mesos speaks libprocess TLS.
-fn mesos_get(inv: &Path, host: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    let ca = cluster_ca(inv);
-    let o = Command::new("curl")
-        .args(["-sS", "-m", "10", "--cacert"])
-        .arg(&ca)
-        .args([
-            "-w",
-            "\n%{http_code}",
-            &format!("https://{host}:{port}{path}"),
-        ])
-        .output()
-        .expect("run curl");
-    if !o.status.success() {
-        eprintln!(
-            "curl https://{host}:{port}{path}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        return None;
-    }
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n')?;
-    Some((code.trim().parse().ok()?, body.to_string()))
-}
-
-fn mesos_json(inv: &Path, host: &str, port: u16, path: &str) -> Value {
-    let (status, body) = mesos_get(inv, host, port, path)
-        .unwrap_or_else(|| panic!("GET https://{host}:{port}{path}: no answer"));
-    assert_eq!(status, 200, "GET https://{host}:{port}{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
-}
-
-fn http_json(host: &str, port: u16, path: &str) -> Value {
-    let (status, body) = http_get(host, port, path)
-        .unwrap_or_else(|| panic!("GET http://{host}:{port}{path}: no answer"));
-    assert_eq!(status, 200, "GET http://{host}:{port}{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
-}
-
-/// Changes every time `unit` (re)starts: systemd's InvocationID. (A MainPID would do for native
-/// units, but Debian's ZooKeeper is a sysv script whose MainPID systemd reports as 0.)
-fn main_pid(inv: &Path, host: &str, unit: &str) -> String {
-    ssh_ok(
-        inv,
-        host,
-        &format!("systemctl show -p InvocationID --value {unit}"),
-    )
-    .trim()
-    .to_string()
 }
 
 /// A `host_vars/<host>.yml` next to the inventory for the duration of a test.
@@ -259,97 +166,6 @@ fn zookeeper_has_one_leader_the_rest_follow_and_clients_must_authenticate() {
 }
 
 // ---------------------------------------------------------------- Mesos (real Apache Mesos)
-
-/// A master's JSON endpoint when it answers 200 (`None` while it is down or answers otherwise).
-fn master_json(inv: &Path, master: &str, path: &str) -> Option<Value> {
-    let (status, body) = mesos_get(
-        inv,
-        &address(inv, master),
-        port("mesos_master", "http"),
-        path,
-    )?;
-    (status == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-/// One master's `/metrics/snapshot` (any master answers it, leader or not).
-fn master_metrics(inv: &Path, master: &str) -> Option<Value> {
-    master_json(inv, master, "/metrics/snapshot")
-}
-
-fn metric(m: &Value, k: &str) -> f64 {
-    m[k].as_f64().unwrap_or(-1.0)
-}
-
-/// The masters whose `master/elected` is 1, with every master's metrics (a master that does
-/// not answer has none).
-fn elected(inv: &Path) -> (Vec<String>, BTreeMap<String, Value>) {
-    let mut all = BTreeMap::new();
-    let mut leaders = Vec::new();
-    for m in group(inv, "masters") {
-        if let Some(v) = master_metrics(inv, &m) {
-            if metric(&v, "master/elected") == 1.0 {
-                leaders.push(m.clone());
-            }
-            all.insert(m, v);
-        }
-    }
-    (leaders, all)
-}
-
-/// The one elected master, once there is exactly one.
-fn leader(inv: &Path, timeout: Duration) -> String {
-    poll("exactly one elected master", timeout, || {
-        let (l, _) = elected(inv);
-        (l.len() == 1).then(|| l[0].clone())
-    })
-}
-
-/// `/master/state` from the leader (the others answer 307 to it).
-fn leader_state(inv: &Path) -> Value {
-    let l = leader(inv, Duration::from_secs(120));
-    mesos_json(
-        inv,
-        &address(inv, &l),
-        port("mesos_master", "http"),
-        "/master/state",
-    )
-}
-
-/// hostname → (agent id, active, version) of the agents the leader knows.
-fn agents_of(state: &Value) -> BTreeMap<String, (String, bool, String)> {
-    state["slaves"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            (
-                s["hostname"].as_str().unwrap_or_default().to_string(),
-                (
-                    s["id"].as_str().unwrap_or_default().to_string(),
-                    s["active"].as_bool().unwrap_or(false),
-                    s["version"].as_str().unwrap_or_default().to_string(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Every agent of the inventory registered and active: hostname → agent id.
-fn active_agents(inv: &Path, timeout: Duration) -> BTreeMap<String, String> {
-    let want = group(inv, "agents");
-    poll("every agent registered and active", timeout, || {
-        let (l, _) = elected(inv);
-        let [l] = l.as_slice() else { return None };
-        let st = master_json(inv, l, "/master/state")?;
-        let agents = agents_of(&st);
-        want.iter()
-            .map(|a| match agents.get(a) {
-                Some((id, true, _)) => Some((a.clone(), id.clone())),
-                _ => None,
-            })
-            .collect()
-    })
-}
 
 /// The ZooKeeper URL Mesos uses, with its digest credentials (root-only on the masters).
 fn mesos_zk_url(inv: &Path) -> String {
@@ -1270,129 +1086,6 @@ fn mesos_artifact(version: &str) -> PathBuf {
     ));
     assert!(p.exists(), "no Mesos {version} artifact at {}", p.display());
     p.canonicalize().unwrap()
-}
-
-/// One 200 ms sample: when the masters were asked (`at`) and when the last answered (`end`),
-/// each ZooKeeper member's mode, each master's (answered, elected).
-#[derive(Clone, Debug)]
-struct Sample {
-    at: std::time::SystemTime,
-    end: std::time::SystemTime,
-    zk: Vec<Option<String>>,
-    masters: Vec<(bool, bool)>,
-}
-
-/// The sampler's period: median and max, in ms (reported, never asserted).
-fn sample_periods(samples: &[Sample]) -> (u128, u128) {
-    let mut gaps: Vec<u128> = samples
-        .windows(2)
-        .map(|w| {
-            w[1].at
-                .duration_since(w[0].at)
-                .unwrap_or_default()
-                .as_millis()
-        })
-        .collect();
-    gaps.sort_unstable();
-    (
-        gaps.get(gaps.len() / 2).copied().unwrap_or(0),
-        gaps.last().copied().unwrap_or(0),
-    )
-}
-
-/// Samples the cluster every 200 ms from the control machine until `stop` is set.
-fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
-    std::thread::spawn(move || {
-        let masters: Vec<(String, String)> = group(&inv, "masters")
-            .iter()
-            .map(|m| (m.clone(), address(&inv, m)))
-            .collect();
-        let zk: Vec<String> = group(&inv, "zookeeper")
-            .iter()
-            .map(|m| address(&inv, m))
-            .collect();
-        let p = port("mesos_master", "http");
-        // In-process HTTPS (no curl per request), and `/master/redirect` rather than
-        // `/metrics/snapshot` (which a busy master takes ~150 ms to compute): each master answers
-        // 307 to the leader it knows (the leader to itself) and 503 while there is none.
-        let tls = Arc::new(testkit::tls::client_config(&cluster_ca(&inv), None).unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut out = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
-            let t0 = Instant::now();
-            // ZooKeeper and the masters at once, so a sample is one moment (give or take one
-            // request).
-            let at = std::time::SystemTime::now();
-            let zk_asks: Vec<_> = zk
-                .iter()
-                .map(|a| {
-                    let a = a.clone();
-                    std::thread::spawn(move || zk_mode(&a))
-                })
-                .collect();
-            let ms: Vec<(bool, bool)> = rt.block_on(async {
-                let asks = masters.iter().map(|(name, a)| {
-                    let ep = testkit::http::Endpoint {
-                        host: a.clone(),
-                        port: p,
-                        tls: Some(tls.clone()),
-                    };
-                    let (name, a) = (name.clone(), a.clone());
-                    async move {
-                        match testkit::http::request_to(
-                            &ep,
-                            "GET",
-                            "/master/redirect",
-                            &[],
-                            None,
-                            Duration::from_secs(2),
-                        )
-                        .await
-                        {
-                            Ok((307, headers, _)) => {
-                                let leader = testkit::http::header(&headers, "Location")
-                                    .and_then(|l| {
-                                        testkit::http::resolve_location(l, (&a, p), true).ok()
-                                    })
-                                    .map(|(h, _, _)| h)
-                                    .unwrap_or_default();
-                                (true, leader == name || leader == a)
-                            }
-                            Ok(_) => (true, false),
-                            Err(_) => (false, false),
-                        }
-                    }
-                });
-                let mut got = Vec::new();
-                for f in asks.collect::<Vec<_>>() {
-                    got.push(tokio::spawn(f));
-                }
-                let mut res = Vec::new();
-                for g in got {
-                    res.push(g.await.unwrap_or((false, false)));
-                }
-                res
-            });
-            let zk_modes = zk_asks
-                .into_iter()
-                .map(|h| h.join().unwrap_or(None))
-                .collect();
-            let end = std::time::SystemTime::now();
-            out.push(Sample {
-                at,
-                end,
-                zk: zk_modes,
-                masters: ms,
-            });
-            if let Some(rest) = Duration::from_millis(200).checked_sub(t0.elapsed()) {
-                std::thread::sleep(rest);
-            }
-        }
-        out
-    })
 }
 
 fn rfc3339(t: &str) -> std::time::SystemTime {

@@ -429,6 +429,84 @@ async fn twenty_megabytes_each_way_do_not_deadlock() {
     assert!(out.stdout == input, "stdin did not round-trip");
 }
 
+/// A writer that only counts and hashes what it is given, and remembers its largest write: a
+/// streamed output arrives in channel-sized chunks, never as one buffer.
+#[derive(Default)]
+struct Counting {
+    total: usize,
+    largest: usize,
+    sum: u64,
+}
+
+impl tokio::io::AsyncWrite for Counting {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.total += buf.len();
+        self.largest = self.largest.max(buf.len());
+        self.sum = buf.iter().fold(self.sum, |a, b| {
+            a.wrapping_mul(31).wrapping_add(u64::from(*b))
+        });
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn streamed_output_arrives_in_chunks_and_streamed_input_round_trips() {
+    let f = Fixture::new();
+    let s = f.trusted_server(ServerOpts::default()).await;
+    let c = connect(&f.target(s.port())).await;
+    let mut w = Counting::default();
+    let out = c
+        .exec_streaming(
+            req("head -c 30000000 /dev/zero; echo err >&2"),
+            None,
+            &mut w,
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.exit_status, w.total), (0, 30_000_000));
+    assert!(out.stdout.is_empty(), "streamed output is not buffered too");
+    assert_eq!(out.stderr, b"err\n");
+    assert!(w.largest < 1_000_000, "one write of {} bytes", w.largest);
+
+    // Input from a file, output to another: what went in comes out.
+    let input: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    let src = f.dir.join("in.bin");
+    std::fs::write(&src, &input).unwrap();
+    let dst = f.dir.join("out.bin");
+    let mut to = tokio::fs::File::create(&dst).await.unwrap();
+    let from: provisioner::transport::StreamIn =
+        Box::new(tokio::fs::File::open(&src).await.unwrap());
+    let out = c
+        .exec_streaming(req("cat; echo done >&2"), Some(from), &mut to)
+        .await
+        .unwrap();
+    drop(to);
+    assert_eq!(
+        (out.exit_status, out.stderr.as_slice()),
+        (0, &b"done\n"[..])
+    );
+    assert!(
+        std::fs::read(&dst).unwrap() == input,
+        "input did not round-trip"
+    );
+}
+
 #[tokio::test]
 async fn one_session_serves_every_command_even_concurrent_ones() {
     let f = Fixture::new();
@@ -861,6 +939,22 @@ async fn become_password_is_sent_only_when_sudo_prompts_then_stdin_follows() {
     assert_eq!(out.exit_status, 4);
     assert_eq!(out.stdout, b"payload");
     assert_eq!(out.stderr, b"err\n");
+}
+
+#[tokio::test]
+async fn streamed_input_through_sudo_follows_the_password() {
+    let (f, _s, c) = become_setup("password s3cret", Some("s3cret")).await;
+    let src = f.dir.join("in.bin");
+    std::fs::write(&src, b"archive bytes").unwrap();
+    let from: provisioner::transport::StreamIn =
+        Box::new(tokio::fs::File::open(&src).await.unwrap());
+    let mut out = Vec::new();
+    let r = c
+        .exec_streaming(become_req("cat"), Some(from), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_status, 0);
+    assert_eq!(out, b"archive bytes");
 }
 
 #[tokio::test]

@@ -2,7 +2,10 @@
 //! over the run API ([`crate::run`]) and cluster-core's knowledge (`cluster_core::health`).
 //! They hold no engine of their own and never print; the CLI renders what they return.
 
+pub mod backup;
 pub mod node;
+pub mod operation;
+pub mod restore;
 pub mod status;
 pub mod upgrade;
 

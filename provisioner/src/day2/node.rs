@@ -89,7 +89,7 @@ fn leader(r: &Report) -> Result<String, String> {
 }
 
 /// Poll `probe` until `done` says yes (`Ok`), or the timeout passes (`Err(last reason)`).
-fn wait(
+pub(super) fn wait(
     timeout: Duration,
     mut probe: impl FnMut() -> Result<Report, String>,
     done: impl Fn(&Report) -> Result<(), String>,
@@ -136,14 +136,19 @@ fn master_call(
 }
 
 fn confirm(opts: &Options, say: Say<'_>, plan: &[String]) -> bool {
+    show_plan(opts.yes, say, plan)
+}
+
+/// Print the numbered plan; without `yes`, say that nothing changed. Returns `yes`.
+pub(super) fn show_plan(yes: bool, say: Say<'_>, plan: &[String]) -> bool {
     say("plan:");
     for (i, p) in plan.iter().enumerate() {
         say(&format!("  {}. {p}", i + 1));
     }
-    if !opts.yes {
+    if !yes {
         say("nothing was changed; run again with --yes to do it");
     }
-    opts.yes
+    yes
 }
 
 /// `node add`: install the stack on new agents (the site, limited to them: no other host is

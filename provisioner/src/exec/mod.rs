@@ -5,6 +5,7 @@ pub mod events;
 pub mod redact;
 pub mod runner;
 pub mod session;
+pub mod stream;
 pub mod walker;
 
 /// What a run may do. The only path to a mutation is `Apply`: in `Check` the runner sends no

@@ -826,6 +826,7 @@ mod tests {
             changed: status == TaskStatus::Changed,
             item: None,
             msg: None,
+            output: false,
             diffs: vec![],
             handler: false,
             duration_ms: 0,

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
 pub mod args;
 pub mod config;
 pub mod defaults;
@@ -22,6 +24,9 @@ pub use files::atomic_write_script;
 pub use ssh::{SshConnector, SshOptions};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A streamed command's standard input (see [`Connection::exec_streaming`]).
+pub type StreamIn = Box<dyn AsyncRead + Send + Unpin>;
 
 /// How a host's SSH key is checked.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -147,6 +152,9 @@ pub enum TransportError {
     },
     #[error("{host}: connection lost: {reason}")]
     Disconnected { host: String, reason: String },
+    /// A streamed command's local end failed (reading its input, writing its output).
+    #[error("{host}: {reason}")]
+    Local { host: String, reason: String },
 }
 
 impl TransportError {
@@ -172,6 +180,44 @@ impl TransportError {
 /// idempotent checks).
 pub trait Connection: Send + Sync {
     fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>>;
+
+    /// [`Connection::exec`] with streams: the command's stdin is read from `input` chunk by
+    /// chunk (then EOF; `req.stdin` is ignored when `input` is given), and its stdout is written
+    /// to `output` as it arrives (the returned [`ExecOutput::stdout`] stays empty). Neither is
+    /// ever held whole in memory by the SSH transport, so an archive of any size can cross.
+    ///
+    /// The default buffers both (for in-memory test transports); the SSH transport streams.
+    fn exec_streaming<'a>(
+        &'a self,
+        req: ExecRequest,
+        input: Option<StreamIn>,
+        output: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> BoxFuture<'a, Result<ExecOutput, TransportError>> {
+        Box::pin(async move {
+            let mut req = req;
+            if let Some(mut r) = input {
+                let mut buf = Vec::new();
+                r.read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| TransportError::Local {
+                        host: String::new(),
+                        reason: format!("reading the command's input: {e}"),
+                    })?;
+                req.stdin = Some(buf);
+            }
+            let mut out = self.exec(req).await?;
+            output
+                .write_all(&out.stdout)
+                .await
+                .map_err(|e| TransportError::Local {
+                    host: String::new(),
+                    reason: format!("writing the command's output: {e}"),
+                })?;
+            out.stdout.clear();
+            Ok(out)
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 

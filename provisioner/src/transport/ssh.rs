@@ -20,14 +20,14 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::agent::AgentIdentity;
 use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelWriteHalf, Disconnect, Sig};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Mutex};
 
 use super::config::{self, Resolved};
 use super::known_hosts::{self, HostKeyStatus};
 use super::{
     BoxFuture, ConnectTarget, Connection, Connector, ExecOutput, ExecRequest, HostKeyPolicy,
-    TransportError,
+    StreamIn, TransportError,
 };
 use crate::shell::quote;
 
@@ -146,7 +146,12 @@ impl SshConnection {
         Ok(s)
     }
 
-    async fn exec_inner(&self, req: ExecRequest) -> Result<ExecOutput, TransportError> {
+    async fn exec_inner(
+        &self,
+        req: ExecRequest,
+        input: Option<StreamIn>,
+        output: Option<&mut (dyn AsyncWrite + Send + Unpin)>,
+    ) -> Result<ExecOutput, TransportError> {
         use std::sync::atomic::Ordering;
         let with_password = req.become_.is_some() && self.target.become_password.is_some();
         if with_password && self.password_refused.load(Ordering::Relaxed) {
@@ -157,7 +162,7 @@ impl SshConnection {
                 ),
             });
         }
-        let out = self.exec_once(req).await;
+        let out = self.exec_once(req, input, output).await;
         if let Err(TransportError::Become { reason, .. }) = &out {
             if with_password && reason.starts_with(INCORRECT_PASSWORD) {
                 self.password_refused.store(true, Ordering::Relaxed);
@@ -166,7 +171,12 @@ impl SshConnection {
         out
     }
 
-    async fn exec_once(&self, req: ExecRequest) -> Result<ExecOutput, TransportError> {
+    async fn exec_once(
+        &self,
+        req: ExecRequest,
+        mut input: Option<StreamIn>,
+        mut output: Option<&mut (dyn AsyncWrite + Send + Unpin)>,
+    ) -> Result<ExecOutput, TransportError> {
         let host = &self.target.name;
         let mut retried = false;
         loop {
@@ -184,7 +194,13 @@ impl SshConnection {
                         after: self.target.connect_timeout,
                     })
                 }
-                Ok(Ok(channel)) => return run(channel, &self.target, &req).await,
+                Ok(Ok(channel)) => {
+                    let io = Streams {
+                        input: input.take(),
+                        output: output.take(),
+                    };
+                    return run(channel, &self.target, &req, io).await;
+                }
                 Ok(Err(e)) => {
                     // The command was not sent yet, so one retry on a new session is safe.
                     if retried {
@@ -207,7 +223,16 @@ impl SshConnection {
 
 impl Connection for SshConnection {
     fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>> {
-        Box::pin(self.exec_inner(req))
+        Box::pin(self.exec_inner(req, None, None))
+    }
+
+    fn exec_streaming<'a>(
+        &'a self,
+        req: ExecRequest,
+        input: Option<StreamIn>,
+        output: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> BoxFuture<'a, Result<ExecOutput, TransportError>> {
+        Box::pin(self.exec_inner(req, input, Some(output)))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -795,11 +820,22 @@ fn signal_number(sig: &Sig) -> u32 {
     }
 }
 
+/// A command's streamed ends (see [`Connection::exec_streaming`]); `None`: buffered.
+struct Streams<'a> {
+    input: Option<StreamIn>,
+    output: Option<&'a mut (dyn AsyncWrite + Send + Unpin)>,
+}
+
 async fn run(
     channel: russh::Channel<Msg>,
     target: &ConnectTarget,
     req: &ExecRequest,
+    io: Streams<'_>,
 ) -> Result<ExecOutput, TransportError> {
+    let Streams {
+        input,
+        output: mut stdout_to,
+    } = io;
     let host = target.name.clone();
     let password = if req.become_.is_some() {
         target.become_password.clone()
@@ -818,6 +854,7 @@ async fn run(
     let writer = {
         let tx = Arc::clone(&tx);
         let stdin = req.stdin.clone().unwrap_or_default();
+        let mut input = input;
         tokio::spawn(async move {
             while let Some(sig) = sig_rx.recv().await {
                 match sig {
@@ -831,7 +868,16 @@ async fn run(
                         }
                     }
                     WriterSignal::Start => {
-                        if !stdin.is_empty() && tx.data(&stdin[..]).await.is_err() {
+                        // A streamed input goes in the channel's window-sized chunks (russh
+                        // reads it as the peer's window opens), never whole in memory.
+                        if let Some(reader) = input.take() {
+                            if tx.data(reader).await.is_err() {
+                                // Closed without EOF: the command is not told a cut input is
+                                // whole; the reader sees no exit status and fails.
+                                let _ = tx.close().await;
+                                return;
+                            }
+                        } else if !stdin.is_empty() && tx.data(&stdin[..]).await.is_err() {
                             return;
                         }
                         let _ = tx.eof().await;
@@ -861,7 +907,18 @@ async fn run(
         let mut become_failure: Option<String> = None;
         while let Some(msg) = rx.wait().await {
             match msg {
-                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                ChannelMsg::Data { data } => match stdout_to.as_mut() {
+                    // Written before the next message is read: a slow writer holds the
+                    // channel's window, so the host waits rather than memory filling up.
+                    Some(w) => w
+                        .write_all(&data)
+                        .await
+                        .map_err(|e| TransportError::Local {
+                            host: host.clone(),
+                            reason: format!("writing the command's output: {e}"),
+                        })?,
+                    None => out.stdout.extend_from_slice(&data),
+                },
                 ChannelMsg::ExtendedData { data, .. } if started => {
                     out.stderr.extend_from_slice(&data)
                 }
@@ -922,6 +979,12 @@ async fn run(
                 host: host.clone(),
                 reason,
             });
+        }
+        if let Some(w) = stdout_to.as_mut() {
+            w.flush().await.map_err(|e| TransportError::Local {
+                host: host.clone(),
+                reason: format!("writing the command's output: {e}"),
+            })?;
         }
         match exit {
             Some(code) => {

@@ -96,33 +96,6 @@ pub fn ssh(inv: &Path, name: &str, cmd: &str) -> Output {
         .expect("run ssh")
 }
 
-/// [`ssh`] with `input` on the command's stdin (a secret never on a command line, which sudo
-/// logs).
-pub fn ssh_input(inv: &Path, name: &str, cmd: &str, input: &[u8]) -> Output {
-    use std::io::Write;
-    let h = host(inv, name);
-    let mut child = Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            &format!("UserKnownHostsFile={}", h.known_hosts),
-            "-i",
-            &h.key,
-            &format!("{}@{}", h.user, h.address),
-            &format!("sudo sh -c {}", provisioner::shell::quote(cmd)),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run ssh");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().expect("ssh ends")
-}
-
 pub fn ssh_ok(inv: &Path, name: &str, cmd: &str) -> String {
     let o = ssh(inv, name, cmd);
     assert!(
