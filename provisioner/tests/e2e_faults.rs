@@ -32,9 +32,7 @@ struct ScratchHost {
 impl ScratchHost {
     fn add(inv: &Path, name: &str) -> ScratchHost {
         // Leftovers of an interrupted run.
-        let _ = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(["lab", "remove", name, "--name", &common::lab::lab_name(inv)])
-            .output();
+        let _ = remove(inv, name);
         let t = Instant::now();
         lab(inv, &["add", name, "--group", "extra"]);
         eprintln!("lab add {name}: {:.1} s", t.elapsed().as_secs_f64());
@@ -47,14 +45,18 @@ impl ScratchHost {
 
 impl Drop for ScratchHost {
     fn drop(&mut self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(["lab", "remove", &self.name])
-            .args(["--name", &common::lab::lab_name(&self.inv)])
-            .output();
+        let out = remove(&self.inv, &self.name);
         if !matches!(&out, Ok(o) if o.status.success()) {
             eprintln!("lab remove {}: {out:?}", self.name);
         }
     }
+}
+
+/// `lab remove HOST`, whatever it answers (a drop must not panic).
+fn remove(inv: &Path, name: &str) -> std::io::Result<std::process::Output> {
+    Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(["lab", "remove", name, "--name", &common::lab::lab_name(inv)])
+        .output()
 }
 
 /// An `apply` running in the background; its JSON events are read as they come.
@@ -130,15 +132,6 @@ fn status_of(events: &[Value], host: &str, task: &str) -> Vec<String> {
         .filter(|e| e["event"] == "task_finished" && e["host"] == host && e["task"] == task)
         .map(|e| e["status"].as_str().unwrap_or("").to_string())
         .collect()
-}
-
-/// Polls `f` until it says yes; a bound on how long to keep asking, not an assertion on time.
-fn poll(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -303,10 +296,10 @@ fn a_network_cut_during_a_50_mb_copy_leaves_the_old_file_or_the_new_and_no_temp_
     // 40 Mbit/s: the 50 MB take about 10 s, and the cut comes once 10 MB have arrived.
     lab(&inv, &["throttle", &v, "--rate", "40mbit"]);
     let run = spawn_apply(&inv2, &pb, &["-e", &src(&new)]);
-    poll(
+    common::poll(
         "the new content is arriving",
         Duration::from_secs(120),
-        || temps().iter().any(|&s| s > 10 << 20),
+        || temps().iter().any(|&s| s > 10 << 20).then_some(()),
     );
     lab(&inv, &["cut", &v]);
     let cut_at = Instant::now();
@@ -351,8 +344,8 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
     let inv = lab_inventory();
     let victim = ScratchHost::add(&inv, "fault-sudo");
     let v = victim.name.clone();
-    let right = format!("right-{:016x}", rand_u64());
-    let wrong = format!("wrong-{:016x}", rand_u64());
+    let right = format!("right-{:016x}", rand::random::<u64>());
+    let wrong = format!("wrong-{:016x}", rand::random::<u64>());
     // A user whose sudo asks for a password (the lab's own user needs none). Passwords go on
     // stdin: sudo logs every command line.
     ssh_ok(
@@ -464,18 +457,6 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
         String::from_utf8_lossy(&found.stdout).trim().is_empty(),
         "a password reached the host's files: {found:?}"
     );
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// The lab bridge's address as the hosts see it (their gateway, where the apt proxy listens).
