@@ -58,7 +58,7 @@ cleanup() {
   if ((destroyed == 0)) && docker version >/dev/null 2>&1; then
     step "destroy (cleanup)"
     (cd vagrant && vagrant destroy -f) 2>&1 | tail -5
-    "$BIN" lab proxy --stop --bind "$VAGRANT_SUBNET.1" --dir vagrant/.vagrant/provisioner/acng
+    "$BIN" lab proxy --stop --dir vagrant/.vagrant/provisioner/acng
   fi
   step "stop our dockerd"
   vagrant/dockerd.sh stop
@@ -127,6 +127,9 @@ destroyed=1
 [[ $(docker network ls --format '{{.Name}}' | sort) == "$networks_before" ]] ||
   fail "networks left: $(docker network ls)"
 [[ $(docker volume ls -q | sort) == "$volumes_before" ]] || fail "volumes left: $(docker volume ls)"
-if pgrep -f "apt-cacher-ng -c $ROOT/vagrant/.vagrant/provisioner/acng" >/dev/null; then fail "the apt proxy still runs"; fi
+# The cluster left the labs' apt proxy (which still serves the lab, if one is up).
+if ls /var/lib/provisioner/apt-proxy/users 2>/dev/null | grep -q '_vagrant_.vagrant_provisioner_acng$'; then
+  fail "the Vagrant cluster still holds the apt proxy: $(ls /var/lib/provisioner/apt-proxy/users)"
+fi
 [[ $(host_state) == "$host_before" ]] || fail "the host's forwarding or iptables changed: $(diff <(echo "$host_before") <(host_state))"
 step "vagrant docker provider: all checks passed"

@@ -459,7 +459,7 @@ fn a_wrong_become_password_fails_once_per_host_is_never_retried_and_never_printe
     );
 }
 
-/// The lab bridge's address as the hosts see it (their gateway, where the apt proxy listens).
+/// The lab bridge's address as the hosts see it (their gateway; nothing listens on its port 9).
 fn gateway(inv: &Path, host: &str) -> String {
     let a = common::lab::host(inv, host).address;
     format!("{}.1", a.rsplit_once('.').unwrap().0)

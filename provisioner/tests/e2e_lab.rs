@@ -332,9 +332,9 @@ fn processes_naming(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// A second lab beside the test lab: both work at once; `down` powers it off and keeps its
-/// disks; `up` boots the same disks again; `destroy` removes its hosts, proxy, bridge, state and
-/// inventory, and leaves the first lab running.
+/// A second lab beside the test lab: both work at once, through the one apt proxy; `down` powers
+/// it off and keeps its disks; `up` boots the same disks again; `destroy` removes its hosts,
+/// bridge, state, inventory and its hold on the proxy, and leaves the first lab running.
 #[test]
 fn a_second_lab_runs_beside_this_one_and_destroy_removes_all_of_it() {
     const SIDE: &str = "e2e-side";
@@ -370,24 +370,52 @@ fn a_second_lab_runs_beside_this_one_and_destroy_removes_all_of_it() {
         let side_inv = std::fs::read_to_string(&inventory).unwrap();
         let prefix = subnet.trim_end_matches("0.0/24");
         assert!(side_inv.contains(&format!("{prefix}0.11")), "{side_inv}");
-        let bridge_ip = format!("{prefix}0.1");
+        // One apt proxy for both labs: the side lab joins the one the test lab uses.
         let proxy = ssh(
             "agent1",
-            &format!("timeout 3 bash -c '</dev/tcp/{bridge_ip}/3142' && echo up"),
+            "timeout 3 bash -c '</dev/tcp/10.255.255.254/3142' && echo up",
         );
         assert_eq!(
             proxy.1.trim(),
             "up",
-            "the second lab's apt proxy: {proxy:?}"
+            "the apt proxy from the side lab: {proxy:?}"
+        );
+        let daemons = processes_naming("apt-cacher-ng -c /var/lib/provisioner/apt-proxy");
+        assert_eq!(
+            daemons.len(),
+            1,
+            "one apt-cacher-ng for every lab: {daemons:?}"
         );
         let status = run_lab_ok(&["status", "--name", SIDE]);
-        assert!(status.contains("apt proxy running"), "{status}");
+        assert!(
+            status.contains("http://10.255.255.254:3142 running")
+                && status.contains("lab-e2e-side"),
+            "{status}"
+        );
 
-        // down: everything off, the disks kept.
+        // down: everything off, the disks kept; the side lab leaves the proxy, which goes on
+        // serving the test lab.
         ssh("master1", "echo kept | sudo tee /var/tmp/marker");
         run_lab_ok(&["down", "--name", SIDE]);
         let status = run_lab_ok(&["status", "--name", SIDE]);
-        assert!(status.contains("apt proxy stopped"), "{status}");
+        assert!(
+            status.contains("running") && !status.contains("lab-e2e-side"),
+            "{status}"
+        );
+        assert_eq!(
+            processes_naming("apt-cacher-ng -c /var/lib/provisioner/apt-proxy"),
+            daemons,
+            "the same daemon goes on serving the test lab"
+        );
+        let first = lab.first_of("masters");
+        assert_eq!(
+            lab.ssh(
+                &first,
+                "timeout 3 bash -c '</dev/tcp/10.255.255.254/3142' && echo up"
+            )
+            .trim(),
+            "up"
+        );
         for host in ["master1", "agent1"] {
             let line = status
                 .lines()
@@ -492,6 +520,10 @@ fn a_second_lab_runs_beside_this_one_and_destroy_removes_all_of_it() {
         "the inventory is left"
     );
     assert_eq!(processes_naming(&state_dir), Vec::<String>::new());
+    assert!(
+        !std::path::Path::new("/var/lib/provisioner/apt-proxy/users/lab-e2e-side").exists(),
+        "the side lab still holds the apt proxy"
+    );
     let (ok, _, err) = run_lab(&["status", "--name", SIDE]);
     assert!(!ok && err.contains(SIDE), "{err}");
     // The first lab is untouched.

@@ -115,14 +115,13 @@ pub enum LabCommand {
         #[arg(long, value_name = "TAG", num_args = 0..=1, default_missing_value = super::docker::DEFAULT_TAG)]
         docker: Option<String>,
     },
-    /// Start (or with --stop, stop) an apt proxy like the lab's, for hosts that are not a lab's
-    /// (the Vagrant docker provider's machines): apt-cacher-ng on ADDR:3142 with one Debian
-    /// backend, this machine's mirror.
+    /// Join (or with --stop, leave) the labs' apt proxy, for hosts that are not a lab's (the
+    /// Vagrant docker provider's machines): the machine's one apt-cacher-ng, on
+    /// http://10.255.255.254:3142, with one Debian backend, this machine's mirror. It runs
+    /// while a lab or a DIR uses it.
     Proxy {
-        /// The address to listen on (the docker network's gateway).
-        #[arg(long, value_name = "ADDR")]
-        bind: std::net::Ipv4Addr,
-        /// Its config, logs and pid file.
+        /// The directory that names this user (Vagrant's state dir); the proxy forgets a user
+        /// whose directory is gone.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         #[arg(long)]
@@ -295,9 +294,13 @@ pub fn run(args: LabArgs) -> ExitCode {
                     "absent"
                 },
                 if s.proxy_running {
-                    "running"
+                    format!(
+                        "{} running (users: {})",
+                        super::proxy::url(),
+                        s.proxy_users.join(" ")
+                    )
                 } else {
-                    "stopped"
+                    "stopped".to_string()
                 },
                 s.inventory.display()
             ));
@@ -342,11 +345,11 @@ pub fn run(args: LabArgs) -> ExitCode {
             Some(tag) => super::docker::ensure_image(&tag, &sink).map(|_| ()),
             None => super::image_path(&sink).map(|p| print_line(&p.display().to_string())),
         },
-        LabCommand::Proxy { bind, dir, stop } => {
+        LabCommand::Proxy { dir, stop } => {
             if stop {
-                super::docker::proxy_stop(&dir, bind, &sink)
+                super::docker::proxy_stop(&dir, &sink)
             } else {
-                super::docker::proxy_start(&dir, bind, &sink)
+                super::docker::proxy_start(&dir, &sink)
             }
         }
         LabCommand::Rebuild { host } => super::rebuild_host(&name, &host, &sink).map(|keys| {

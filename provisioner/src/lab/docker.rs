@@ -250,31 +250,24 @@ fn import(rootfs: &Path, extra: &Path, entries: &[String], tag: &str, stamp: &st
     Ok(())
 }
 
-/// The apt proxy of a Vagrant cluster: the lab's apt-cacher-ng, bound to `bind` (the docker
-/// network's gateway), its config and logs in `dir`, over the shared package cache.
-pub fn proxy(dir: &Path, bind: std::net::Ipv4Addr) -> proxy::Proxy {
-    proxy::Proxy {
-        dir: dir.to_path_buf(),
-        cache_dir: Path::new(CACHE_ROOT).join("apt"),
-        bind,
-    }
-}
-
-/// Start the proxy unless it runs, and fetch the indexes once (as `lab up` does).
-pub fn proxy_start(dir: &Path, bind: std::net::Ipv4Addr, sink: Sink<'_>) -> Result<()> {
+/// A Vagrant cluster joins the machine's one apt proxy (as a lab does, see [`proxy`]), as the
+/// user named after `dir`; its machines reach it at [`proxy::url`] through their gateway.
+/// Fetches the indexes once, as `lab up` does.
+pub fn proxy_start(dir: &Path, sink: Sink<'_>) -> Result<()> {
     prereq::check()?;
     let mirrors = super::mirror::detect()?;
-    let p = proxy(&super::absolute(dir)?, bind);
-    if p.ensure(&mirrors)? {
+    let p = proxy::Proxy::shared(Path::new(CACHE_ROOT).join("apt"));
+    let user = proxy::User::dir(&super::absolute(dir)?);
+    if p.acquire(&user, &mirrors)? {
         sink(LabEvent::Done(format!(
-            "apt proxy on {bind}:{} (backend {})",
-            proxy::PORT,
+            "apt proxy on {} (backend {})",
+            proxy::url(),
             mirrors.debian
         )));
     } else {
         sink(LabEvent::Note(format!(
-            "apt proxy on {bind}:{} already runs",
-            proxy::PORT
+            "apt proxy on {} already runs",
+            proxy::url()
         )));
     }
     for problem in p.warm(&machine::index_urls(&mirrors)) {
@@ -285,12 +278,21 @@ pub fn proxy_start(dir: &Path, bind: std::net::Ipv4Addr, sink: Sink<'_>) -> Resu
     Ok(())
 }
 
-pub fn proxy_stop(dir: &Path, bind: std::net::Ipv4Addr, sink: Sink<'_>) -> Result<()> {
-    let p = proxy(&super::absolute(dir)?, bind);
-    let was = p.pid().is_some();
-    p.stop();
-    if was {
-        sink(LabEvent::Done(format!("apt proxy on {bind} stopped")));
+/// The Vagrant cluster of `dir` leaves the apt proxy; the last user stops it.
+pub fn proxy_stop(dir: &Path, sink: Sink<'_>) -> Result<()> {
+    let p = proxy::Proxy::shared(Path::new(CACHE_ROOT).join("apt"));
+    let user = proxy::User::dir(&super::absolute(dir)?);
+    if p.release(&user.name)? {
+        sink(LabEvent::Done(format!(
+            "apt proxy on {} stopped",
+            proxy::url()
+        )));
+    } else {
+        sink(LabEvent::Note(format!(
+            "left the apt proxy on {}; it still serves {}",
+            proxy::url(),
+            p.user_names().join(", ")
+        )));
     }
     Ok(())
 }

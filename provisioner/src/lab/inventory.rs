@@ -53,6 +53,8 @@ pub fn render(
         ))
     ));
     out.push_str(&format!("    lab_name: {}\n", q(lab)));
+    // The apt proxy the hosts use (shared by every lab on this machine).
+    out.push_str(&format!("    lab_apt_proxy: {}\n", q(&super::proxy::url())));
     // nspawn hosts have a read-only /proc/sys: the common role writes sysctl files only.
     out.push_str("    apply_sysctls: false\n");
     if let Some(a) = &mesos.artifact {
@@ -174,6 +176,7 @@ mod tests {
         assert_eq!(vars["ansible_user"], "ops");
         assert_eq!(vars["ansible_become"], true);
         assert_eq!(vars["lab_name"], "lab");
+        assert_eq!(vars["lab_apt_proxy"], "http://10.255.255.254:3142");
         assert_eq!(vars["mesos_source"], "local");
         assert_eq!(vars["mesos_local_artifact"], "/m/mesos-1.11.0.tar.gz");
         assert_eq!(

@@ -45,18 +45,17 @@ pub fn hosts_file(host: &HostSpec, all: &[HostSpec]) -> String {
     s
 }
 
-/// apt on lab hosts goes through the lab's apt-cacher-ng. A request the proxy stalls gives up
+/// apt on lab hosts goes through the machine's one apt-cacher-ng ([`super::proxy`]). A request the proxy stalls gives up
 /// after 30 s (apt's default is 120 s) and is retried, three times, rather than failing the task.
 /// No HTTP pipelining: an `apt-get update` hung for good (until our 300 s bound) when
 /// apt-cacher-ng closed a connection that still had a pipelined request unanswered (seen: the
 /// http method idle with its socket in CLOSE-WAIT, 2 of 3 InRelease files received); the
 /// timeout never fires there, since the method no longer reads the socket. One request at a
 /// time, a closed connection is an error apt retries.
-pub fn apt_proxy_file(subnet: &Subnet) -> String {
+pub fn apt_proxy_file() -> String {
     format!(
-        "Acquire::http::Proxy \"http://{}:{}\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\nAcquire::http::Pipeline-Depth \"0\";\n",
-        subnet.bridge_ip(),
-        super::proxy::PORT
+        "Acquire::http::Proxy \"{}\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\nAcquire::http::Pipeline-Depth \"0\";\n",
+        super::proxy::url()
     )
 }
 
@@ -125,6 +124,16 @@ pub fn create(image_rootfs: &Path, dir: &Path, cfg: &HostConfig<'_>) -> Result<b
     Ok(true)
 }
 
+/// The apt proxy setting; also written at each boot, so a disk made by an older provisioner
+/// (which pointed at a proxy per lab) finds the shared one.
+pub fn write_apt_proxy(root: &Path) -> Result<()> {
+    let path = root.join("etc/apt/apt.conf.d/01proxy");
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(apt_proxy_file().as_str()) {
+        return Ok(());
+    }
+    sys::write(&path, &apt_proxy_file())
+}
+
 fn customise(root: &Path, cfg: &HostConfig<'_>) -> Result<()> {
     let h = cfg.host;
     sys::write(&root.join("etc/hostname"), &format!("{}\n", h.name))?;
@@ -134,10 +143,7 @@ fn customise(root: &Path, cfg: &HostConfig<'_>) -> Result<()> {
         &root.join("etc/systemd/network/10-eth0.network"),
         &network_file(h, cfg.subnet),
     )?;
-    sys::write(
-        &root.join("etc/apt/apt.conf.d/01proxy"),
-        &apt_proxy_file(cfg.subnet),
-    )?;
+    write_apt_proxy(root)?;
     sys::write(
         &root.join("etc/apt/sources.list.d/debian.sources"),
         &sources_file(cfg.mirrors),
@@ -430,8 +436,8 @@ mod tests {
         assert!(n.contains("Address=10.250.0.14/24\n"));
         assert!(n.contains("Gateway=10.250.0.1\n"));
         assert_eq!(
-            apt_proxy_file(&s),
-            "Acquire::http::Proxy \"http://10.250.0.1:3142\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\nAcquire::http::Pipeline-Depth \"0\";\n"
+            apt_proxy_file(),
+            "Acquire::http::Proxy \"http://10.255.255.254:3142\";\nAcquire::http::Timeout \"30\";\nAcquire::Retries \"3\";\nAcquire::http::Pipeline-Depth \"0\";\n"
         );
     }
 

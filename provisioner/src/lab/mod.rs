@@ -83,12 +83,18 @@ impl LabPaths {
     pub fn log(&self, host: &str) -> PathBuf {
         self.root.join("logs").join(format!("{host}.log"))
     }
-    pub fn proxy(&self, bind: std::net::Ipv4Addr) -> proxy::Proxy {
-        proxy::Proxy {
-            dir: self.root.join("acng"),
-            cache_dir: Path::new(CACHE_ROOT).join("apt"),
-            bind,
-        }
+    /// The machine's one apt proxy (shared by every lab).
+    pub fn proxy(&self) -> proxy::Proxy {
+        proxy::Proxy::shared(Path::new(CACHE_ROOT).join("apt"))
+    }
+    /// This lab as a user of the apt proxy.
+    pub fn proxy_user(&self) -> proxy::User {
+        let name = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        proxy::User::lab(&name, &self.root)
     }
 }
 
@@ -166,6 +172,8 @@ pub struct LabStatus {
     pub bridge: String,
     pub bridge_present: bool,
     pub proxy_running: bool,
+    /// Who keeps the shared apt proxy running (`lab-<name>`, Vagrant's `dir…`).
+    pub proxy_users: Vec<String>,
     pub inventory: PathBuf,
     pub hosts: Vec<HostStatus>,
 }
@@ -351,12 +359,11 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
             spec.subnet.prefix()
         )));
     }
-    let proxy = paths.proxy(spec.subnet.bridge_ip());
-    if proxy.ensure(&mirrors)? {
+    let proxy = paths.proxy();
+    if proxy.acquire(&paths.proxy_user(), &mirrors)? {
         sink(LabEvent::Done(format!(
-            "apt proxy on {}:{} (backend {})",
-            spec.subnet.bridge_ip(),
-            proxy::PORT,
+            "apt proxy on {} (backend {}), shared by every lab on this machine",
+            proxy::url(),
             mirrors.debian
         )));
     }
@@ -776,6 +783,7 @@ fn boot(
     bridge: &str,
 ) -> Result<()> {
     let log = paths.log(&h.name);
+    machine::write_apt_proxy(dir)?;
     let pid = machine::launch(&machine::Launch {
         machine: &hs.machine,
         hostname: &h.name,
@@ -808,13 +816,14 @@ fn write_known_hosts(paths: &LabPaths, hosts: &[HostSpec]) -> Result<()> {
 
 pub fn status(name: &str) -> Result<LabStatus> {
     let (paths, st) = load(name)?;
-    let bind = st.spec()?.subnet.bridge_ip();
+    let proxy = paths.proxy();
     Ok(LabStatus {
         name: st.name.clone(),
         subnet: st.subnet.clone(),
         bridge: st.bridge.clone(),
         bridge_present: net::bridge_exists(&st.bridge),
-        proxy_running: paths.proxy(bind).pid().is_some(),
+        proxy_running: proxy.pid().is_some(),
+        proxy_users: proxy.user_names(),
         inventory: st.inventory.clone(),
         hosts: st
             .hosts
@@ -873,12 +882,24 @@ fn stop_all(paths: &LabPaths, st: Option<&mut LabState>, sink: Sink<'_>) {
     }
 }
 
-/// Power off every host and the apt proxy; keep the disks, the key and the bridge.
+/// This lab leaves the apt proxy; the last lab (or Vagrant cluster) to leave stops it.
+fn release_proxy(paths: &LabPaths, sink: Sink<'_>) {
+    match paths.proxy().release(&paths.proxy_user().name) {
+        Ok(true) => sink(LabEvent::Done(format!(
+            "apt proxy on {} stopped (no lab uses it any more)",
+            proxy::url()
+        ))),
+        Ok(false) => {}
+        Err(e) => sink(LabEvent::Note(format!("apt proxy: {e}"))),
+    }
+}
+
+/// Power off every host and leave the apt proxy; keep the disks, the key and the bridge.
 pub fn down(name: &str, sink: Sink<'_>) -> Result<()> {
     let (paths, mut st) = load(name)?;
     sink(LabEvent::Step(format!("powering off lab {name}")));
     stop_all(&paths, Some(&mut st), sink);
-    paths.proxy(st.spec()?.subnet.bridge_ip()).stop();
+    release_proxy(&paths, sink);
     st.save(&paths.state())
 }
 
@@ -897,20 +918,13 @@ pub fn destroy(name: &str, sink: Sink<'_>) -> Result<bool> {
     }
     sink(LabEvent::Step(format!("destroying lab {name}")));
     stop_all(&paths, st.as_mut(), sink);
-    if let Some(bind) = st
-        .as_ref()
-        .and_then(|s| s.spec().ok())
-        .map(|s| s.subnet.bridge_ip())
-    {
-        paths.proxy(bind).stop();
-    } else {
-        // No state: stop an apt-cacher-ng whose config dir is this lab's.
-        let dir = paths.root.join("acng");
-        if let Ok(pid) = std::fs::read_to_string(dir.join("apt-cacher-ng.pid")) {
-            if let Ok(pid) = pid.trim().parse::<u32>() {
-                if sys::alive_with_arg(pid, &dir.display().to_string()) {
-                    sys::signal(pid, "TERM");
-                }
+    release_proxy(&paths, sink);
+    // A lab brought up by an older provisioner ran an apt-cacher-ng of its own.
+    let dir = paths.root.join("acng");
+    if let Ok(pid) = std::fs::read_to_string(dir.join("apt-cacher-ng.pid")) {
+        if let Ok(pid) = pid.trim().parse::<u32>() {
+            if sys::alive_with_arg(pid, &dir.display().to_string()) {
+                sys::signal(pid, "TERM");
             }
         }
     }
@@ -975,7 +989,7 @@ pub fn start_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
         debian: st.mirror.clone(),
         security: st.security_mirror.clone(),
     };
-    paths.proxy(spec.subnet.bridge_ip()).ensure(&mirrors)?;
+    paths.proxy().acquire(&paths.proxy_user(), &mirrors)?;
     let hs = st
         .host_specs()
         .into_iter()
@@ -1165,7 +1179,7 @@ pub fn rebuild_host(name: &str, host: &str, sink: Sink<'_>) -> Result<Vec<String
         .collect();
     let bridge = st.bridge.clone();
     net::ensure_bridge(&bridge, &spec.subnet)?;
-    paths.proxy(spec.subnet.bridge_ip()).ensure(&mirrors)?;
+    paths.proxy().acquire(&paths.proxy_user(), &mirrors)?;
     let current = st.host(host)?.clone();
     let state = Mutex::new(st);
     boot(&paths, &state, &current, &hs, &dir, &bridge)?;

@@ -1,7 +1,21 @@
-//! The lab's apt proxy: apt-cacher-ng as a background daemon with a private config under the
-//! lab's state dir, bound to the bridge address, with ONE Debian backend (this machine's mirror).
-//! The package cache itself is shared between labs and runs, so repeated labs are fast.
+//! The apt proxy every lab host and Vagrant machine on this machine uses: ONE apt-cacher-ng
+//! daemon for all of them, with ONE Debian backend (this machine's mirror), over the package
+//! cache in /var/cache/provisioner/apt.
+//!
+//! One daemon, not one per lab: apt-cacher-ng coordinates concurrent requests for the same file
+//! inside its process, but not between processes. With a daemon per lab over the shared cache,
+//! two labs refreshing the same InRelease at once raced on the cache's files ("Failure to move
+//! file ... out of the way ... File exists"), and the losing host's `apt-get update` hung.
+//!
+//! It listens on [`ADDR`], a /32 address it puts on `lo`. Every lab host and Vagrant machine
+//! routes to it through its own gateway (the machine delivers to its local addresses whatever
+//! interface a packet comes in on), so the daemon never restarts when a lab comes or goes, and
+//! it listens on no address of the machine's real network.
+//!
+//! Users (labs, Vagrant clusters) register under `users/`; the last one to leave stops the daemon
+//! and removes the address. A user whose owner is gone (its directory deleted) no longer counts.
 
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,21 +26,86 @@ use crate::error::{Error, Result};
 
 pub const PORT: u16 = 3142;
 
-/// How long apt-cacher-ng serves an index file (InRelease) from its cache without asking the
-/// backend. Several hosts refreshing the same index in the same second race inside
-/// apt-cacher-ng ("Failure to move file ... out of the way ... File exists") and the losing
-/// request hangs; `warm` refreshes the indexes once (one request each), then every host reads
-/// the cached copy. Six hours, not 15 minutes: a CI run lasts longer than 15 minutes and brings
-/// up more labs (each with its own daemon over the shared cache), so with a short age the
-/// indexes went stale mid-run and hosts of two labs refreshed them at once. A lab that lives
-/// longer sees its indexes refreshed again, by whichever request comes first.
-const FRESH_INDEX_SECS: u32 = 6 * 3600;
+/// The proxy's address. Outside every subnet `lab up` suggests (10.200–10.254), and not the
+/// machine's: a /32 on `lo`.
+pub const ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 254);
+
+/// Where its config, logs, pid file, lock and users live.
+pub const DIR: &str = "/var/lib/provisioner/apt-proxy";
+
+/// Index files (everything under `dists/`: InRelease, Packages, Translation, by-hash) are
+/// STATIC for this proxy: once cached, served without asking the backend. apt-cacher-ng treats
+/// them as volatile by default and went back to the backend for nearly every request, even
+/// within `FreshIndexMaxAge`; when several hosts asked at once, the refreshes of one file
+/// collided (a host got a 218-byte error for InRelease, apt marked it `Ign`, and its
+/// `apt-get update` then waited forever with every method idle). Seen with one daemon too, in 1
+/// of 6 cycles of `bench/lab-apt-cycles.sh`.
+const STATIC_INDEXES: &str = "^.*/dists/.*$";
+
+/// How old the cached indexes may be when the daemon starts before they are dropped, so the
+/// first request (`warm`) fetches them afresh. Only then: a running daemon never replaces an
+/// index, so every host of every lab sees one consistent set.
+const INDEX_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// The cache dirs of the backends' indexes (`<CacheDir>/<Remap name>/dists`).
+const INDEX_DIRS: [&str; 2] = ["debrep/dists", "secdeb/dists"];
+
+/// Written once `warm` has fetched every index; its age is the indexes' age.
+const INDEX_STAMP: &str = "indexes-fetched";
+
+/// `http://ADDR:PORT`, what hosts put in `Acquire::http::Proxy`.
+pub fn url() -> String {
+    format!("http://{ADDR}:{PORT}")
+}
 
 pub struct Proxy {
-    /// Config, logs, pid file and socket: `<lab state>/acng/`.
+    /// Config, logs, pid file, lock and users.
     pub dir: PathBuf,
     pub cache_dir: PathBuf,
     pub bind: Ipv4Addr,
+}
+
+/// A user of the proxy: a name (a file under `users/`) and the directory whose existence
+/// keeps it a user (a lab's state dir, a Vagrant cluster's proxy dir).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub owner: PathBuf,
+}
+
+impl User {
+    pub fn lab(name: &str, root: &Path) -> User {
+        User {
+            name: format!("lab-{name}"),
+            owner: root.to_path_buf(),
+        }
+    }
+
+    /// A user named after its directory (Vagrant's `lab proxy --dir DIR`).
+    pub fn dir(dir: &Path) -> User {
+        let name: String = dir
+            .display()
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        User {
+            name: format!("dir{name}"),
+            owner: dir.to_path_buf(),
+        }
+    }
+}
+
+/// The users that still count: their owner directory exists. The others are stale (a lab
+/// removed by hand, an interrupted destroy).
+pub fn live_users(users: Vec<User>, exists: impl Fn(&Path) -> bool) -> (Vec<User>, Vec<User>) {
+    users.into_iter().partition(|u| exists(&u.owner))
 }
 
 /// The apt-cacher-ng config. `file:deb_mirror*.gz` is apt-cacher-ng's own list of Debian mirror
@@ -36,7 +115,7 @@ pub fn render_config(p: &Proxy, m: &Mirrors) -> String {
     let deb = host_path(&m.debian);
     let sec = host_path(&m.security);
     format!(
-        "# Generated by provisioner lab. One Debian backend: this machine's own mirror.\n\
+        "# Generated by provisioner lab. One daemon for every lab; one Debian backend: this machine's own mirror.\n\
          CacheDir: {cache}\n\
          LogDir: {d}/log\n\
          SupportDir: /usr/lib/apt-cacher-ng\n\
@@ -47,7 +126,7 @@ pub fn render_config(p: &Proxy, m: &Mirrors) -> String {
          ForeGround: 0\n\
          ReportPage: acng-report.html\n\
          ExThreshold: 4\n\
-         FreshIndexMaxAge: {FRESH_INDEX_SECS}\n\
+         SPfilePatternEx: {STATIC_INDEXES}\n\
          Remap-debrep: file:deb_mirror*.gz /debian {deb} ; {debian}\n\
          Remap-secdeb: /debian-security {sec} ; {security}\n",
         cache = p.cache_dir.display(),
@@ -57,9 +136,37 @@ pub fn render_config(p: &Proxy, m: &Mirrors) -> String {
     )
 }
 
+/// Are indexes fetched `age` ago (None: unknown) still good to serve?
+fn indexes_fresh(age: Option<Duration>) -> bool {
+    age.is_some_and(|a| a < INDEX_MAX_AGE)
+}
+
+/// The routes of this machine that cover `addr`, other than the default route and `lo`'s own.
+fn covering_routes(routes: &str) -> Vec<String> {
+    routes
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("default") && !l.contains(" dev lo"))
+        .map(str::to_string)
+        .collect()
+}
+
 impl Proxy {
+    /// The machine's one proxy.
+    pub fn shared(cache_dir: PathBuf) -> Proxy {
+        Proxy {
+            dir: PathBuf::from(DIR),
+            cache_dir,
+            bind: ADDR,
+        }
+    }
+
     fn pid_file(&self) -> PathBuf {
         self.dir.join("apt-cacher-ng.pid")
+    }
+
+    fn users_dir(&self) -> PathBuf {
+        self.dir.join("users")
     }
 
     pub fn log_dir(&self) -> PathBuf {
@@ -79,12 +186,121 @@ impl Proxy {
         ours.then_some(pid)
     }
 
+    /// Everyone who starts or stops the daemon, or joins or leaves it, holds this lock: two
+    /// `lab up` at once start one daemon, and a leaving lab never stops it under an arriving one.
+    fn lock(&self) -> Result<File> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| sys::io_err("cannot create", &self.dir, e))?;
+        let path = self.dir.join("lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| sys::io_err("cannot open", &path, e))?;
+        f.lock().map_err(|e| sys::io_err("cannot lock", &path, e))?;
+        Ok(f)
+    }
+
+    /// The registered users: (live, stale).
+    fn users(&self) -> (Vec<User>, Vec<User>) {
+        let mut all = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.users_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+                all.push(User {
+                    name,
+                    owner: PathBuf::from(owner.trim()),
+                });
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        live_users(all, |p| !p.as_os_str().is_empty() && p.is_dir())
+    }
+
+    /// Names of the users that keep the daemon running.
+    pub fn user_names(&self) -> Vec<String> {
+        self.users().0.into_iter().map(|u| u.name).collect()
+    }
+
+    /// Join: register `user`, then start the daemon (and its address) unless it runs; wait
+    /// until it accepts connections. True when this call started it.
+    pub fn acquire(&self, user: &User, m: &Mirrors) -> Result<bool> {
+        let _lock = self.lock()?;
+        std::fs::create_dir_all(&user.owner)
+            .map_err(|e| sys::io_err("cannot create", &user.owner, e))?;
+        sys::write(
+            &self.users_dir().join(&user.name),
+            &format!("{}\n", user.owner.display()),
+        )?;
+        self.ensure(m)
+    }
+
+    /// Leave: unregister `user`; the last user stops the daemon and removes its address.
+    /// True when this call stopped it.
+    pub fn release(&self, user: &str) -> Result<bool> {
+        let _lock = self.lock()?;
+        let _ = std::fs::remove_file(self.users_dir().join(user));
+        let (live, stale) = self.users();
+        for u in &stale {
+            let _ = std::fs::remove_file(self.users_dir().join(&u.name));
+        }
+        if !live.is_empty() {
+            return Ok(false);
+        }
+        let was = self.pid().is_some();
+        self.stop();
+        self.remove_address();
+        Ok(was)
+    }
+
+    fn has_address(&self) -> bool {
+        sys::run(&mut cmd("ip", &["-o", "-4", "addr", "show", "dev", "lo"]))
+            .is_ok_and(|out| out.contains(&format!("inet {}/32", self.bind)))
+    }
+
+    fn ensure_address(&self) -> Result<()> {
+        if self.has_address() {
+            return Ok(());
+        }
+        let addr = self.bind.to_string();
+        let routes = sys::run(&mut cmd(
+            "ip",
+            &["-4", "route", "show", "table", "all", "match", &addr],
+        ))?;
+        let clash = covering_routes(&routes);
+        if !clash.is_empty() {
+            return Err(Error::Environment(format!(
+                "the labs' apt proxy listens on {addr}, but this machine already routes that address ({}); \
+                 remove that route or lab subnet, or run labs on another machine",
+                clash.join("; ")
+            )));
+        }
+        sys::run(&mut cmd(
+            "ip",
+            &["addr", "add", &format!("{addr}/32"), "dev", "lo"],
+        ))?;
+        Ok(())
+    }
+
+    fn remove_address(&self) {
+        if self.has_address() {
+            let _ = sys::run(&mut cmd(
+                "ip",
+                &["addr", "del", &format!("{}/32", self.bind), "dev", "lo"],
+            ));
+        }
+    }
+
     /// Start the daemon unless it runs; wait until it accepts connections.
-    pub fn ensure(&self, m: &Mirrors) -> Result<bool> {
+    fn ensure(&self, m: &Mirrors) -> Result<bool> {
+        self.ensure_address()?;
         if self.pid().is_some() && self.accepts() {
             return Ok(false);
         }
         self.stop(); // a stale daemon of ours that does not answer
+        self.drop_stale_indexes();
         std::fs::create_dir_all(self.log_dir())
             .map_err(|e| sys::io_err("cannot create", &self.log_dir(), e))?;
         std::fs::create_dir_all(&self.cache_dir)
@@ -116,12 +332,35 @@ impl Proxy {
     }
 
     /// Fetch each index file the hosts will ask for once, one after the other, so the hosts'
-    /// concurrent `apt-get update` find them fresh in the cache. Best effort: returns the
-    /// problems (the hosts then fetch for themselves).
+    /// concurrent `apt-get update` find them in the cache. Best effort: returns the problems
+    /// (the hosts then fetch for themselves). Stamps the indexes' age when all were fetched.
     pub fn warm(&self, urls: &[String]) -> Vec<String> {
-        urls.iter()
+        let problems: Vec<String> = urls
+            .iter()
             .filter_map(|u| self.get(u).err().map(|e| format!("{u}: {e}")))
-            .collect()
+            .collect();
+        let stamp = self.dir.join(INDEX_STAMP);
+        if problems.is_empty() && !stamp.exists() {
+            let _ = sys::write(&stamp, "");
+        }
+        problems
+    }
+
+    /// Before the daemon starts (nobody is served): drop the cached indexes when they are older
+    /// than [`INDEX_MAX_AGE`] or of unknown age, so the next `warm` fetches a current set.
+    fn drop_stale_indexes(&self) {
+        let stamp = self.dir.join(INDEX_STAMP);
+        let age = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if indexes_fresh(age) {
+            return;
+        }
+        let _ = std::fs::remove_file(&stamp);
+        for d in INDEX_DIRS {
+            let _ = std::fs::remove_dir_all(self.cache_dir.join(d));
+        }
     }
 
     /// One GET through the proxy; Ok when it answered 200.
@@ -163,7 +402,7 @@ impl Proxy {
     }
 
     /// Stop our daemon (only the one whose PID file and config dir are ours).
-    pub fn stop(&self) {
+    fn stop(&self) {
         if let Some(pid) = self.pid() {
             sys::signal(pid, "TERM");
             let gone = sys::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -182,18 +421,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_has_one_backend_per_archive_and_binds_the_bridge() {
-        let p = Proxy {
-            dir: "/var/lib/provisioner/labs/lab/acng".into(),
-            cache_dir: "/var/cache/provisioner/apt".into(),
-            bind: Ipv4Addr::new(10, 250, 0, 1),
-        };
+    fn config_has_one_backend_per_archive_and_binds_the_shared_address() {
+        let p = Proxy::shared("/var/cache/provisioner/apt".into());
         let m = Mirrors {
             debian: "http://m.example/debian".into(),
             security: "http://m.example/debian-security".into(),
         };
         let c = render_config(&p, &m);
-        assert!(c.contains("BindAddress: 10.250.0.1\n"));
+        assert!(c.contains("BindAddress: 10.255.255.254\n"));
         assert!(c.contains("CacheDir: /var/cache/provisioner/apt\n"));
         assert!(c.contains(
             "Remap-debrep: file:deb_mirror*.gz /debian m.example/debian ; http://m.example/debian\n"
@@ -201,6 +436,43 @@ mod tests {
         assert!(c.contains(
             "Remap-secdeb: /debian-security m.example/debian-security ; http://m.example/debian-security\n"
         ));
-        assert!(c.contains("SocketPath: /var/lib/provisioner/labs/lab/acng/socket"));
+        assert!(c.contains("SocketPath: /var/lib/provisioner/apt-proxy/socket"));
+        assert!(
+            c.contains("SPfilePatternEx: ^.*/dists/.*$\n"),
+            "index files are static: a running daemon never refreshes them"
+        );
+        assert_eq!(url(), "http://10.255.255.254:3142");
+    }
+
+    #[test]
+    fn a_user_whose_directory_is_gone_no_longer_keeps_the_proxy_running() {
+        let lab = User::lab("ci", Path::new("/var/lib/provisioner/labs/ci"));
+        let gone = User::lab("old", Path::new("/var/lib/provisioner/labs/old"));
+        let vagrant = User::dir(Path::new("/src/vagrant/.vagrant/provisioner/acng"));
+        assert_eq!(lab.name, "lab-ci");
+        assert_eq!(vagrant.name, "dir_src_vagrant_.vagrant_provisioner_acng");
+        let (live, stale) = live_users(vec![lab.clone(), gone.clone(), vagrant.clone()], |p| {
+            !p.ends_with("old")
+        });
+        assert_eq!(live, vec![lab, vagrant]);
+        assert_eq!(stale, vec![gone]);
+    }
+
+    #[test]
+    fn indexes_of_unknown_or_old_age_are_dropped_before_the_daemon_starts() {
+        assert!(!indexes_fresh(None));
+        assert!(indexes_fresh(Some(Duration::from_secs(60))));
+        assert!(!indexes_fresh(Some(INDEX_MAX_AGE)));
+    }
+
+    #[test]
+    fn only_a_route_of_the_machines_own_network_clashes_with_the_proxy_address() {
+        let routes = "default via 192.0.2.1 dev eth0\nlocal 10.255.255.254 dev lo table local proto kernel scope host src 10.255.255.254\n";
+        assert!(covering_routes(routes).is_empty());
+        let clash = "default via 192.0.2.1 dev eth0\n10.0.0.0/8 dev eth1 proto kernel scope link src 10.1.2.3\n";
+        assert_eq!(
+            covering_routes(clash),
+            vec!["10.0.0.0/8 dev eth1 proto kernel scope link src 10.1.2.3"]
+        );
     }
 }
