@@ -136,11 +136,12 @@ impl VarStack {
 
     /// All levels applied lowest first; higher levels replace keys whole.
     pub fn resolve(&self) -> Vars {
-        let mut out = Vars::new();
-        for (_, vars) in &self.levels {
-            combine_into(&mut out, vars.clone());
-        }
-        out
+        resolve_levels(&self.levels.iter().map(|(_, v)| v).collect::<Vec<_>>())
+    }
+
+    /// The levels set, lowest first.
+    pub fn levels(&self) -> impl Iterator<Item = (VarLevel, &Vars)> {
+        self.levels.iter().map(|(l, v)| (*l, v))
     }
 
     /// The level a variable's winning value comes from.
@@ -151,6 +152,29 @@ impl VarStack {
             .find(|(_, v)| v.contains_key(key))
             .map(|(l, _)| *l)
     }
+}
+
+/// Levels given lowest first, applied as [`combine_into`] would apply them one after the other
+/// (a key keeps the position of its first appearance and takes its highest level's value), but
+/// cloning only each key's winning value: the stack is resolved for every task on every host.
+pub fn resolve_levels(levels: &[&Vars]) -> Vars {
+    let mut out = Vars::new();
+    for (i, vars) in levels.iter().enumerate() {
+        for k in vars.keys() {
+            if out.contains_key(k) {
+                continue;
+            }
+            if let Some(v) = levels[i..].iter().rev().find_map(|l| l.get(k)) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The index of the highest level that sets `key`.
+pub fn winner_of(levels: &[&Vars], key: &str) -> Option<usize> {
+    levels.iter().rposition(|l| l.contains_key(key))
 }
 
 /// Ansible's `combine_vars` with `hash_behaviour = replace`: `dict.update`. An existing key keeps
@@ -165,6 +189,29 @@ pub fn combine_into(into: &mut Vars, new: Vars) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn resolving_by_reference_is_applying_each_level_in_turn() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        let levels = [
+            m(json!({"a": 1, "b": {"x": 1}, "c": 3})),
+            m(json!({"d": 4, "b": {"y": 2}})),
+            m(json!({})),
+            m(json!({"a": [9], "e": 5, "d": null})),
+        ];
+        let mut applied = Vars::new();
+        for l in &levels {
+            combine_into(&mut applied, l.clone());
+        }
+        let refs: Vec<&Vars> = levels.iter().collect();
+        let resolved = resolve_levels(&refs);
+        assert_eq!(resolved, applied);
+        let order = |v: &Vars| v.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(order(&resolved), order(&applied), "same key order");
+        assert_eq!(winner_of(&refs, "d"), Some(3));
+        assert_eq!(winner_of(&refs, "c"), Some(0));
+        assert_eq!(winner_of(&refs, "zz"), None);
+    }
 
     fn vars(v: Value) -> Vars {
         match v {

@@ -118,7 +118,9 @@ impl Runner {
                 return match loaded {
                     Ok(l) => {
                         let facts = l.vars;
-                        self.with_state(host, |s| s.include_vars.extend(facts.clone()));
+                        self.with_state(host, |s| {
+                            Arc::make_mut(&mut s.include_vars).extend(facts.clone())
+                        });
                         CallResult {
                             result: json_map(json!({
                                 "changed": false,
@@ -358,14 +360,14 @@ impl Runner {
         if let Some(Value::Object(new_facts)) = result.get("ansible_facts") {
             let new_facts = new_facts.clone();
             self.with_state(host, |s| {
-                let af = s
-                    .facts
+                let facts = Arc::make_mut(&mut s.facts);
+                let af = facts
                     .entry("ansible_facts".to_string())
                     .or_insert_with(|| Value::Object(Map::new()));
                 if let Value::Object(af) = af {
                     af.extend(new_facts.clone());
                 }
-                s.facts.extend(new_facts);
+                facts.extend(new_facts);
             });
         }
         CallResult {
@@ -449,7 +451,7 @@ impl Runner {
                 };
                 template::strip_omitted(&mut args);
                 if self
-                    .inline_local_files(module, task, &mut args, &vars)
+                    .inline_local_files_for(module, task, &mut args, &vars, true)
                     .await
                     .is_err()
                 {

@@ -12,6 +12,20 @@ impl Runner {
         args: &mut Map<String, Value>,
         vars: &Vars,
     ) -> Result<(), String> {
+        self.inline_local_files_for(module, task, args, vars, false)
+            .await
+    }
+
+    /// With `probes_only` (a play's prefetch), a `template` is found but not rendered: its
+    /// probes depend on its destination alone, and the task renders it when it runs.
+    pub(super) async fn inline_local_files_for(
+        &self,
+        module: &str,
+        task: &Task,
+        args: &mut Map<String, Value>,
+        vars: &Vars,
+        probes_only: bool,
+    ) -> Result<(), String> {
         let remote = args
             .get("remote_src")
             .and_then(crate::model::inventory::ansible_bool)
@@ -32,6 +46,10 @@ impl Runner {
                 };
                 args.remove("lstrip_blocks");
                 args.remove("trim_blocks");
+                if probes_only {
+                    args.insert("_content".into(), json!(""));
+                    return Ok(());
+                }
                 let text = self
                     .templar
                     .render_file_with(&path, &opts, vars)

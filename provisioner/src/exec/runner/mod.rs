@@ -70,14 +70,16 @@ pub struct RunConfig {
 /// Per-host state that lives across steps.
 #[derive(Default)]
 struct HostState {
-    facts: Vars,
+    /// Shared with the tasks reading them (copy on write): building a task's variables
+    /// clones no map.
+    facts: Arc<Vars>,
     /// `set_fact` and registered results (precedence level 19).
-    set_facts: Vars,
+    set_facts: Arc<Vars>,
     /// The names in `set_facts` whose values are unsafe (template::UNSAFE_VARS): registered
     /// results, and `set_fact` values that read unsafe data.
     unsafe_facts: BTreeSet<String>,
     /// `include_vars` results (precedence level 18), for the rest of the run.
-    include_vars: Vars,
+    include_vars: Arc<Vars>,
     /// Handler names (or `listen` topics) notified and not yet run, per play.
     notified: HashMap<usize, Vec<String>>,
     /// Probe answers gathered up front for a play's tasks, by become user. Valid until the
@@ -110,17 +112,34 @@ impl HostState {
         } else {
             self.unsafe_facts.remove(&name);
         }
-        self.set_facts.insert(name, value);
+        Arc::make_mut(&mut self.set_facts).insert(name, value);
     }
 
     /// This host's own levels of the variable stack (facts, `include_vars`, `set_fact` and
     /// registered results), and the names among them that hold host data.
-    fn set_levels(&self, stack: &mut VarStack) -> BTreeSet<String> {
-        stack.set(VarLevel::Facts, self.facts.clone());
-        stack.set(VarLevel::IncludeVars, self.include_vars.clone());
-        stack.set(VarLevel::SetFacts, self.set_facts.clone());
-        self.unsafe_facts.clone()
+    fn levels(&self) -> HostLevels {
+        HostLevels {
+            facts: self.facts.clone(),
+            include_vars: self.include_vars.clone(),
+            set_facts: self.set_facts.clone(),
+            unsafe_facts: self.unsafe_facts.clone(),
+        }
     }
+}
+
+/// A host's own levels, taken from its state under the lock (cheap: shared maps).
+struct HostLevels {
+    facts: Arc<Vars>,
+    include_vars: Arc<Vars>,
+    set_facts: Arc<Vars>,
+    unsafe_facts: BTreeSet<String>,
+}
+
+/// What every task of a play sees the same on every host: its roles' defaults merged (under
+/// the stack's `bundle` vars) and its roles' vars merged. Built once per run.
+struct PlayStatic {
+    defaults: Vars,
+    role_vars: Vars,
 }
 
 /// The outcome of one module call on one host.
@@ -184,6 +203,10 @@ pub struct Runner {
     announced: Mutex<usize>,
     /// `meta` tasks whose header was shown, by (play, task location, serial batch).
     meta_shown: Mutex<HashSet<(usize, crate::diag::Loc, usize)>>,
+    /// Per play: the variable levels every host shares.
+    play_static: Vec<PlayStatic>,
+    /// Per host: its inventory levels (the inventory does not change during a run).
+    inventory_stacks: Arc<Mutex<HashMap<String, Arc<VarStack>>>>,
 }
 
 impl Runner {
@@ -197,10 +220,12 @@ impl Runner {
         cfg: RunConfig,
     ) -> Self {
         let hosts: Arc<Mutex<HashMap<String, HostState>>> = Arc::default();
+        let inventory_stacks: Arc<Mutex<HashMap<String, Arc<VarStack>>>> = Arc::default();
         let templar =
             Templar::new(cfg.playbook_dir.clone()).with_hostvars(Arc::new(HostVarsView {
                 inventory: inventory.clone(),
                 hosts: hosts.clone(),
+                stacks: inventory_stacks.clone(),
             }));
         let mut rescuable = HashSet::new();
         fn mark(tasks: &[Task], inside: bool, out: &mut HashSet<crate::diag::Loc>) {
@@ -229,6 +254,24 @@ impl Runner {
             .zip(&play_hosts)
             .map(|(p, hs)| crate::plan::batches(hs, &p.serial))
             .collect();
+        let play_static = plays
+            .iter()
+            .map(|play| {
+                let mut defaults = Vars::new();
+                for (_, d) in &play.role_defaults {
+                    defaults.extend(d.clone());
+                }
+                defaults.extend(cfg.stack_vars.clone());
+                let mut role_vars = Vars::new();
+                for (_, v) in &play.role_vars {
+                    role_vars.extend(v.clone());
+                }
+                PlayStatic {
+                    defaults,
+                    role_vars,
+                }
+            })
+            .collect();
         Runner {
             plays,
             play_hosts,
@@ -249,6 +292,8 @@ impl Runner {
             titles: Mutex::new(HashMap::new()),
             announced: Mutex::new(0),
             meta_shown: Mutex::new(HashSet::new()),
+            play_static,
+            inventory_stacks,
         }
     }
 

@@ -149,7 +149,7 @@ impl Runner {
             Ok(o) => match facts::host::parse_host_facts(&String::from_utf8_lossy(&o.stdout)) {
                 Ok(f) => {
                     self.with_state(host, |s| {
-                        s.facts = f;
+                        s.facts = Arc::new(f);
                         s.facts_current = true;
                     });
                     report(TaskStatus::Ok, None);

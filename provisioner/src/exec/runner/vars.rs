@@ -1,11 +1,91 @@
 //! The variables a task sees: Ansible's precedence, magic variables, become, `hostvars`.
 
 use super::*;
+use crate::model::vars::{resolve_levels, winner_of};
 
 /// Serves `hostvars`: each host's inventory vars, facts and registered results.
 pub(super) struct HostVarsView {
     pub(super) inventory: Arc<Inventory>,
     pub(super) hosts: Arc<Mutex<HashMap<String, HostState>>>,
+    pub(super) stacks: Arc<Mutex<HashMap<String, Arc<VarStack>>>>,
+}
+
+/// A host's inventory levels, built once per run and shared.
+fn inventory_stack(
+    inventory: &Inventory,
+    stacks: &Mutex<HashMap<String, Arc<VarStack>>>,
+    host: &str,
+) -> Arc<VarStack> {
+    if let Some(s) = stacks.lock().ok().and_then(|m| m.get(host).cloned()) {
+        return s;
+    }
+    let s = Arc::new(inventory.var_stack(host));
+    if let Ok(mut m) = stacks.lock() {
+        m.insert(host.to_string(), s.clone());
+    }
+    s
+}
+
+/// A host's state levels, or none for a host that has not run anything yet.
+fn host_levels(hosts: &Mutex<HashMap<String, HostState>>, host: &str) -> Option<HostLevels> {
+    hosts.lock().ok()?.get(host).map(HostState::levels)
+}
+
+/// Resolve `levels` (lowest first) and mark unsafe the variables whose winning value a host
+/// sent: every fact, and the registered results and `set_fact`s in `unsafe_facts` (see
+/// `template::UNSAFE_VARS`).
+fn resolve_marked(levels: &[(VarLevel, &Vars)], unsafe_facts: &BTreeSet<String>) -> Vars {
+    let refs: Vec<&Vars> = levels.iter().map(|(_, v)| *v).collect();
+    let mut vars = resolve_levels(&refs);
+    let level_of = |i: usize| levels[i].0;
+    let wins_at = |k: &str, at: VarLevel| winner_of(&refs, k).map(level_of) == Some(at);
+    let facts = levels
+        .iter()
+        .filter(|(l, _)| *l == VarLevel::Facts)
+        .flat_map(|(_, v)| v.keys());
+    let names: Vec<String> = facts
+        .filter(|k| wins_at(k, VarLevel::Facts))
+        .chain(
+            unsafe_facts
+                .iter()
+                .filter(|k| wins_at(k, VarLevel::SetFacts)),
+        )
+        .cloned()
+        .collect();
+    if !names.is_empty() {
+        template::mark_unsafe(&mut vars, names);
+    }
+    vars
+}
+
+/// `inventory` levels, then the host's own, in precedence order around `between`: the play's
+/// levels that sit between facts (11) and `include_vars` (18), and `below` (role defaults) and
+/// `above` (extra vars).
+fn host_var_levels<'a>(
+    below: Option<&'a Vars>,
+    inventory: &'a VarStack,
+    own: Option<&'a HostLevels>,
+    between: &[(VarLevel, &'a Vars)],
+    above: Option<&'a Vars>,
+) -> Vec<(VarLevel, &'a Vars)> {
+    let mut levels: Vec<(VarLevel, &Vars)> = Vec::with_capacity(16);
+    if let Some(d) = below {
+        levels.push((VarLevel::RoleDefaults, d));
+    }
+    levels.extend(inventory.levels());
+    if let Some(o) = own {
+        levels.push((VarLevel::Facts, &*o.facts));
+    }
+    levels.extend(between.iter().copied());
+    if let Some(o) = own {
+        levels.push((VarLevel::IncludeVars, &*o.include_vars));
+        levels.push((VarLevel::SetFacts, &*o.set_facts));
+    }
+    if let Some(e) = above {
+        levels.push((VarLevel::ExtraVars, e));
+    }
+    debug_assert!(levels.windows(2).all(|w| w[0].0 <= w[1].0));
+    levels
 }
 
 impl HostVarsSource for HostVarsView {
@@ -19,39 +99,13 @@ impl HostVarsSource for HostVarsView {
 
     fn vars(&self, host: &str) -> Option<Arc<Vars>> {
         self.inventory.host(host)?;
-        let mut stack = self.inventory.var_stack(host);
-        let unsafe_facts = match self.hosts.lock() {
-            Ok(states) => states
-                .get(host)
-                .map(|s| s.set_levels(&mut stack))
-                .unwrap_or_default(),
-            Err(_) => BTreeSet::new(),
-        };
-        let mut vars = stack.resolve();
-        mark_host_data(&mut vars, &stack, &unsafe_facts);
+        let inventory = inventory_stack(&self.inventory, &self.stacks, host);
+        let own = host_levels(&self.hosts, host);
+        let levels = host_var_levels(None, &inventory, own.as_ref(), &[], None);
+        let empty = BTreeSet::new();
+        let mut vars = resolve_marked(&levels, own.as_ref().map_or(&empty, |o| &o.unsafe_facts));
         vars.extend(self.inventory.magic_vars(host));
         Some(Arc::new(vars))
-    }
-}
-
-/// Mark unsafe the variables whose winning value a host sent: every fact, and the registered
-/// results and `set_fact`s in `unsafe_facts` (see `template::UNSAFE_VARS`).
-fn mark_host_data(vars: &mut Vars, stack: &VarStack, unsafe_facts: &BTreeSet<String>) {
-    let facts = stack
-        .get(VarLevel::Facts)
-        .into_iter()
-        .flat_map(|f| f.keys());
-    let names: Vec<String> = facts
-        .filter(|k| stack.source_of(k) == Some(VarLevel::Facts))
-        .chain(
-            unsafe_facts
-                .iter()
-                .filter(|k| stack.source_of(k) == Some(VarLevel::SetFacts)),
-        )
-        .cloned()
-        .collect();
-    if !names.is_empty() {
-        template::mark_unsafe(vars, names);
     }
 }
 
@@ -66,26 +120,24 @@ impl Runner {
     /// The variables a task sees on `host`, lowest precedence first.
     pub(super) fn task_vars(&self, host: &str, play_idx: usize, task: Option<&Task>) -> Vars {
         let play = &self.plays[play_idx];
-        let mut stack: VarStack = self.inventory.var_stack(host);
-        let mut defaults = Vars::new();
-        for (_, d) in &play.role_defaults {
-            defaults.extend(d.clone());
-        }
-        defaults.extend(self.cfg.stack_vars.clone());
-        stack.set(VarLevel::RoleDefaults, defaults);
-        let unsafe_facts = self.with_state(host, |s| s.set_levels(&mut stack));
-        stack.set(VarLevel::PlayVars, play.vars.clone());
-        let mut role_vars = Vars::new();
-        for (_, v) in &play.role_vars {
-            role_vars.extend(v.clone());
-        }
-        stack.set(VarLevel::RoleVars, role_vars);
+        let statics = &self.play_static[play_idx];
+        let inventory = inventory_stack(&self.inventory, &self.inventory_stacks, host);
+        let own = host_levels(&self.hosts, host).unwrap_or_else(|| HostState::default().levels());
+        let mut between = vec![
+            (VarLevel::PlayVars, &play.vars),
+            (VarLevel::RoleVars, &statics.role_vars),
+        ];
         if let Some(t) = task {
-            stack.set(VarLevel::TaskVars, t.vars.clone());
+            between.push((VarLevel::TaskVars, &t.vars));
         }
-        stack.set(VarLevel::ExtraVars, self.cfg.extra_vars.clone());
-        let mut vars = stack.resolve();
-        mark_host_data(&mut vars, &stack, &unsafe_facts);
+        let levels = host_var_levels(
+            Some(&statics.defaults),
+            &inventory,
+            Some(&own),
+            &between,
+            Some(&self.cfg.extra_vars),
+        );
+        let mut vars = resolve_marked(&levels, &own.unsafe_facts);
         vars.extend(self.inventory.magic_vars(host));
         // As Ansible: `ansible_play_hosts_all` is every host of the play; `ansible_play_hosts`
         // leaves out hosts that failed or became unreachable (in this play or an earlier one);
