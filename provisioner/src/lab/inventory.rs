@@ -32,6 +32,7 @@ pub fn render(
     hosts: &[HostSpec],
     key: &Path,
     known_hosts: &Path,
+    debian_mirror: &str,
     mesos: &MesosFrom,
 ) -> String {
     let mut out = String::new();
@@ -55,6 +56,8 @@ pub fn render(
     out.push_str(&format!("    lab_name: {}\n", q(lab)));
     // The apt proxy the hosts use (shared by every lab on this machine).
     out.push_str(&format!("    lab_apt_proxy: {}\n", q(&super::proxy::url())));
+    // The Debian mirror the hosts' sources name (this machine's), reached through that proxy.
+    out.push_str(&format!("    lab_debian_mirror: {}\n", q(debian_mirror)));
     // nspawn hosts have a read-only /proc/sys: the common role writes sysctl files only.
     out.push_str("    apply_sysctls: false\n");
     if let Some(a) = &mesos.artifact {
@@ -153,6 +156,7 @@ mod tests {
             &hosts(0),
             Path::new("/var/lib/provisioner/labs/lab/id_ed25519"),
             Path::new("/var/lib/provisioner/labs/lab/known_hosts"),
+            "http://m.example/debian",
             &MesosFrom {
                 artifact: Some("/m/mesos-1.11.0.tar.gz".into()),
                 dns: Some("/t/debug/mesos-standin".into()),
@@ -177,6 +181,7 @@ mod tests {
         assert_eq!(vars["ansible_become"], true);
         assert_eq!(vars["lab_name"], "lab");
         assert_eq!(vars["lab_apt_proxy"], "http://10.255.255.254:3142");
+        assert_eq!(vars["lab_debian_mirror"], "http://m.example/debian");
         assert_eq!(vars["mesos_source"], "local");
         assert_eq!(vars["mesos_local_artifact"], "/m/mesos-1.11.0.tar.gz");
         assert_eq!(
@@ -202,6 +207,7 @@ mod tests {
             &hosts(2),
             Path::new("/k"),
             Path::new("/kh"),
+            "http://m.example/debian",
             &MesosFrom::default(),
         );
         let doc = &crate::yaml::load_str(&text, "lab.yml").unwrap()[0];

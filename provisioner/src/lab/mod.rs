@@ -491,6 +491,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
         &hosts,
         &paths.key(),
         &paths.known_hosts(),
+        &mirrors.debian,
         &opts.mesos,
     );
     if std::fs::read_to_string(&inventory_path).ok().as_deref() != Some(text.as_str()) {
@@ -1089,7 +1090,14 @@ fn refresh_files(paths: &LabPaths, st: &LabState, sink: Sink<'_>) -> Result<()> 
     let hosts = st.host_specs();
     write_known_hosts(paths, &hosts)?;
     let mesos = mesos_from(&st.name, None, st.stack, sink)?;
-    let text = inventory::render(&st.name, &hosts, &paths.key(), &paths.known_hosts(), &mesos);
+    let text = inventory::render(
+        &st.name,
+        &hosts,
+        &paths.key(),
+        &paths.known_hosts(),
+        &st.mirror,
+        &mesos,
+    );
     sys::write(&st.inventory, &text)
 }
 
