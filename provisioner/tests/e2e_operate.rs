@@ -856,6 +856,23 @@ fn an_operator_installed_on_an_extra_host_runs_as_its_unit_repairs_drift_and_uni
         .expect("the lab names its ssh key");
     let mut timings = Vec::new();
     let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A file of someone else's where the inventory would go: refused, nothing changed.
+        ssh_ok(&inv, &host, &format!("test ! -e '{i}' && touch '{i}'"));
+        let out = install(true);
+        ssh_ok(&inv, &host, &format!("rm '{i}'"));
+        assert_eq!(out.status.code(), Some(2), "refused");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains(&format!("{i} exists and belongs to root")),
+            "{err}"
+        );
+        assert!(
+            !common::ssh(&inv, &host, "getent passwd provisioner")
+                .status
+                .success(),
+            "no user created"
+        );
+        assert_eq!(owner_mode(&inv, &host, KEY), None, "no key copied");
         let t = Instant::now();
         let out = install(true);
         timings.push(("install", t.elapsed()));

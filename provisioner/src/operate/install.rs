@@ -536,23 +536,42 @@ fn home_known_hosts() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Collects which tasks changed (with their items) and the first failure's message.
+/// A task that changed, with its loop item.
+type Change = (String, Option<String>);
+
+/// Collects which tasks changed.
 #[derive(Clone, Default)]
-struct Changes(Arc<Mutex<Vec<String>>>);
+struct Changes(Arc<Mutex<Vec<Change>>>);
 
 impl Sink for Changes {
     fn event(&mut self, e: &Event) -> Result<(), String> {
         if let RunEvent::TaskFinished(r) = &e.body {
             if r.changed && r.status != TaskStatus::Failed {
-                let line = match &r.item {
-                    Some(i) => format!("{} ({i})", r.task),
-                    None => r.task.clone(),
-                };
-                self.0.lock().map_err(|_| "poisoned")?.push(line);
+                self.0
+                    .lock()
+                    .map_err(|_| "poisoned")?
+                    .push((r.task.clone(), r.item.clone()));
             }
         }
         Ok(())
     }
+}
+
+/// One line per change: a loop's items, without the loop's own summary result.
+fn change_lines(changes: &[Change]) -> Vec<String> {
+    let looped: BTreeSet<&String> = changes
+        .iter()
+        .filter(|(_, i)| i.is_some())
+        .map(|(t, _)| t)
+        .collect();
+    changes
+        .iter()
+        .filter_map(|(t, i)| match i {
+            Some(i) => Some(format!("{t} ({i})")),
+            None if looped.contains(t) => None,
+            None => Some(t.clone()),
+        })
+        .collect()
 }
 
 fn run_role(
@@ -582,7 +601,11 @@ fn run_role(
         ..Default::default()
     };
     let outcome = crate::run::run(&spec, io)?;
-    let changed = changes.0.lock().map(|c| c.clone()).unwrap_or_default();
+    let changed = changes
+        .0
+        .lock()
+        .map(|c| change_lines(&c))
+        .unwrap_or_default();
     Ok((outcome, changed))
 }
 
@@ -662,11 +685,30 @@ pub fn install(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         say(&format!("[WARNING]: {w}"));
     }
     if outcome.exit != ExitCode::Ok {
+        // The pre-check's refusal: nothing was changed.
+        if let Some(f) = outcome
+            .recap
+            .failures
+            .iter()
+            .find(|f| f.task.ends_with("operate_host | refused"))
+        {
+            return Ok(Ended::Refused(format!("{}: {}", opts.host, f.msg.trim())));
+        }
+        for c in &changed {
+            say(&format!("changed: {c}"));
+        }
         return Ok(Ended::Failed(format!(
-            "installing on {} failed: {}; what it changed before that is listed above; run `operate --uninstall {}` to remove it",
+            "installing on {} failed: {}; {}",
             opts.host,
             crate::day2::failures_text(&outcome),
-            opts.host
+            if changed.is_empty() {
+                "nothing was changed there".to_string()
+            } else {
+                format!(
+                    "what it changed is listed above: run it again, or `operate --uninstall {}` to remove it",
+                    opts.host
+                )
+            }
         )));
     }
     if changed.is_empty() {
@@ -805,6 +847,15 @@ mod tests {
         assert!(
             u.contains("\nExecStart=/usr/local/bin/provisioner operate -i \"/srv/my cluster/prod.yml\" --interval 10s --remediate safe --max-agents-per-cycle 10%% --timeout 1800 --listen 0.0.0.0:9466\n"),
             "{u}"
+        );
+    }
+
+    #[test]
+    fn a_loop_reports_its_items_not_its_summary() {
+        let c = |t: &str, i: Option<&str>| (t.to_string(), i.map(str::to_string));
+        assert_eq!(
+            change_lines(&[c("dirs", Some("/a")), c("dirs", None), c("unit", None)]),
+            ["dirs (/a)", "unit"]
         );
     }
 
