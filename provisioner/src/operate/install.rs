@@ -488,6 +488,22 @@ pub fn check_input(inv: &crate::model::inventory::Inventory, opts: &Options) -> 
     Ok(())
 }
 
+/// `--elect`: every instance must authenticate to ZooKeeper with the same password, so it must
+/// be in the store before it is copied (an instance that generated its own could not join).
+fn elect_secret_ready(inventory: &Path, forward: &Forward) -> Result<(), String> {
+    let f = crate::state::state_dir(inventory)
+        .join("secrets/password")
+        .join(format!("{}.enc", super::election::SECRET));
+    if forward.elect.is_some() && !f.is_file() {
+        return Err(format!(
+            "--elect: the operators' ZooKeeper password is not generated yet ({} is missing); run `provisioner operate -i {} --elect --once` here first, so that every instance gets the same one",
+            f.display(),
+            inventory.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Absolute inventory sources (the unit runs elsewhere, in another directory).
 fn absolute(inventory: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     inventory
@@ -647,6 +663,9 @@ pub fn install(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         Ok(l) => l,
         Err(why) => return Ok(Ended::Refused(why)),
     };
+    if let Err(why) = elect_secret_ready(&sources[0], &opts.forward) {
+        return Ok(Ended::Refused(why));
+    }
     let forward = opts.forward.clone();
     let mut command = vec![BINARY.to_string(), "operate".into()];
     for i in &layout.inventory {
@@ -848,6 +867,26 @@ mod tests {
             u.contains("\nExecStart=/usr/local/bin/provisioner operate -i \"/srv/my cluster/prod.yml\" --interval 10s --remediate safe --max-agents-per-cycle 10%% --timeout 1800 --listen 0.0.0.0:9466\n"),
             "{u}"
         );
+    }
+
+    #[test]
+    fn elect_is_refused_until_the_shared_zookeeper_password_exists() {
+        let t = Tree::new();
+        let inv = t.p("inv/prod.yml");
+        let elect = Forward {
+            elect: Some(10),
+            ..forward()
+        };
+        assert_eq!(elect_secret_ready(&inv, &forward()), Ok(()));
+        assert!(elect_secret_ready(&inv, &elect)
+            .unwrap_err()
+            .contains("--elect --once"));
+        std::fs::write(
+            t.p("inv/.prod.state/secrets/password/zookeeper_operate.enc"),
+            "e",
+        )
+        .unwrap();
+        assert_eq!(elect_secret_ready(&inv, &elect), Ok(()));
     }
 
     #[test]
