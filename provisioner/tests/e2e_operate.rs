@@ -995,6 +995,32 @@ fn an_operator_installed_on_an_extra_host_runs_as_its_unit_repairs_drift_and_uni
             "{said}"
         );
         assert_eq!(common::main_pid(&inv, &host, UNIT), before, "not restarted");
+        // Other flags: the unit is rewritten with them and restarted.
+        let mut a = vec!["operate", "-i", &i, "--install", &host, "--yes"];
+        a.extend([
+            "--interval",
+            "1h",
+            "--remediate",
+            "off",
+            "--max-agents-per-cycle",
+            "2",
+        ]);
+        let out = provisioner(&a);
+        assert_eq!(out.status.code(), Some(0));
+        let unit = ssh_ok(&inv, &host, &format!("cat {UNIT_FILE}"));
+        assert!(
+            unit.contains(&format!(
+                "operate -i {i} --interval 3600s --remediate off --max-agents-per-cycle 2 --timeout 1800\n"
+            )),
+            "{unit}"
+        );
+        assert_ne!(common::main_pid(&inv, &host, UNIT), before, "restarted");
+        poll("the unit active again", PATIENCE, || {
+            common::ssh(&inv, &host, &format!("systemctl is-active --quiet {UNIT}"))
+                .status
+                .success()
+                .then_some(())
+        });
     }));
     let t = Instant::now();
     let out = uninstall();
