@@ -1102,7 +1102,6 @@ fn operate_install_command(args: OperateArgs) -> std::process::ExitCode {
     };
     let opts = install::Options {
         inventory: args.inventory,
-        stack_dir: args.stack_dir,
         host,
         yes: args.yes,
         forward: install::Forward {
@@ -1113,6 +1112,7 @@ fn operate_install_command(args: OperateArgs) -> std::process::ExitCode {
             timeout: args.timeout.max(1),
             elect: args.elect.then_some(args.elect_session_timeout.max(1)),
             json: matches!(args.output, Output::Json),
+            stack_dir: args.stack_dir,
         },
         key_file: crate::secrets::default_key_file(),
         binary,

@@ -62,6 +62,8 @@ pub struct Forward {
     /// `--elect` with its session timeout (seconds).
     pub elect: Option<u64>,
     pub json: bool,
+    /// `--stack-dir`, absolute (its files are copied to the same path).
+    pub stack_dir: Option<PathBuf>,
 }
 
 impl Forward {
@@ -98,6 +100,9 @@ impl Forward {
         if self.json {
             a.extend(["--output".into(), "json".into()]);
         }
+        if let Some(d) = &self.stack_dir {
+            a.extend(["--stack-dir".into(), d.display().to_string()]);
+        }
         a
     }
 }
@@ -106,7 +111,6 @@ impl Forward {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub inventory: Vec<PathBuf>,
-    pub stack_dir: Option<PathBuf>,
     pub host: String,
     /// The plan was confirmed (`--yes`).
     pub yes: bool,
@@ -603,8 +607,9 @@ fn run_role(
     let mut spec = RunSpec::new(
         command,
         opts.inventory.clone(),
+        // The role is the tool's, not the stack's: always the built-in copy.
         Target::Stack {
-            dir: opts.stack_dir.clone(),
+            dir: None,
             play: Some(play),
         },
         Mode::Apply,
@@ -643,7 +648,7 @@ pub fn install(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         Ok(s) => s,
         Err(why) => return Ok(Ended::Refused(why)),
     };
-    let stack_dir = match &opts.stack_dir {
+    let stack_dir = match &opts.forward.stack_dir {
         Some(d) => match std::fs::canonicalize(d) {
             Ok(d) => Some(d),
             Err(e) => return Ok(Ended::Refused(format!("--stack-dir {}: {e}", d.display()))),
@@ -666,7 +671,10 @@ pub fn install(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     if let Err(why) = elect_secret_ready(&sources[0], &opts.forward) {
         return Ok(Ended::Refused(why));
     }
-    let forward = opts.forward.clone();
+    let forward = Forward {
+        stack_dir: stack_dir.clone(),
+        ..opts.forward.clone()
+    };
     let mut command = vec![BINARY.to_string(), "operate".into()];
     for i in &layout.inventory {
         command.extend(["-i".into(), i.display().to_string()]);
@@ -830,6 +838,7 @@ mod tests {
             timeout: 1800,
             elect: None,
             json: false,
+            stack_dir: None,
         }
     }
 
@@ -846,11 +855,12 @@ mod tests {
             elect: Some(6),
             json: true,
             interval: Duration::from_secs(300),
+            stack_dir: Some("/srv/roles".into()),
             ..forward()
         };
         assert_eq!(
             f.args().join(" "),
-            "--interval 300s --remediate off --max-agents-per-cycle 2 --timeout 1800 --elect --elect-session-timeout 6 --output json"
+            "--interval 300s --remediate off --max-agents-per-cycle 2 --timeout 1800 --elect --elect-session-timeout 6 --output json --stack-dir /srv/roles"
         );
     }
 
@@ -1127,7 +1137,6 @@ mod tests {
         let inv = crate::day2::status::tests::inventory("[masters]\nm1\n[extra]\nx1\n");
         let mut o = Options {
             inventory: vec![],
-            stack_dir: None,
             host: "x9".into(),
             yes: false,
             forward: forward(),
