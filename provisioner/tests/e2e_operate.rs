@@ -1029,6 +1029,11 @@ fn an_operator_installed_on_an_extra_host_runs_as_its_unit_repairs_drift_and_uni
         std::panic::resume_unwind(p);
     }
     assert_eq!(out.status.code(), Some(0), "--uninstall --yes");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains(&format!("removed {KEY}\n")),
+        "says what went: {said}"
+    );
     assert!(
         !common::ssh(&inv, &host, &format!("systemctl is-active --quiet {UNIT}"))
             .status

@@ -566,7 +566,13 @@ struct Changes(Arc<Mutex<Vec<Change>>>);
 impl Sink for Changes {
     fn event(&mut self, e: &Event) -> Result<(), String> {
         if let RunEvent::TaskFinished(r) = &e.body {
-            if r.changed && r.status != TaskStatus::Failed {
+            // The uninstall's list of removed paths (a `debug` task: never changed).
+            if r.task.ends_with("operate_host | removed") {
+                let mut c = self.0.lock().map_err(|_| "poisoned")?;
+                for line in r.msg.as_deref().unwrap_or_default().lines() {
+                    c.push((line.trim().to_string(), None));
+                }
+            } else if r.changed && r.status != TaskStatus::Failed {
                 self.0
                     .lock()
                     .map_err(|_| "poisoned")?
@@ -819,7 +825,11 @@ pub fn uninstall(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
         say(&format!("{}: nothing was installed", opts.host));
     } else {
         for c in &changed {
-            say(&format!("changed: {c}"));
+            if c.starts_with("removed ") {
+                say(c);
+            } else {
+                say(&format!("changed: {c}"));
+            }
         }
     }
     Ok(Ended::Done)
