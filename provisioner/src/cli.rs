@@ -92,6 +92,19 @@ pub struct OperateArgs {
     /// under --remediate off), 1 a remediation failed, 5 another run held the lock.
     #[arg(long)]
     pub once: bool,
+    /// Set this operator up on HOST (a host of the inventory) as the systemd unit
+    /// provisioner-operate, running with the other flags given here: a system user
+    /// `provisioner`, this binary, the inventory, state dir, secrets key and SSH keys copied
+    /// (readable by that user alone). Prints the plan; --yes does it.
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["once", "uninstall"])]
+    pub install: Option<String>,
+    /// Stop and remove what --install set up on HOST (the unit, the copied files and secrets,
+    /// the binary, the user). Prints the plan; --yes does it.
+    #[arg(long, value_name = "HOST", conflicts_with = "once")]
+    pub uninstall: Option<String>,
+    /// With --install/--uninstall: do it (without: only the plan is shown).
+    #[arg(long)]
+    pub yes: bool,
     /// Time between cycles (`90s`, `5m`, `1h`; ± 10 % jitter).
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     pub interval: Duration,
@@ -828,7 +841,7 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
 }
 
 fn node_command(args: NodeArgs) -> std::process::ExitCode {
-    use crate::day2::node::{self, Ended};
+    use crate::day2::node;
     let (o, unreachable, verb, expect) = match args.command {
         NodeCommand::Add(o) => (o, false, "add", None),
         NodeCommand::Remove { opts, unreachable } => (opts, unreachable, "remove", None),
@@ -851,6 +864,12 @@ fn node_command(args: NodeArgs) -> std::process::ExitCode {
         "remove" => node::remove(&opts, &say),
         _ => node::replace(&opts, expect.as_deref(), &say),
     };
+    day2_ended(r)
+}
+
+/// How a day-2 command that returns an `Ended` exits: a refusal or failure said on stderr.
+fn day2_ended(r: Result<crate::day2::node::Ended, Error>) -> std::process::ExitCode {
+    use crate::day2::node::Ended;
     match r {
         Ok(ended) => {
             match &ended {
@@ -1065,8 +1084,53 @@ fn history_command(args: HistoryArgs) -> std::process::ExitCode {
     }
 }
 
+/// `operate --install HOST` / `--uninstall HOST`.
+fn operate_install_command(args: OperateArgs) -> std::process::ExitCode {
+    use crate::operate::install;
+    let (host, installing) = match (&args.install, &args.uninstall) {
+        (Some(h), _) => (h.clone(), true),
+        (None, Some(h)) => (h.clone(), false),
+        (None, None) => {
+            return fail(&Error::Usage(
+                "--yes goes with --install or --uninstall".into(),
+            ))
+        }
+    };
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return fail(&Error::Environment(format!("cannot find this binary: {e}"))),
+    };
+    let opts = install::Options {
+        inventory: args.inventory,
+        host,
+        yes: args.yes,
+        forward: install::Forward {
+            interval: args.interval,
+            remediate: args.remediate,
+            budget: args.max_agents_per_cycle,
+            listen: args.listen,
+            timeout: args.timeout.max(1),
+            elect: args.elect.then_some(args.elect_session_timeout.max(1)),
+            json: matches!(args.output, Output::Json),
+            stack_dir: args.stack_dir,
+        },
+        key_file: crate::secrets::default_key_file(),
+        binary,
+    };
+    let say = |line: &str| print_line(line);
+    let r = if installing {
+        install::install(&opts, &say)
+    } else {
+        install::uninstall(&opts, &say)
+    };
+    day2_ended(r)
+}
+
 fn operate_command(args: OperateArgs) -> std::process::ExitCode {
     use crate::operate::{self, metrics::Metrics, OperateEvent};
+    if args.install.is_some() || args.uninstall.is_some() || args.yes {
+        return operate_install_command(args);
+    }
     // Listen first: signals then never kill the process mid-step.
     let stop = crate::run::signals::listen();
     let metrics = Metrics::new();

@@ -787,3 +787,290 @@ fn zookeeper_drift_on_every_member_is_repaired_one_member_per_cycle_and_quorum_h
             .then_some(())
     });
 }
+
+/// `stat -c '%U %a'` of `path` on `host` (`None` when it does not exist).
+fn owner_mode(inv: &Path, host: &str, path: &str) -> Option<String> {
+    let o = common::ssh(inv, host, &format!("stat -c '%U %a' '{path}'"));
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// `provisioner history ARGS -i INV --output json` run on `host` by the installed instance's
+/// user, over its own history (its copy of the state dir).
+fn installed_history(inv: &Path, host: &str, args: &str) -> Value {
+    let out = ssh_ok(
+        inv,
+        host,
+        &format!(
+            "cd /var/lib/provisioner-operate && runuser -u provisioner -- env HOME=/var/lib/provisioner-operate /usr/local/bin/provisioner history {args} -i '{}' --output json",
+            inv.display()
+        ),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn an_operator_installed_on_an_extra_host_runs_as_its_unit_repairs_drift_and_uninstalls_cleanly() {
+    let _serial = serial();
+    let inv = std::fs::canonicalize(lab_inventory()).unwrap();
+    let i = inv.to_str().unwrap().to_string();
+    let host = group(&inv, "extra")[0].clone();
+    const UNIT: &str = "provisioner-operate";
+    const UNIT_FILE: &str = "/etc/systemd/system/provisioner-operate.service";
+    const KEY: &str = "/var/lib/provisioner-operate/key";
+    let flags = [
+        "--interval",
+        INTERVAL,
+        "--listen",
+        "0.0.0.0:9466",
+        "--remediate",
+        "safe",
+    ];
+    let install = |yes: bool| {
+        let mut a = vec!["operate", "-i", &i, "--install", &host];
+        a.extend(flags);
+        if yes {
+            a.push("--yes");
+        }
+        provisioner(&a)
+    };
+    let uninstall = || provisioner(&["operate", "-i", &i, "--uninstall", &host, "--yes"]);
+    let started = Instant::now();
+    // Without --yes: the plan, and nothing on the host.
+    let out = install(false);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(UNIT_FILE) && text.contains(KEY) && text.contains("--yes"),
+        "{text}"
+    );
+    assert_eq!(
+        owner_mode(&inv, &host, UNIT_FILE),
+        None,
+        "nothing installed"
+    );
+    let state = provisioner::state::state_dir(&inv);
+    let ssh_key = common::var(&inv, &host, "ansible_ssh_private_key_file")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("the lab names its ssh key");
+    let mut timings = Vec::new();
+    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A file of someone else's where the inventory would go: refused, nothing changed.
+        ssh_ok(&inv, &host, &format!("test ! -e '{i}' && touch '{i}'"));
+        let out = install(true);
+        ssh_ok(&inv, &host, &format!("rm '{i}'"));
+        assert_eq!(out.status.code(), Some(2), "refused");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains(&format!("{i} exists and belongs to root")),
+            "{err}"
+        );
+        assert!(
+            !common::ssh(&inv, &host, "getent passwd provisioner")
+                .status
+                .success(),
+            "no user created"
+        );
+        assert_eq!(owner_mode(&inv, &host, KEY), None, "no key copied");
+        let t = Instant::now();
+        let out = install(true);
+        timings.push(("install", t.elapsed()));
+        assert_eq!(out.status.code(), Some(0), "--install --yes");
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        let addr = common::address(&inv, &host);
+        assert!(
+            said.contains(&format!("\"{addr}:9466\""))
+                && said.contains("monitoring_operate_targets"),
+            "names the target for Prometheus: {said}"
+        );
+        // The layout: the key, the inventory, the state dir, the ssh key, readable by the
+        // provisioner user alone; no history or lock copied from here.
+        assert_eq!(
+            owner_mode(&inv, &host, KEY).as_deref(),
+            Some("provisioner 600")
+        );
+        assert_eq!(
+            owner_mode(&inv, &host, "/var/lib/provisioner-operate").as_deref(),
+            Some("provisioner 700")
+        );
+        assert_eq!(
+            owner_mode(&inv, &host, &i).as_deref(),
+            Some("provisioner 600")
+        );
+        let st = state.display().to_string();
+        assert_eq!(
+            owner_mode(&inv, &host, &st).as_deref(),
+            Some("provisioner 700")
+        );
+        assert_eq!(
+            owner_mode(&inv, &host, &format!("{st}/secrets/.keycheck")).as_deref(),
+            Some("provisioner 600")
+        );
+        assert_eq!(
+            owner_mode(&inv, &host, &ssh_key).as_deref(),
+            Some("provisioner 600")
+        );
+        assert_eq!(
+            owner_mode(&inv, &host, "/usr/local/bin/provisioner").as_deref(),
+            Some("root 755")
+        );
+        assert!(
+            ssh_ok(&inv, &host, "getent passwd provisioner")
+                .trim_end()
+                .ends_with(":/usr/sbin/nologin"),
+            "a system user without a login shell"
+        );
+        let here = Command::new("sh")
+            .arg("-c")
+            .arg("sha256sum < \"$0\"")
+            .arg(provisioner::secrets::default_key_file())
+            .output()
+            .unwrap();
+        assert_eq!(
+            ssh_ok(&inv, &host, &format!("sha256sum < {KEY}")),
+            String::from_utf8_lossy(&here.stdout),
+            "the same key"
+        );
+        // The unit runs, and its /metrics answers from here.
+        poll("the unit active", PATIENCE, || {
+            common::ssh(&inv, &host, &format!("systemctl is-active --quiet {UNIT}"))
+                .status
+                .success()
+                .then_some(())
+        });
+        let unit = ssh_ok(&inv, &host, &format!("cat {UNIT_FILE}"));
+        assert!(unit.contains("\nUser=provisioner\n"), "{unit}");
+        assert!(
+            unit.contains(&format!("operate -i {i} --interval 10s --remediate safe")),
+            "{unit}"
+        );
+        let t = Instant::now();
+        let metrics = |name: &str| {
+            http_get(&addr, 9466, "/metrics")
+                .and_then(|(s, body)| (s == 200).then(|| sample(&body, name)).flatten())
+        };
+        poll(
+            "a converged cycle of the installed operator",
+            PATIENCE,
+            || {
+                metrics("provisioner_operate_cycles_total{result=\"converged\"}")
+                    .filter(|n| *n >= 1.0)
+            },
+        );
+        timings.push(("first converged cycle", t.elapsed()));
+        assert_eq!(metrics("provisioner_operate_active"), Some(1.0));
+        // Drift only it can repair: agent2's Docker cleanup cron.
+        let (_, _, agent2) = hosts(&inv);
+        let since = now_utc();
+        ssh_ok(&inv, &agent2, &format!("rm {CRON}"));
+        let t = Instant::now();
+        poll(
+            "the installed operator to put the cron back",
+            PATIENCE,
+            || {
+                common::ssh(&inv, &agent2, &format!("test -s {CRON}"))
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+        timings.push(("drift repaired", t.elapsed()));
+        let rows = installed_history(&inv, &host, &format!("drift --since {since}"));
+        assert!(
+            drift_rows(&rows, "operate remediate", &agent2)
+                .iter()
+                .any(|r| r.contains("cleanup cron")),
+            "the installed instance's history has the repair: {rows}"
+        );
+        // The same inputs again: nothing changes, the unit is not restarted.
+        let before = common::main_pid(&inv, &host, UNIT);
+        let t = Instant::now();
+        let out = install(true);
+        timings.push(("second install", t.elapsed()));
+        assert_eq!(out.status.code(), Some(0));
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            said.contains("already installed, nothing changed"),
+            "{said}"
+        );
+        assert_eq!(common::main_pid(&inv, &host, UNIT), before, "not restarted");
+        // Other flags: the unit is rewritten with them and restarted.
+        let mut a = vec!["operate", "-i", &i, "--install", &host, "--yes"];
+        a.extend([
+            "--interval",
+            "1h",
+            "--remediate",
+            "off",
+            "--max-agents-per-cycle",
+            "2",
+        ]);
+        let out = provisioner(&a);
+        assert_eq!(out.status.code(), Some(0));
+        let unit = ssh_ok(&inv, &host, &format!("cat {UNIT_FILE}"));
+        assert!(
+            unit.contains(&format!(
+                "operate -i {i} --interval 3600s --remediate off --max-agents-per-cycle 2 --timeout 1800\n"
+            )),
+            "{unit}"
+        );
+        assert_ne!(common::main_pid(&inv, &host, UNIT), before, "restarted");
+        poll("the unit active again", PATIENCE, || {
+            common::ssh(&inv, &host, &format!("systemctl is-active --quiet {UNIT}"))
+                .status
+                .success()
+                .then_some(())
+        });
+    }));
+    let t = Instant::now();
+    let out = uninstall();
+    timings.push(("uninstall", t.elapsed()));
+    if let Err(p) = body {
+        std::panic::resume_unwind(p);
+    }
+    assert_eq!(out.status.code(), Some(0), "--uninstall --yes");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains(&format!("removed {KEY}\n")),
+        "says what went: {said}"
+    );
+    assert!(
+        !common::ssh(&inv, &host, &format!("systemctl is-active --quiet {UNIT}"))
+            .status
+            .success(),
+        "the unit is stopped"
+    );
+    for gone in [
+        UNIT_FILE,
+        KEY,
+        "/var/lib/provisioner-operate",
+        "/usr/local/bin/provisioner",
+    ] {
+        assert_eq!(owner_mode(&inv, &host, gone), None, "{gone} removed");
+    }
+    assert_eq!(
+        owner_mode(&inv, &host, &i),
+        None,
+        "the inventory copy removed"
+    );
+    assert_eq!(
+        owner_mode(&inv, &host, &state.display().to_string()),
+        None,
+        "the state dir copy (secrets) removed"
+    );
+    assert_eq!(
+        owner_mode(&inv, &host, &ssh_key),
+        None,
+        "the ssh key copy removed"
+    );
+    assert!(
+        !common::ssh(&inv, &host, "getent passwd provisioner")
+            .status
+            .success(),
+        "the user removed"
+    );
+    eprintln!(
+        "operate --install on {host}: {timings:?}; test took {:?}",
+        started.elapsed()
+    );
+}

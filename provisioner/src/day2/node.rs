@@ -140,7 +140,7 @@ fn confirm(opts: &Options, say: Say<'_>, plan: &[String]) -> bool {
 }
 
 /// Print the numbered plan; without `yes`, say that nothing changed. Returns `yes`.
-pub(super) fn show_plan(yes: bool, say: Say<'_>, plan: &[String]) -> bool {
+pub(crate) fn show_plan(yes: bool, say: Say<'_>, plan: &[String]) -> bool {
     say("plan:");
     for (i, p) in plan.iter().enumerate() {
         say(&format!("  {}. {p}", i + 1));
@@ -410,17 +410,27 @@ struct Scanned {
     keys: Vec<russh::keys::PublicKey>,
 }
 
+/// How a run connects to `host`: its inventory vars and ssh args over ansible.cfg's defaults,
+/// with the state dir's known_hosts where the inventory says `UserKnownHostsFile=/dev/null`.
+pub(crate) fn connect_target(
+    inventory: &[PathBuf],
+    inv: &crate::model::inventory::Inventory,
+    host: &str,
+) -> Result<crate::transport::ConnectTarget, String> {
+    let conn = inv.connection(host).map_err(|d| d.to_string())?;
+    let env = crate::config::ansible_cfg::Env::current();
+    let cfg = crate::config::ansible_cfg::discover(&env).map_err(|d| d.to_string())?;
+    let defaults = crate::config::RunDefaults::from_config(&cfg);
+    let connect = crate::config::connect::with_state_dir(&defaults.connect, inventory);
+    Ok(connect.build(conn.target, &conn.ssh_args)?.target)
+}
+
 fn scan(
     opts: &Options,
     inv: &crate::model::inventory::Inventory,
     host: &str,
 ) -> Result<Scanned, String> {
-    let conn = inv.connection(host).map_err(|d| d.to_string())?;
-    let env = crate::config::ansible_cfg::Env::current();
-    let cfg = crate::config::ansible_cfg::discover(&env).map_err(|d| d.to_string())?;
-    let defaults = crate::config::RunDefaults::from_config(&cfg);
-    let connect = crate::config::connect::with_state_dir(&defaults.connect, &opts.inventory);
-    let target = connect.build(conn.target, &conn.ssh_args)?.target;
+    let target = connect_target(&opts.inventory, inv, host)?;
     let known_hosts = match target.known_hosts.clone() {
         Some(p) => p,
         None => std::env::var_os("HOME")

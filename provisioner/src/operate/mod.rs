@@ -22,6 +22,7 @@
 
 pub mod decide;
 pub mod election;
+pub mod install;
 pub mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
