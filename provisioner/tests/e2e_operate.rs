@@ -857,7 +857,12 @@ fn an_operator_installed_on_an_extra_host_runs_as_its_unit_repairs_drift_and_uni
     let mut timings = Vec::new();
     let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // A file of someone else's where the inventory would go: refused, nothing changed.
-        ssh_ok(&inv, &host, &format!("test ! -e '{i}' && touch '{i}'"));
+        // (Its directory may not exist there: CI's inventory lives under the clone.)
+        ssh_ok(
+            &inv,
+            &host,
+            &format!("test ! -e '{i}' && mkdir -p \"$(dirname '{i}')\" && touch '{i}'"),
+        );
         let out = install(true);
         ssh_ok(&inv, &host, &format!("rm '{i}'"));
         assert_eq!(out.status.code(), Some(2), "refused");
