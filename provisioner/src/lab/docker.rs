@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::mirror::Mirrors;
 use super::sys::{self, cmd};
-use super::{image, machine, prereq, proxy, LabEvent, Sink, CACHE_ROOT};
+use super::{image, machine, prereq, proxy, LabEvent, Sink};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_TAG: &str = "provisioner/bookworm:latest";
@@ -256,7 +256,7 @@ fn import(rootfs: &Path, extra: &Path, entries: &[String], tag: &str, stamp: &st
 pub fn proxy_start(dir: &Path, sink: Sink<'_>) -> Result<()> {
     prereq::check()?;
     let mirrors = super::mirror::detect()?;
-    let p = proxy::Proxy::shared(Path::new(CACHE_ROOT).join("apt"));
+    let p = proxy::Proxy::shared();
     let user = proxy::User::dir(&super::absolute(dir)?);
     if p.acquire(&user, &mirrors)? {
         sink(LabEvent::Done(format!(
@@ -280,7 +280,7 @@ pub fn proxy_start(dir: &Path, sink: Sink<'_>) -> Result<()> {
 
 /// The Vagrant cluster of `dir` leaves the apt proxy; the last user stops it.
 pub fn proxy_stop(dir: &Path, sink: Sink<'_>) -> Result<()> {
-    let p = proxy::Proxy::shared(Path::new(CACHE_ROOT).join("apt"));
+    let p = proxy::Proxy::shared();
     let user = proxy::User::dir(&super::absolute(dir)?);
     if p.release(&user.name)? {
         sink(LabEvent::Done(format!(

@@ -83,10 +83,6 @@ impl LabPaths {
     pub fn log(&self, host: &str) -> PathBuf {
         self.root.join("logs").join(format!("{host}.log"))
     }
-    /// The machine's one apt proxy (shared by every lab).
-    pub fn proxy(&self) -> proxy::Proxy {
-        proxy::Proxy::shared(Path::new(CACHE_ROOT).join("apt"))
-    }
     /// This lab as a user of the apt proxy.
     pub fn proxy_user(&self) -> proxy::User {
         let name = self
@@ -359,7 +355,7 @@ pub fn up(opts: &UpOptions, sink: Sink<'_>) -> Result<UpReport> {
             spec.subnet.prefix()
         )));
     }
-    let proxy = paths.proxy();
+    let proxy = proxy::Proxy::shared();
     if proxy.acquire(&paths.proxy_user(), &mirrors)? {
         sink(LabEvent::Done(format!(
             "apt proxy on {} (backend {}), shared by every lab on this machine",
@@ -816,8 +812,8 @@ fn write_known_hosts(paths: &LabPaths, hosts: &[HostSpec]) -> Result<()> {
 }
 
 pub fn status(name: &str) -> Result<LabStatus> {
-    let (paths, st) = load(name)?;
-    let proxy = paths.proxy();
+    let (_, st) = load(name)?;
+    let proxy = proxy::Proxy::shared();
     Ok(LabStatus {
         name: st.name.clone(),
         subnet: st.subnet.clone(),
@@ -885,7 +881,7 @@ fn stop_all(paths: &LabPaths, st: Option<&mut LabState>, sink: Sink<'_>) {
 
 /// This lab leaves the apt proxy; the last lab (or Vagrant cluster) to leave stops it.
 fn release_proxy(paths: &LabPaths, sink: Sink<'_>) {
-    match paths.proxy().release(&paths.proxy_user().name) {
+    match proxy::Proxy::shared().release(&paths.proxy_user().name) {
         Ok(true) => sink(LabEvent::Done(format!(
             "apt proxy on {} stopped (no lab uses it any more)",
             proxy::url()
@@ -990,7 +986,7 @@ pub fn start_host(name: &str, host: &str, sink: Sink<'_>) -> Result<()> {
         debian: st.mirror.clone(),
         security: st.security_mirror.clone(),
     };
-    paths.proxy().acquire(&paths.proxy_user(), &mirrors)?;
+    proxy::Proxy::shared().acquire(&paths.proxy_user(), &mirrors)?;
     let hs = st
         .host_specs()
         .into_iter()
@@ -1187,7 +1183,7 @@ pub fn rebuild_host(name: &str, host: &str, sink: Sink<'_>) -> Result<Vec<String
         .collect();
     let bridge = st.bridge.clone();
     net::ensure_bridge(&bridge, &spec.subnet)?;
-    paths.proxy().acquire(&paths.proxy_user(), &mirrors)?;
+    proxy::Proxy::shared().acquire(&paths.proxy_user(), &mirrors)?;
     let current = st.host(host)?.clone();
     let state = Mutex::new(st);
     boot(&paths, &state, &current, &hs, &dir, &bridge)?;

@@ -152,11 +152,11 @@ fn covering_routes(routes: &str) -> Vec<String> {
 }
 
 impl Proxy {
-    /// The machine's one proxy.
-    pub fn shared(cache_dir: PathBuf) -> Proxy {
+    /// The machine's one proxy, over the package cache every lab shares.
+    pub fn shared() -> Proxy {
         Proxy {
             dir: PathBuf::from(DIR),
-            cache_dir,
+            cache_dir: Path::new(super::CACHE_ROOT).join("apt"),
             bind: ADDR,
         }
     }
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn config_has_one_backend_per_archive_and_binds_the_shared_address() {
-        let p = Proxy::shared("/var/cache/provisioner/apt".into());
+        let p = Proxy::shared();
         let m = Mirrors {
             debian: "http://m.example/debian".into(),
             security: "http://m.example/debian-security".into(),

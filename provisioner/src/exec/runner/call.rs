@@ -188,7 +188,10 @@ impl Runner {
             return fail(format!("module `{module}` is not available"));
         };
         // Control-node files become content before the module sees them.
-        if let Err(e) = self.inline_local_files(module, task, &mut args, vars).await {
+        if let Err(e) = self
+            .inline_local_files(module, task, &mut args, vars, false)
+            .await
+        {
             return fail(e);
         }
         let probes = match m.probes(&args) {
@@ -451,7 +454,7 @@ impl Runner {
                 };
                 template::strip_omitted(&mut args);
                 if self
-                    .inline_local_files_for(module, task, &mut args, &vars, true)
+                    .inline_local_files(module, task, &mut args, &vars, true)
                     .await
                     .is_err()
                 {

@@ -4,21 +4,10 @@
 use super::*;
 
 impl Runner {
-    /// `template` renders `src` here; `copy` reads `src` here (unless `remote_src`).
+    /// `template` renders `src` here; `copy` reads `src` here (unless `remote_src`). With
+    /// `probes_only` (a play's prefetch), a `template` is found but not rendered: its probes
+    /// depend on its destination alone, and the task renders it when it runs.
     pub(super) async fn inline_local_files(
-        &self,
-        module: &str,
-        task: &Task,
-        args: &mut Map<String, Value>,
-        vars: &Vars,
-    ) -> Result<(), String> {
-        self.inline_local_files_for(module, task, args, vars, false)
-            .await
-    }
-
-    /// With `probes_only` (a play's prefetch), a `template` is found but not rendered: its
-    /// probes depend on its destination alone, and the task renders it when it runs.
-    pub(super) async fn inline_local_files_for(
         &self,
         module: &str,
         task: &Task,
