@@ -5,10 +5,11 @@
 //!
 //! What a lab is, on the control machine:
 //! - the base image, built once: `/var/cache/provisioner/images/bookworm-<recipe hash>/rootfs`;
-//! - the shared apt cache: `/var/cache/provisioner/apt`;
+//! - the shared apt cache: `/var/cache/provisioner/apt`, served by the labs' one apt proxy
+//!   (`/var/lib/provisioner/apt-proxy/`, see [`proxy`]);
 //! - the lab's state dir `/var/lib/provisioner/labs/<name>/`: `state.json`, the SSH key pair
 //!   `id_ed25519`, `known_hosts`, `machines/<host>/` (each host's root filesystem, a full copy of
-//!   the image), `logs/<host>.log` (console), `acng/` (apt-cacher-ng config, logs, pid);
+//!   the image), `logs/<host>.log` (console);
 //! - a bridge `pl-<name>` with `.1` of the subnet, one nspawn process per running host;
 //! - the inventory (`inventories/<name>.yml` by default).
 
