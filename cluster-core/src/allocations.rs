@@ -27,6 +27,25 @@ pub struct Allocations {
     pub cni_supernet: Option<String>,
     /// Each agent's /24 (`10.200.3.0/24`), by inventory host name.
     pub cni: BTreeMap<String, String>,
+    /// ZooKeeper ids of members whose machine was replaced (`node replace`): never given again,
+    /// so a rebuilt machine at an old address never joins under the id of a member that had data.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub retired_zookeeper: BTreeSet<u32>,
+    /// The current members of both quorums (masters and ZooKeeper members), by inventory name:
+    /// recorded by the first stack run that finds none, then changed only by `node` once a
+    /// membership change is whole (crate::membership::unchanged guards every other run).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub members: BTreeSet<String>,
+}
+
+impl Allocations {
+    /// Retire `host`'s ZooKeeper id: the next allocation gives it the lowest id never used by a
+    /// replaced member. Returns the retired id (`None`: it had none recorded).
+    pub fn retire_zookeeper(&mut self, host: &str) -> Option<u32> {
+        let id = self.zookeeper.remove(host)?;
+        self.retired_zookeeper.insert(id);
+        Some(id)
+    }
 }
 
 /// ZooKeeper accepts server ids 1..=255.
@@ -54,10 +73,13 @@ pub fn allocate(
     };
 
     let mut zk: BTreeMap<String, u32> = BTreeMap::new();
-    let mut used: BTreeSet<u32> = BTreeSet::new();
+    let mut used: BTreeSet<u32> = prev.retired_zookeeper.clone();
     for h in zookeeper {
         if let Some(&id) = prev.zookeeper.get(h) {
-            if (1..=MAX_ZK_ID).contains(&id) && used.insert(id) {
+            if (1..=MAX_ZK_ID).contains(&id)
+                && !prev.retired_zookeeper.contains(&id)
+                && used.insert(id)
+            {
                 zk.insert(h.clone(), id);
             }
         }
@@ -108,6 +130,8 @@ pub fn allocate(
         zookeeper: zk,
         cni_supernet: Some(cni_supernet.to_string()),
         cni,
+        retired_zookeeper: prev.retired_zookeeper.clone(),
+        members: prev.members.clone(),
     })
 }
 
@@ -128,6 +152,8 @@ fn positional(zookeeper: &[String], agents: &[String], cni_supernet: &str) -> Al
             .zip(subnets)
             .map(|(h, s)| (h.clone(), s.to_string()))
             .collect(),
+        retired_zookeeper: BTreeSet::new(),
+        members: BTreeSet::new(),
     }
 }
 
@@ -210,6 +236,28 @@ mod tests {
         assert!(allocate(None, &[], &agents, "10.200.1.0/16")
             .unwrap_err()
             .contains("host bits"));
+    }
+
+    #[test]
+    fn a_replaced_member_takes_a_new_id_and_its_old_one_is_never_given_again() {
+        let zk = names(&["m1", "m2", "m3"]);
+        let mut a = allocate(None, &zk, &[], NET).unwrap();
+        assert_eq!(a.retire_zookeeper("m2"), Some(2));
+        assert_eq!(a.retire_zookeeper("m2"), None);
+        let b = allocate(Some(&a), &zk, &[], NET).unwrap();
+        assert_eq!(
+            (b.zookeeper["m1"], b.zookeeper["m2"], b.zookeeper["m3"]),
+            (1, 4, 3)
+        );
+        assert!(b.retired_zookeeper.contains(&2));
+        // Growing later skips it too, and a stale record of the old id is not kept.
+        let zk5 = names(&["m1", "m2", "m3", "m4", "m5"]);
+        let mut stale = b.clone();
+        stale.zookeeper.insert("m5".into(), 2);
+        let c = allocate(Some(&stale), &zk5, &[], NET).unwrap();
+        assert_eq!((c.zookeeper["m4"], c.zookeeper["m5"]), (5, 6));
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""retired_zookeeper":[2]"#), "{text}");
     }
 
     #[test]

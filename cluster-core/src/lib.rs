@@ -10,6 +10,8 @@
 //! - [`topology`]: the inventory rules of docs/stack.md, checked before anything runs.
 //! - [`gates`]: the health gates of rolling restarts as one program the roles run on hosts.
 //! - [`allocations`]: stable member identities (ZooKeeper ids, CNI subnets), allocated once.
+//! - [`membership`]: quorum membership changes: allowed counts, step order, the "whole" gate,
+//!   the identity guard.
 //! - [`backup`]: what a backup holds (which member's data) and a restore's order and gates.
 
 pub mod allocations;
@@ -18,6 +20,7 @@ pub mod bundle;
 pub mod derive;
 pub mod gates;
 pub mod health;
+pub mod membership;
 pub mod topology;
 pub mod upgrade;
 

@@ -349,63 +349,16 @@ pub fn settled(
     };
     match component {
         "zookeeper" => {
-            let n = view.zookeeper.len();
             for h in batch {
                 at(h)?;
             }
-            if let Some(m) = view
-                .zookeeper
-                .iter()
-                .find(|m| !m.mode.is_some_and(ZkMode::serving))
-            {
-                return Err(format!("{} is not serving", m.host));
-            }
-            let leaders: Vec<_> = view
-                .zookeeper
-                .iter()
-                .filter(|m| m.mode == Some(ZkMode::Leader))
-                .collect();
-            match leaders.as_slice() {
-                [l] => match l.synced_followers {
-                    Some(s) if (s as usize) < n - 1 => Err(format!(
-                        "the leader {} has {s} of {} followers synced",
-                        l.host,
-                        n - 1
-                    )),
-                    _ => Ok(()),
-                },
-                [] if n > 1 => Err("no ZooKeeper leader".into()),
-                [] => Ok(()),
-                _ => Err("more than one ZooKeeper leader".into()),
-            }
+            crate::membership::zookeeper_whole(view)
         }
         "mesos_master" => {
-            let n = view.masters.len();
             for h in batch {
                 at(h)?;
             }
-            for m in &view.masters {
-                if !m.answered {
-                    return Err(format!("{} does not answer", m.host));
-                }
-                if !m.recovered {
-                    return Err(format!(
-                        "{} has not recovered its replica of the log",
-                        m.host
-                    ));
-                }
-                if m.ensemble_size != Some(n as u64) {
-                    return Err(format!(
-                        "{} reports ensemble_size {:?}, not {n}",
-                        m.host, m.ensemble_size
-                    ));
-                }
-            }
-            match view.masters.iter().filter(|m| m.elected).count() {
-                1 => {}
-                0 => return Err("no master is elected".into()),
-                k => return Err(format!("{k} masters say they lead")),
-            }
+            crate::membership::masters_whole(view)?;
             if before.had_leader {
                 agents_registered(view, &view.expected_agents)?;
             }

@@ -227,9 +227,20 @@ pub struct NodeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// Install the stack on agents new in the inventory (no other host is touched), then wait
-    /// until each is an active agent.
-    Add(NodeOpts),
+    /// Install the stack on hosts new in the inventory. Agents: no other host is touched, then
+    /// wait until each is an active agent. Masters (and ZooKeeper members): the running masters
+    /// restart with the new quorum and server list one at a time first, then the new masters
+    /// start together; the count must stay odd. A host whose address is still a live ZooKeeper
+    /// member or log replica is refused.
+    Add {
+        #[command(flatten)]
+        opts: NodeOpts,
+        /// Join hosts even when their address still serves as a ZooKeeper member or a master's
+        /// log replica. This risks two members with one identity: a split ensemble or a log
+        /// that loses writes. Only for a machine you know is being retired.
+        #[arg(long)]
+        force: bool,
+    },
     /// Take agents out: drain them (their tasks end) and mark them gone, stop the agent and wipe
     /// its work dir. With --unreachable (a dead host): mark them gone through the master, with no
     /// SSH to them.
@@ -241,9 +252,11 @@ pub enum NodeCommand {
         #[arg(long)]
         unreachable: bool,
     },
-    /// An agent's machine was rebuilt (same name and address, new disk and host keys): accept
-    /// its new host key (shown; refused while it still answers with the old one), retire its
-    /// old agent id, install it, and wait until it is active under a new id.
+    /// A machine was rebuilt (same name and address, new disk and host keys): accept its new
+    /// host key (shown; refused while it still answers with the old one). An agent: retire its
+    /// old agent id, install it, wait until it is active under a new id. A master or ZooKeeper
+    /// member: retire its ZooKeeper id, install it under a new one, roll the others' server
+    /// lists (leader last), wait until every member serves and every master has recovered.
     Replace {
         #[command(flatten)]
         opts: NodeOpts,
@@ -842,13 +855,13 @@ fn bundle(args: BundleArgs) -> std::process::ExitCode {
 
 fn node_command(args: NodeArgs) -> std::process::ExitCode {
     use crate::day2::node;
-    let (o, unreachable, verb, expect) = match args.command {
-        NodeCommand::Add(o) => (o, false, "add", None),
-        NodeCommand::Remove { opts, unreachable } => (opts, unreachable, "remove", None),
+    let (o, unreachable, force, verb, expect) = match args.command {
+        NodeCommand::Add { opts, force } => (opts, false, force, "add", None),
+        NodeCommand::Remove { opts, unreachable } => (opts, unreachable, false, "remove", None),
         NodeCommand::Replace {
             opts,
             expect_fingerprint,
-        } => (opts, false, "replace", expect_fingerprint),
+        } => (opts, false, false, "replace", expect_fingerprint),
     };
     let opts = node::Options {
         inventory: o.inventory,
@@ -857,6 +870,7 @@ fn node_command(args: NodeArgs) -> std::process::ExitCode {
         yes: o.yes,
         unreachable,
         gate_timeout: Duration::from_secs(o.gate_timeout.max(1)),
+        force,
     };
     let say = |s: &str| print_line(s);
     let r = match verb {

@@ -1432,6 +1432,30 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
     )
     .unwrap();
     std::fs::create_dir_all(f.dir.path().join("hosts/z4")).unwrap();
+    // A plain run refuses to change the recorded quorum membership before touching a host:
+    // that is `node add` / `node remove`'s (which mark their runs as a membership change).
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let refused = api::run(
+        &spec,
+        RunIo {
+            connector: Some(Arc::new(LocalConnector::default())),
+            cancel: Some(rx),
+            ..Default::default()
+        },
+    )
+    .map(|_| ())
+    .expect_err("a plain run over a changed membership is refused")
+    .to_string();
+    assert!(
+        refused.contains("node add z4") && refused.contains("node remove z2"),
+        "{refused}"
+    );
+    assert!(f.host_file("z4", "ids").is_none(), "nothing ran");
+    let mut spec = spec.clone();
+    spec.extra_vars.insert(
+        provisioner::stack::MEMBERSHIP_CHANGE_VAR.into(),
+        serde_json::json!(true),
+    );
     let (events, recap, _) = run_spec(&spec, LocalConnector::default());
     assert!(!recap.any_failed(), "{events:#?}");
     assert_eq!(ids("z1"), "1  1,3,2\n");
@@ -1443,6 +1467,11 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert!(recorded["cni"].get("a2").is_none());
     assert_eq!(recorded["zookeeper"]["z4"], 2);
+    // The membership record is `node`'s to change: still the first run's.
+    assert_eq!(
+        recorded["members"],
+        serde_json::json!(["m1", "z1", "z2", "z3"])
+    );
     // plan computes the same and records nothing new.
     let before = std::fs::read_to_string(&file).unwrap();
     let mut plan = spec.clone();

@@ -3,9 +3,10 @@
 //! an agent; the master's operator API (`DRAIN_AGENT`, `MARK_AGENT_GONE`) takes one out; the
 //! probes of `status` say when each step is done.
 //!
-//! Masters and ZooKeeper members are not handled here yet: growing or shrinking them needs the
-//! documented one-quorum-step-at-a-time procedure (`--quorum` cannot change online), which this
-//! command refuses rather than half-does.
+//! Masters and ZooKeeper members (`add` grows them, `replace` takes a rebuilt machine) follow
+//! the steps of `cluster_core::membership`, one quorum step at a time (`--quorum` cannot change
+//! online): this module only runs each step (the site limited to its hosts) and its gate.
+//! Shrinking them is not done here: `node remove` refuses a quorum member.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ pub struct Options {
     pub unreachable: bool,
     /// How long each gate may stay red.
     pub gate_timeout: Duration,
+    /// `add`: join hosts the identity guard refuses (their address is a live ZooKeeper member
+    /// or log replica).
+    pub force: bool,
 }
 
 /// One line of progress or of the plan (the CLI prints them).
@@ -55,18 +59,13 @@ impl Ended {
     }
 }
 
-/// The hosts' roles, checked: every host is an inventory agent and none is a master or a
-/// ZooKeeper member (those need the quorum procedure). `Err` says why not.
+/// The hosts' roles, checked (when none is a master or ZooKeeper member): every host is an
+/// inventory agent. `Err` says why not.
 fn agents_only(opts: &Options, g: &status::Groups, verb: &str) -> Result<(), String> {
     if opts.hosts.is_empty() {
         return Err(format!("node {verb} needs at least one host"));
     }
     for h in &opts.hosts {
-        if g.masters.contains(h) || g.zookeeper.contains(h) {
-            return Err(format!(
-                "{h} is a master or ZooKeeper member: `node {verb}` handles agents only for now; a quorum member changes with the documented procedure (README, Day 2)"
-            ));
-        }
         if !g.agents.contains(h) {
             return Err(format!(
                 "{h} is not in the inventory's agents group{}",
@@ -156,6 +155,9 @@ pub(crate) fn show_plan(yes: bool, say: Say<'_>, plan: &[String]) -> bool {
 pub fn add(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     let inv = crate::resolve::inventory::load_sources(&opts.inventory).map_err(Error::Invalid)?;
     let g = status::groups(&inv);
+    if is_quorum_change(opts, &g) {
+        return add_members(opts, &inv, &g, say);
+    }
     if let Err(why) = agents_only(opts, &g, "add") {
         return Ok(Ended::Refused(why));
     }
@@ -186,6 +188,9 @@ pub fn add(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
             "{members:?} already registered as active agents (use `apply` to converge them, `node replace` for a rebuilt machine)"
         )));
     }
+    if let Err(why) = guard_identities(opts, &inv, &g, &r, say) {
+        return Ok(Ended::Refused(why));
+    }
     let plan = vec![
         format!(
             "preflight and install the stack on {} only (the site, --limit; no other host changes)",
@@ -208,33 +213,11 @@ fn install(
     old_ids: &BTreeMap<String, String>,
 ) -> Result<Ended, Error> {
     say(&format!("installing {}", opts.hosts.join(", ")));
-    let mut spec = RunSpec::new(
-        "node add",
-        opts.inventory.clone(),
-        Target::Stack {
-            dir: opts.stack_dir.clone(),
-            play: None,
-        },
-        Mode::Apply,
-    );
-    spec.limit = Some(opts.hosts.join(":"));
-    let outcome = crate::run::run(&spec, RunIo::default())?;
-    for w in &outcome.warnings {
-        say(&format!("[WARNING]: {w}"));
-    }
-    if outcome.exit != ExitCode::Ok {
+    if let Err(why) = site_on(opts, &opts.hosts, &[], say) {
         return Ok(Ended::Failed(format!(
-            "installing failed: {}; fix it and run `node add` again",
-            super::failures_text(&outcome)
+            "installing failed: {why}; fix it and run `node add` again"
         )));
     }
-    let changed: BTreeMap<&String, u32> = outcome
-        .recap
-        .hosts
-        .iter()
-        .map(|(h, c)| (h, c.changed))
-        .collect();
-    say(&format!("installed: changed per host {changed:?}"));
     let hosts = opts.hosts.clone();
     match wait(
         opts.gate_timeout,
@@ -267,6 +250,9 @@ fn install(
 pub fn remove(opts: &Options, say: Say<'_>) -> Result<Ended, Error> {
     let inv = crate::resolve::inventory::load_sources(&opts.inventory).map_err(Error::Invalid)?;
     let g = status::groups(&inv);
+    if is_quorum_change(opts, &g) {
+        return remove_members(opts, &g, say);
+    }
     if let Err(why) = agents_only(opts, &g, "remove") {
         return Ok(Ended::Refused(why));
     }
@@ -475,14 +461,17 @@ pub fn replace(opts: &Options, expect: Option<&str>, say: Say<'_>) -> Result<End
     use crate::transport::known_hosts::{self, HostKeyStatus};
     let inv = crate::resolve::inventory::load_sources(&opts.inventory).map_err(Error::Invalid)?;
     let g = status::groups(&inv);
-    if let Err(why) = agents_only(opts, &g, "replace") {
-        return Ok(Ended::Refused(why));
-    }
     let [host] = opts.hosts.as_slice() else {
         return Ok(Ended::Refused(
             "node replace takes one host at a time".into(),
         ));
     };
+    let member = is_quorum_change(opts, &g);
+    if !member {
+        if let Err(why) = agents_only(opts, &g, "replace") {
+            return Ok(Ended::Refused(why));
+        }
+    }
     let sc = match scan(opts, &inv, host) {
         Ok(s) => s,
         Err(why) => return Ok(Ended::Refused(why)),
@@ -507,6 +496,9 @@ pub fn replace(opts: &Options, expect: Option<&str>, say: Say<'_>) -> Result<End
                 fps.join(", ")
             )));
         }
+    }
+    if member {
+        return replace_member(opts, &g, host, &sc, &fps, say);
     }
     let r = status::probe(&opts.inventory, opts.stack_dir.clone(), Some(&g.masters))
         .map_err(|e| Error::Usage(e.to_string()))?;
@@ -538,6 +530,21 @@ pub fn replace(opts: &Options, expect: Option<&str>, say: Say<'_>) -> Result<End
     if !confirm(opts, say, &plan) {
         return Ok(Ended::Planned);
     }
+    accept_keys(&sc, say)?;
+    if let Some(id) = old.get(host) {
+        let body =
+            json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": id}}});
+        if let Err(e) = master_call(opts, &r, &inv, "/api/v1", &body) {
+            return Ok(Ended::Failed(format!("marking {id} gone: {e}")));
+        }
+        say(&format!("{host}'s old agent id {id}: marked gone"));
+    }
+    install(opts, say, &old)
+}
+
+/// Rewrite the host's known_hosts lines: the old ones go, the scanned keys are appended.
+fn accept_keys(sc: &Scanned, say: Say<'_>) -> Result<(), Error> {
+    use crate::transport::known_hosts;
     let io = |e: std::io::Error| Error::Environment(format!("{}: {e}", sc.known_hosts.display()));
     let gone = known_hosts::forget(&sc.known_hosts, &sc.address, sc.port).map_err(io)?;
     for k in &sc.keys {
@@ -549,15 +556,579 @@ pub fn replace(opts: &Options, expect: Option<&str>, say: Say<'_>) -> Result<End
         sc.address,
         sc.keys.len()
     ));
-    if let Some(id) = old.get(host) {
-        let body =
-            json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": id}}});
-        if let Err(e) = master_call(opts, &r, &inv, "/api/v1", &body) {
-            return Ok(Ended::Failed(format!("marking {id} gone: {e}")));
+    Ok(())
+}
+
+/// Any of the hosts is a master or a ZooKeeper member.
+fn is_quorum_change(opts: &Options, g: &status::Groups) -> bool {
+    opts.hosts
+        .iter()
+        .any(|h| g.masters.contains(h) || g.zookeeper.contains(h))
+}
+
+/// The masters and ZooKeeper members, in inventory order, without `except`.
+fn quorum_hosts(g: &status::Groups, except: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for h in g.zookeeper.iter().chain(&g.masters) {
+        if !except.contains(h) && !out.contains(h) {
+            out.push(h.clone());
         }
-        say(&format!("{host}'s old agent id {id}: marked gone"));
     }
-    install(opts, say, &old)
+    out
+}
+
+/// `view` without `hosts` (members not running yet): the running cluster alone.
+fn without(
+    view: &cluster_core::health::ClusterView,
+    hosts: &[String],
+) -> cluster_core::health::ClusterView {
+    let mut v = view.clone();
+    v.zookeeper.retain(|m| !hosts.contains(&m.host));
+    v.masters.retain(|m| !hosts.contains(&m.host));
+    v
+}
+
+/// The identity guard (cluster_core::membership::identity_guard): from the elected master's
+/// host, ask each new host's address whether it serves as a ZooKeeper member or as a master
+/// with a recovered replica. `--force` turns a refusal into a warning on stderr.
+fn guard_identities(
+    opts: &Options,
+    inv: &crate::model::inventory::Inventory,
+    g: &status::Groups,
+    r: &Report,
+    say: Say<'_>,
+) -> Result<(), String> {
+    let l = leader(r)?;
+    let bundle = crate::stack::builtin_bundle().map_err(|e| e.to_string())?;
+    let zk_port = bundle.port("zookeeper", "client").unwrap_or(2181);
+    let master_port = bundle.port("mesos_master", "http").unwrap_or(5050);
+    let ca = status::ca_file(&inv.host_vars(&l));
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let running_zk = g
+        .zookeeper
+        .iter()
+        .filter(|h| !opts.hosts.contains(h))
+        .count()
+        .max(1);
+    let mut addresses = BTreeMap::new();
+    let mut script = String::from("G=/usr/local/libexec/provisioner/gate\n");
+    for h in &opts.hosts {
+        let a = connect_target(&opts.inventory, inv, h)?.address;
+        let q = crate::shell::quote(&a);
+        script.push_str(&format!(
+            "if $G zk-serves {zk_port} {running_zk} {q} >/dev/null 2>&1; then echo \"{h} zk\"; fi\n\
+             if $G mesos-master-ready {scheme}://{q}:{master_port} {} >/dev/null 2>&1; then echo \"{h} replica\"; fi\n",
+            crate::shell::quote(ca.as_deref().unwrap_or("-")),
+        ));
+        addresses.insert(h.clone(), a);
+    }
+    script.push_str("echo checked\n");
+    let scripts: BTreeMap<String, String> = [(l.clone(), script)].into();
+    let got = status::run_scripts(
+        &opts.inventory,
+        opts.stack_dir.clone(),
+        "node",
+        &scripts,
+        Mode::Check,
+        None,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    let out = got.get(&l).cloned().unwrap_or_default();
+    if !out.lines().any(|x| x.trim() == "checked") {
+        return Err(format!("the identity guard could not ask from {l}: {out}"));
+    }
+    let mut refused = Vec::new();
+    for (h, a) in &addresses {
+        let zk = out.lines().any(|x| x.trim() == format!("{h} zk"));
+        let replica = out.lines().any(|x| x.trim() == format!("{h} replica"));
+        if let Err(why) = cluster_core::membership::identity_guard(h, a, zk, replica) {
+            refused.push(why);
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    if opts.force {
+        for why in &refused {
+            say(&format!("[WARNING]: --force: {why}"));
+        }
+        return Ok(());
+    }
+    Err(refused.join("; "))
+}
+
+/// Run the site limited to `hosts`, with `vars` as extra vars. `Err` says what failed.
+fn site_on(
+    opts: &Options,
+    hosts: &[String],
+    vars: &[(&str, serde_json::Value)],
+    say: Say<'_>,
+) -> Result<(), String> {
+    let mut spec = RunSpec::new(
+        "node",
+        opts.inventory.clone(),
+        Target::Stack {
+            dir: opts.stack_dir.clone(),
+            play: None,
+        },
+        Mode::Apply,
+    );
+    spec.limit = Some(hosts.join(":"));
+    for (k, v) in vars {
+        spec.extra_vars.insert((*k).into(), v.clone());
+    }
+    let outcome = crate::run::run(&spec, RunIo::default()).map_err(|e| e.to_string())?;
+    for w in &outcome.warnings {
+        say(&format!("[WARNING]: {w}"));
+    }
+    if outcome.exit != ExitCode::Ok {
+        return Err(super::failures_text(&outcome));
+    }
+    let changed: BTreeMap<&String, u32> = outcome
+        .recap
+        .hosts
+        .iter()
+        .map(|(h, c)| (h, c.changed))
+        .collect();
+    say(&format!("  done: changed per host {changed:?}"));
+    Ok(())
+}
+
+/// Run membership `steps` in order, each announced; the first that fails ends it, naming the
+/// step and what to do.
+/// `members`: the quorum membership to record once the last step is green (`None`: it does
+/// not change).
+fn run_steps(
+    opts: &Options,
+    steps: &[cluster_core::membership::Step],
+    quorum: &[String],
+    members: Option<&[String]>,
+    say: Say<'_>,
+) -> Result<Ended, Error> {
+    use cluster_core::membership::Step;
+    // Its runs neither check nor record the membership: this command records it at the end.
+    let change = (crate::stack::MEMBERSHIP_CHANGE_VAR, json!(true));
+    for (i, step) in steps.iter().enumerate() {
+        let started = Instant::now();
+        say(&format!("step {}: {}", i + 1, step.describe()));
+        let r = match step {
+            Step::Install {
+                hosts,
+                hold_masters,
+            } => site_on(
+                opts,
+                hosts,
+                &[change.clone(), ("mesos_master_hold", json!(*hold_masters))],
+                say,
+            ),
+            Step::Roll { hosts, leaving } => site_on(
+                opts,
+                hosts,
+                &[change.clone(), (crate::stack::LEAVING_VAR, json!(leaving))],
+                say,
+            ),
+            Step::StartMasters { hosts } => {
+                site_on(opts, hosts, std::slice::from_ref(&change), say)
+            }
+            Step::LeaderAmong { staying } => leader_among(opts, quorum, staying, say),
+            Step::RetireMasters { hosts } => retire(opts, hosts, "mesos_master", say),
+            Step::RetireZookeeper { hosts } => retire(opts, hosts, "zookeeper", say),
+            Step::Whole { without: left } => wait(
+                opts.gate_timeout,
+                || {
+                    status::probe(&opts.inventory, opts.stack_dir.clone(), Some(quorum))
+                        .map_err(|e| e.to_string())
+                },
+                |r| cluster_core::membership::whole(&without(&r.view, left)),
+            )
+            .map(|_| ()),
+        };
+        if let Err(why) = r {
+            return Ok(Ended::Failed(format!(
+                "step {} failed: {why}. Nothing after it ran; fix the cause and run the same command again (each step converges, a finished one changes nothing)",
+                i + 1
+            )));
+        }
+        say(&format!(
+            "  step {} green in {:.1} s",
+            i + 1,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    if let Some(m) = members {
+        let state = crate::state::StateDir::for_inventory(&opts.inventory[0]);
+        let mut a = state
+            .load_allocations()
+            .map_err(Error::Usage)?
+            .unwrap_or_default();
+        a.members = m.iter().cloned().collect();
+        state.save_allocations(&a).map_err(|e| {
+            Error::Environment(format!(
+                "the change is done, but recording the membership in {} failed: {e}",
+                state.dir().display()
+            ))
+        })?;
+        say(&format!("membership recorded: {}", m.join(", ")));
+    }
+    Ok(Ended::Done)
+}
+
+/// Run one sh script on each of `hosts` (changing them: recorded in the history); `Err` names a
+/// host whose output lacks the last line `ok`.
+fn on_hosts(opts: &Options, hosts: &[String], script: &str) -> Result<(), String> {
+    let scripts: BTreeMap<String, String> = hosts
+        .iter()
+        .map(|h| (h.clone(), format!("{script}\necho ok\n")))
+        .collect();
+    let got = status::run_scripts(
+        &opts.inventory,
+        opts.stack_dir.clone(),
+        "node",
+        &scripts,
+        Mode::Apply,
+        None,
+        true,
+    )
+    .map_err(|e| e.to_string())?;
+    for h in hosts {
+        let out = got.get(h).map(|o| o.trim()).unwrap_or("(no answer)");
+        if !out.ends_with("ok") {
+            return Err(format!("{h}: {out}"));
+        }
+    }
+    Ok(())
+}
+
+/// Stop `component` (`mesos_master` or `zookeeper`) on `hosts` for good: disabled, its data
+/// moved aside under a `.removed-<time>` name (never deleted).
+fn retire(opts: &Options, hosts: &[String], component: &str, say: Say<'_>) -> Result<(), String> {
+    let inv =
+        crate::resolve::inventory::load_sources(&opts.inventory).map_err(|d| d.to_string())?;
+    let roles = super::backup::roles_dir(opts.stack_dir.as_deref()).map_err(|e| e.to_string())?;
+    let (role, unit_var, dir_var) = match component {
+        "mesos_master" => (
+            "mesos_master",
+            "mesos_master_service",
+            "mesos_master_work_dir",
+        ),
+        _ => ("zookeeper", "zookeeper_service", "zookeeper_data_dir"),
+    };
+    for h in hosts {
+        let unit = super::backup::role_var(&inv, &roles, h, role, unit_var)?;
+        let dir = super::backup::role_var(&inv, &roles, h, role, dir_var)?;
+        let d = crate::shell::quote(&dir);
+        let script = format!(
+            // Stop, then disable: `disable --now` stops nothing for a SysV-generated unit
+            // (Debian's zookeeper).
+            "set -e\nsystemctl stop {u}\nsystemctl disable {u} >/dev/null 2>&1\nif systemctl is-active --quiet {u}; then echo \"{u} still runs\"; exit 1; fi\nif [ -e {d} ]; then mv {d} {d}.removed-$(date -u +%Y%m%dT%H%M%SZ); fi",
+            u = crate::shell::quote(&unit),
+        );
+        on_hosts(opts, std::slice::from_ref(h), &script)?;
+        say(&format!(
+            "  {h}: {unit} stopped and disabled, {dir} moved aside"
+        ));
+    }
+    Ok(())
+}
+
+/// [`cluster_core::membership::Step::LeaderAmong`]: stop leaving leaders' ZooKeeper until a
+/// staying member leads, then start them again and wait until every member serves.
+fn leader_among(
+    opts: &Options,
+    quorum: &[String],
+    staying: &[String],
+    say: Say<'_>,
+) -> Result<(), String> {
+    use cluster_core::membership::{leader_move, LeaderMove};
+    let probe = || {
+        status::probe(&opts.inventory, opts.stack_dir.clone(), Some(quorum))
+            .map_err(|e| e.to_string())
+    };
+    let mut stopped: Vec<String> = Vec::new();
+    let started = Instant::now();
+    // Right after a leader stops, the others are still electing: a refusal is final only once
+    // it has lasted the gate's timeout. On failure the stopped members start again.
+    let moved: Result<(), String> = loop {
+        let r = match probe() {
+            Ok(r) => r,
+            Err(e) => break Err(e),
+        };
+        match leader_move(&r.view, staying) {
+            LeaderMove::Done => break Ok(()),
+            LeaderMove::Wait | LeaderMove::Refuse(_) if started.elapsed() < opts.gate_timeout => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            LeaderMove::Wait => break Err("ZooKeeper elected no leader".into()),
+            LeaderMove::Refuse(why) => break Err(why),
+            LeaderMove::Stop(h) => {
+                say(&format!(
+                    "  ZooKeeper's leader {h} is leaving: stopping its ZooKeeper"
+                ));
+                if let Err(e) = on_hosts(opts, std::slice::from_ref(&h), "systemctl stop zookeeper")
+                {
+                    break Err(e);
+                }
+                stopped.push(h);
+            }
+        }
+    };
+    if let Err(why) = moved {
+        if !stopped.is_empty() {
+            let again = on_hosts(opts, &stopped, "systemctl start zookeeper");
+            say(&format!(
+                "  started ZooKeeper again on {}: {}",
+                stopped.join(", "),
+                again.err().unwrap_or_else(|| "ok".into())
+            ));
+        }
+        return Err(why);
+    }
+    if stopped.is_empty() {
+        say("  ZooKeeper's leader is already a staying member");
+        return Ok(());
+    }
+    on_hosts(opts, &stopped, "systemctl start zookeeper")?;
+    say(&format!(
+        "  started ZooKeeper again on {}",
+        stopped.join(", ")
+    ));
+    wait(opts.gate_timeout, probe, |r| {
+        cluster_core::membership::zookeeper_whole(&r.view)?;
+        match leader_move(&r.view, staying) {
+            LeaderMove::Done => Ok(()),
+            other => Err(format!("leadership moved again: {other:?}")),
+        }
+    })
+    .map(|_| ())
+}
+
+/// `node remove` of masters and ZooKeeper members: cluster_core::membership::shrink.
+fn remove_members(opts: &Options, g: &status::Groups, say: Say<'_>) -> Result<Ended, Error> {
+    use cluster_core::membership;
+    if opts.unreachable {
+        return Ok(Ended::Refused(
+            "--unreachable is for agents: a dead master or ZooKeeper member is replaced (`node replace`), or removed once it answers".into(),
+        ));
+    }
+    if let Some(h) = opts
+        .hosts
+        .iter()
+        .find(|h| !(g.masters.contains(h) || g.zookeeper.contains(h)))
+    {
+        return Ok(Ended::Refused(format!(
+            "{h} is not a master or ZooKeeper member: remove masters and agents in separate commands"
+        )));
+    }
+    let leaving_masters: Vec<String> = g
+        .masters
+        .iter()
+        .filter(|h| opts.hosts.contains(h))
+        .cloned()
+        .collect();
+    let leaving_zk: Vec<String> = g
+        .zookeeper
+        .iter()
+        .filter(|h| opts.hosts.contains(h))
+        .cloned()
+        .collect();
+    let (n_m, n_z) = (g.masters.len(), g.zookeeper.len());
+    if let Err(why) = membership::check_master_count(n_m, n_m - leaving_masters.len())
+        .and_then(|_| membership::check_zookeeper_count(n_z, n_z - leaving_zk.len()))
+    {
+        return Ok(Ended::Refused(why));
+    }
+    let all = quorum_hosts(g, &[]);
+    let r = status::probe(&opts.inventory, opts.stack_dir.clone(), Some(&all))?;
+    if let Err(why) = membership::whole(&r.view) {
+        return Ok(Ended::Refused(format!(
+            "the cluster is not whole: {why}; a membership change starts only from a healthy quorum"
+        )));
+    }
+    let staying = quorum_hosts(g, &opts.hosts);
+    let steps = membership::shrink(&staying, &leaving_masters, &leaving_zk);
+    let mut plan: Vec<String> = vec![format!(
+        "masters {} -> {} (--quorum {} -> {}), ZooKeeper {} -> {}",
+        n_m,
+        n_m - leaving_masters.len(),
+        cluster_core::health::majority(n_m),
+        cluster_core::health::majority(n_m - leaving_masters.len()),
+        n_z,
+        n_z - leaving_zk.len()
+    )];
+    plan.extend(steps.iter().map(|s| s.describe()));
+    plan.push(format!(
+        "then delete {} from the inventory and run `provisioner apply`: the agents' ZooKeeper list, /etc/hosts, DNS and the Prometheus targets",
+        opts.hosts.join(", ")
+    ));
+    if !confirm(opts, say, &plan) {
+        return Ok(Ended::Planned);
+    }
+    run_steps(opts, &steps, &all, Some(&staying), say)
+}
+
+/// `node add` of masters (and ZooKeeper members): cluster_core::membership::grow.
+fn add_members(
+    opts: &Options,
+    inv: &crate::model::inventory::Inventory,
+    g: &status::Groups,
+    say: Say<'_>,
+) -> Result<Ended, Error> {
+    use cluster_core::membership;
+    if let Some(h) = opts
+        .hosts
+        .iter()
+        .find(|h| !(g.masters.contains(h) || g.zookeeper.contains(h)))
+    {
+        return Ok(Ended::Refused(format!(
+            "{h} is not a master or ZooKeeper member: add masters and agents in separate commands"
+        )));
+    }
+    let running_masters = g.masters.iter().filter(|h| !opts.hosts.contains(h)).count();
+    let running_zk = g
+        .zookeeper
+        .iter()
+        .filter(|h| !opts.hosts.contains(h))
+        .count();
+    if running_masters == 0 || running_zk == 0 {
+        return Ok(Ended::Refused(
+            "no running master or ZooKeeper member is left in the inventory: a new cluster is made with `apply`".into(),
+        ));
+    }
+    if let Err(why) = membership::check_master_count(running_masters, g.masters.len())
+        .and_then(|_| membership::check_zookeeper_count(running_zk, g.zookeeper.len()))
+    {
+        return Ok(Ended::Refused(why));
+    }
+    let running = quorum_hosts(g, &opts.hosts);
+    let r = status::probe(&opts.inventory, opts.stack_dir.clone(), Some(&running))?;
+    // Every other member of the groups runs already: one command adds all the new ones, so
+    // the count it checks is the count that will run.
+    let silent: Vec<&String> = running
+        .iter()
+        .filter(|h| {
+            !r.view.masters.iter().any(|m| &m.host == *h && m.answered)
+                && !r
+                    .view
+                    .zookeeper
+                    .iter()
+                    .any(|m| &m.host == *h && m.mode.is_some())
+        })
+        .collect();
+    if !silent.is_empty() {
+        return Ok(Ended::Refused(format!(
+            "{silent:?} in the inventory's masters or zookeeper group run(s) neither a master nor ZooKeeper: name every new member in one `node add` (`node replace` for a rebuilt one)"
+        )));
+    }
+    if let Err(why) = membership::whole(&without(&r.view, &opts.hosts)) {
+        return Ok(Ended::Refused(format!(
+            "the running cluster is not whole: {why}; a membership change starts only from a healthy quorum"
+        )));
+    }
+    if let Some(m) = r
+        .view
+        .masters
+        .iter()
+        .find(|m| opts.hosts.contains(&m.host) && m.answered)
+    {
+        return Ok(Ended::Refused(format!(
+            "{} already runs a master: use `apply` to converge it",
+            m.host
+        )));
+    }
+    if let Err(why) = guard_identities(opts, inv, g, &r, say) {
+        return Ok(Ended::Refused(why));
+    }
+    let steps = membership::grow(&running, &opts.hosts);
+    let mut plan: Vec<String> = vec![format!(
+        "masters {} -> {} (--quorum {} -> {}), ZooKeeper {} -> {}",
+        running_masters,
+        g.masters.len(),
+        cluster_core::health::majority(running_masters),
+        cluster_core::health::majority(g.masters.len()),
+        running_zk,
+        g.zookeeper.len()
+    )];
+    plan.extend(steps.iter().map(|s| s.describe()));
+    plan.push("then run `provisioner apply`: the agents' ZooKeeper list, /etc/hosts, DNS and the Prometheus targets".into());
+    if !confirm(opts, say, &plan) {
+        return Ok(Ended::Planned);
+    }
+    let all = quorum_hosts(g, &[]);
+    run_steps(opts, &steps, &all, Some(&all), say)
+}
+
+/// `node replace` of a master or ZooKeeper member (cluster_core::membership::replace): its old
+/// ZooKeeper id is retired and it takes a new one.
+fn replace_member(
+    opts: &Options,
+    g: &status::Groups,
+    host: &str,
+    sc: &Scanned,
+    fps: &[String],
+    say: Say<'_>,
+) -> Result<Ended, Error> {
+    use cluster_core::membership;
+    let others = quorum_hosts(g, &[host.to_string()]);
+    let r = status::probe(&opts.inventory, opts.stack_dir.clone(), Some(&others))?;
+    for component in ["zookeeper", "mesos_master"] {
+        let member = match component {
+            "zookeeper" => g.zookeeper.iter().any(|h| h == host),
+            _ => g.masters.iter().any(|h| h == host),
+        };
+        if member {
+            if let Err(why) = cluster_core::health::may_stop(component, host, &r.view) {
+                return Ok(Ended::Refused(format!(
+                    "{why}: the others must keep their quorum while {host} is replaced"
+                )));
+            }
+        }
+    }
+    if !g
+        .masters
+        .iter()
+        .any(|h| h != host && r.view.masters.iter().any(|m| &m.host == h && m.elected))
+    {
+        return Ok(Ended::Refused(format!(
+            "no master other than {host} is elected: the replacement catches up from a running leader"
+        )));
+    }
+    let state = crate::state::StateDir::for_inventory(&opts.inventory[0]);
+    let mut alloc = match state.load_allocations().map_err(Error::Usage)? {
+        Some(a) => a,
+        None => {
+            return Ok(Ended::Refused(
+                "no member identities are recorded in the state dir: run `provisioner apply` once first".into(),
+            ))
+        }
+    };
+    let steps = membership::replace(host, &others);
+    let mut plan = vec![format!(
+        "accept {host}'s new host keys in {}: {}",
+        sc.known_hosts.display(),
+        fps.join(", ")
+    )];
+    if let Some(id) = alloc.zookeeper.get(host) {
+        plan.push(format!(
+            "retire its ZooKeeper id {id} (never given again); it joins under the lowest free id"
+        ));
+    }
+    plan.extend(steps.iter().map(|s| s.describe()));
+    if !confirm(opts, say, &plan) {
+        return Ok(Ended::Planned);
+    }
+    accept_keys(sc, say)?;
+    if let Some(id) = alloc.retire_zookeeper(host) {
+        state.save_allocations(&alloc).map_err(|e| {
+            Error::Environment(format!(
+                "cannot record the retired id in {}: {e}",
+                state.dir().display()
+            ))
+        })?;
+        say(&format!("ZooKeeper id {id} of {host}: retired"));
+    }
+    let all = quorum_hosts(g, &[]);
+    run_steps(opts, &steps, &all, None, say)
 }
 
 #[cfg(test)]
@@ -573,6 +1144,7 @@ mod tests {
             yes: false,
             unreachable: false,
             gate_timeout: Duration::from_secs(1),
+            force: false,
         }
     }
 
@@ -582,12 +1154,10 @@ mod tests {
             inventory("[masters]\nm1\nm2\nm3\n[agents]\na1\na2\n[zookeeper]\nm1\nm2\nm3\nz4\n");
         let g = status::groups(&inv);
         assert_eq!(agents_only(&opts(&["a2"]), &g, "add"), Ok(()));
-        assert!(agents_only(&opts(&["m2"]), &g, "remove")
-            .unwrap_err()
-            .contains("agents only"));
-        assert!(agents_only(&opts(&["z4"]), &g, "add")
-            .unwrap_err()
-            .contains("ZooKeeper"));
+        assert!(!is_quorum_change(&opts(&["a2"]), &g));
+        assert!(is_quorum_change(&opts(&["a1", "m2"]), &g));
+        assert!(is_quorum_change(&opts(&["z4"]), &g));
+        assert_eq!(quorum_hosts(&g, &["m2".into()]), ["m1", "m3", "z4"]);
         assert!(agents_only(&opts(&["a9"]), &g, "add")
             .unwrap_err()
             .contains("add it there first"));

@@ -236,6 +236,15 @@ const TOPOLOGY_VARS: &[&str] = &[
 /// `allocations.json` holds them; `cluster_facts` falls back to positions without it.
 pub const ALLOCATIONS_VAR: &str = "provisioner_allocations";
 
+/// The extra var `node remove` passes the hosts leaving both quorums in (still in the
+/// inventory; `cluster_facts` leaves them out of the masters and the ensemble).
+pub const LEAVING_VAR: &str = "provisioner_leaving";
+
+/// The extra var `node` sets on the runs of a membership change: the recorded membership
+/// (`allocations.json` `members`) is neither checked nor updated by them; `node` records it
+/// once the change is whole.
+pub const MEMBERSHIP_CHANGE_VAR: &str = "provisioner_membership_change";
+
 /// What [`prepare_inventory`] found.
 #[derive(Debug, Default)]
 pub struct Prepared {
@@ -310,8 +319,43 @@ pub fn prepare_inventory(
                     .unwrap_or_else(|| v.to_string())
             })
             .unwrap_or_else(|| cluster_core::derive::DEFAULT_CNI_SUPERNET.to_string());
-        match cluster_core::allocations::allocate(previous, &get("zookeeper"), &agents, &supernet) {
-            Ok(a) => Some(a),
+        // `node` runs pass the hosts leaving the quorums and say they change the membership.
+        let leaving: Vec<String> = match extra_vars.get(LEAVING_VAR) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let change = extra_vars
+            .get(MEMBERSHIP_CHANGE_VAR)
+            .and_then(cluster_core::boolean)
+            .unwrap_or(false);
+        let current = |g: &str| -> Vec<String> {
+            get(g)
+                .into_iter()
+                .filter(|h| !leaving.contains(h))
+                .collect()
+        };
+        let zookeeper = current("zookeeper");
+        let mut quorum = zookeeper.clone();
+        quorum.extend(
+            current("masters")
+                .into_iter()
+                .filter(|h| !zookeeper.contains(h)),
+        );
+        match cluster_core::allocations::allocate(previous, &zookeeper, &agents, &supernet) {
+            Ok(mut a) => {
+                let recorded = previous.map(|p| p.members.clone()).unwrap_or_default();
+                if change {
+                    a.members = recorded;
+                } else if let Err(e) = cluster_core::membership::unchanged(&recorded, &quorum) {
+                    diags.error(&loc, e);
+                } else {
+                    a.members = quorum.into_iter().collect();
+                }
+                Some(a)
+            }
             Err(e) => {
                 diags.error(&loc, format!("cni_supernet: {e}"));
                 None

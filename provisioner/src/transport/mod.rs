@@ -124,7 +124,7 @@ pub enum TransportError {
         address: String,
         reason: String,
     },
-    #[error("{host}: host key changed! known_hosts has {expected}, the host offered {actual}. Refusing to connect. If the machine was replaced, `provisioner node replace {host} -i INVENTORY` shows the new key and accepts it (agents); otherwise remove the old key with `ssh-keygen -R` after checking the new one")]
+    #[error("{host}: host key changed! known_hosts has {expected}, the host offered {actual}. Refusing to connect. If the machine was replaced, `provisioner node replace {host} -i INVENTORY` shows the new key and accepts it; otherwise remove the old key with `ssh-keygen -R` after checking the new one")]
     HostKeyMismatch {
         host: String,
         expected: String,
