@@ -94,6 +94,8 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, Error> {
                     &file,
                     &mut diags,
                     stack.allocations.as_ref(),
+                    // An in-memory play (a probe, a day-2 step) never changes the membership.
+                    req.inline.is_none(),
                 )
                 .allocations;
                 diags.extend(stack.diags.clone());

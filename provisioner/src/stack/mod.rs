@@ -257,13 +257,16 @@ pub struct Prepared {
 /// For a stack run, before host selection: add the groups the inventory lacks (`zookeeper` =
 /// the masters, `monitoring` = the first master), check the topology rules with each host's
 /// inventory variables overlaid by `extra_vars`, and allocate the member identities, keeping
-/// `previous` ones (cluster_core::allocations). Problems are located at `inventory`.
+/// `previous` ones (cluster_core::allocations). `site`: a run of the site playbook, whose quorum
+/// membership must be the recorded one (cluster_core::membership::unchanged) unless `node`
+/// marks it as a membership change. Problems are located at `inventory`.
 pub fn prepare_inventory(
     inv: &mut Inventory,
     extra_vars: &Vars,
     inventory: &str,
     diags: &mut Diagnostics,
     previous: Option<&cluster_core::allocations::Allocations>,
+    site: bool,
 ) -> Prepared {
     let groups_of = |inv: &Inventory| -> Groups {
         inv.groups
@@ -347,7 +350,7 @@ pub fn prepare_inventory(
         match cluster_core::allocations::allocate(previous, &zookeeper, &agents, &supernet) {
             Ok(mut a) => {
                 let recorded = previous.map(|p| p.members.clone()).unwrap_or_default();
-                if change {
+                if change || !site {
                     a.members = recorded;
                 } else if let Err(e) = cluster_core::membership::unchanged(&recorded, &quorum) {
                     diags.error(&loc, e);
