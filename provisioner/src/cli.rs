@@ -241,9 +241,11 @@ pub enum NodeCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Take agents out: drain them (their tasks end) and mark them gone, stop the agent and wipe
-    /// its work dir. With --unreachable (a dead host): mark them gone through the master, with no
-    /// SSH to them.
+    /// Take hosts out. Agents: drain them (their tasks end) and mark them gone, stop the agent
+    /// and wipe its work dir; with --unreachable (a dead host): mark them gone through the
+    /// master, with no SSH to them. Masters and ZooKeeper members: ZooKeeper's leader moved to a
+    /// staying member, the leaving masters stopped for good, the staying members rolled to the
+    /// new quorum and server list, the leaving ZooKeeper members stopped; the count must stay odd.
     Remove {
         #[command(flatten)]
         opts: NodeOpts,

@@ -1167,7 +1167,11 @@ fn a_reporting_failure_makes_plan_exit_code_exit_non_zero() {
 #[test]
 fn an_inline_play_runs_one_tasks_file_of_a_stack_role_on_chosen_hosts() {
     let stack = tempfile::tempdir().unwrap();
-    std::fs::write(stack.path().join("site.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    std::fs::write(
+        stack.path().join("site.yml"),
+        "- hosts: all\n  gather_facts: false\n  tasks: []\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(stack.path().join("r/tasks")).unwrap();
     std::fs::write(
         stack.path().join("r/tasks/main.yml"),
@@ -1378,7 +1382,11 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
         )
         .unwrap();
     }
-    std::fs::write(stack.path().join("site.yml"), "- hosts: all\n  tasks: []\n").unwrap();
+    std::fs::write(
+        stack.path().join("site.yml"),
+        "- hosts: all\n  gather_facts: false\n  tasks: []\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(stack.path().join("ids/tasks")).unwrap();
     std::fs::create_dir_all(stack.path().join("ids/meta")).unwrap();
     std::fs::write(
@@ -1408,6 +1416,17 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
     for h in ["z1", "z2", "z3", "a1", "a2", "a3"] {
         std::fs::create_dir_all(f.dir.path().join("hosts").join(h)).unwrap();
     }
+    // The site playbook (not an in-memory play) is what checks and records the membership.
+    let site = |spec: &RunSpec| {
+        let mut s = spec.clone();
+        s.target = Target::Stack {
+            dir: Some(stack.path().to_path_buf()),
+            play: None,
+        };
+        s
+    };
+    let (events, recap, _) = run_spec(&site(&spec), LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
     let (events, recap, _) = run_spec(&spec, LocalConnector::default());
     assert!(!recap.any_failed(), "{events:#?}");
     let ids = |h: &str| f.host_file(h, "ids").unwrap_or_default();
@@ -1432,11 +1451,12 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
     )
     .unwrap();
     std::fs::create_dir_all(f.dir.path().join("hosts/z4")).unwrap();
-    // A plain run refuses to change the recorded quorum membership before touching a host:
-    // that is `node add` / `node remove`'s (which mark their runs as a membership change).
+    // A plain run of the site refuses to change the recorded quorum membership before touching
+    // a host: that is `node add` / `node remove`'s (which mark their runs as a membership
+    // change). In-memory plays (like `ids` here, or a probe) are not checked.
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let refused = api::run(
-        &spec,
+        &site(&spec),
         RunIo {
             connector: Some(Arc::new(LocalConnector::default())),
             cancel: Some(rx),
@@ -1451,10 +1471,15 @@ fn member_identities_are_recorded_once_and_survive_removing_a_middle_member_and_
         "{refused}"
     );
     assert!(f.host_file("z4", "ids").is_none(), "nothing ran");
-    let mut spec = spec.clone();
-    spec.extra_vars.insert(
+    let mut marked = site(&spec);
+    marked.extra_vars.insert(
         provisioner::stack::MEMBERSHIP_CHANGE_VAR.into(),
         serde_json::json!(true),
+    );
+    let (events, recap, _) = run_spec(&marked, LocalConnector::default());
+    assert!(
+        !recap.any_failed(),
+        "a run marked as a membership change runs: {events:#?}"
     );
     let (events, recap, _) = run_spec(&spec, LocalConnector::default());
     assert!(!recap.any_failed(), "{events:#?}");

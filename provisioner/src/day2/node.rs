@@ -3,10 +3,11 @@
 //! an agent; the master's operator API (`DRAIN_AGENT`, `MARK_AGENT_GONE`) takes one out; the
 //! probes of `status` say when each step is done.
 //!
-//! Masters and ZooKeeper members (`add` grows them, `replace` takes a rebuilt machine) follow
-//! the steps of `cluster_core::membership`, one quorum step at a time (`--quorum` cannot change
-//! online): this module only runs each step (the site limited to its hosts) and its gate.
-//! Shrinking them is not done here: `node remove` refuses a quorum member.
+//! Masters and ZooKeeper members (`add` grows them, `remove` shrinks them, `replace` takes a
+//! rebuilt machine) follow the steps of `cluster_core::membership`, one quorum step at a time
+//! (`--quorum` cannot change online): this module only runs each step (the site limited to its
+//! hosts, or a script through `cluster_probe`) and its gate, and records the new membership
+//! once the last gate is green.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
