@@ -91,6 +91,18 @@ impl Step {
     }
 }
 
+/// The members of both quorums: the ZooKeeper members, then the masters not among them, in
+/// their groups' order, without `except`.
+pub fn quorum_hosts(zookeeper: &[String], masters: &[String], except: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for h in zookeeper.iter().chain(masters) {
+        if !except.contains(h) && !out.contains(h) {
+            out.push(h.clone());
+        }
+    }
+    out
+}
+
 /// The masters group may go from `current` to `target` members. `Err` says why not.
 pub fn check_master_count(current: usize, target: usize) -> Result<(), String> {
     check_count("master", "masters", current, target)

@@ -569,13 +569,7 @@ fn is_quorum_change(opts: &Options, g: &status::Groups) -> bool {
 
 /// The masters and ZooKeeper members, in inventory order, without `except`.
 fn quorum_hosts(g: &status::Groups, except: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for h in g.zookeeper.iter().chain(&g.masters) {
-        if !except.contains(h) && !out.contains(h) {
-            out.push(h.clone());
-        }
-    }
-    out
+    cluster_core::membership::quorum_hosts(&g.zookeeper, &g.masters, except)
 }
 
 /// `view` without `hosts` (members not running yet): the running cluster alone.
@@ -612,7 +606,9 @@ fn guard_identities(
         .count()
         .max(1);
     let mut addresses = BTreeMap::new();
-    let mut script = String::from("G=/usr/local/libexec/provisioner/gate\n");
+    let roles = super::backup::roles_dir(opts.stack_dir.as_deref()).map_err(|e| e.to_string())?;
+    let gate = super::backup::role_var(inv, &roles, &l, "cluster_facts", "provisioner_gate")?;
+    let mut script = format!("G={}\n", crate::shell::quote(&gate));
     for h in &opts.hosts {
         let a = connect_target(&opts.inventory, inv, h)?.address;
         let q = crate::shell::quote(&a);
@@ -775,32 +771,6 @@ fn run_steps(
     Ok(Ended::Done)
 }
 
-/// Run one sh script on each of `hosts` (changing them: recorded in the history); `Err` names a
-/// host whose output lacks the last line `ok`.
-fn on_hosts(opts: &Options, hosts: &[String], script: &str) -> Result<(), String> {
-    let scripts: BTreeMap<String, String> = hosts
-        .iter()
-        .map(|h| (h.clone(), format!("{script}\necho ok\n")))
-        .collect();
-    let got = status::run_scripts(
-        &opts.inventory,
-        opts.stack_dir.clone(),
-        "node",
-        &scripts,
-        Mode::Apply,
-        None,
-        true,
-    )
-    .map_err(|e| e.to_string())?;
-    for h in hosts {
-        let out = got.get(h).map(|o| o.trim()).unwrap_or("(no answer)");
-        if !out.ends_with("ok") {
-            return Err(format!("{h}: {out}"));
-        }
-    }
-    Ok(())
-}
-
 /// Stop `component` (`mesos_master` or `zookeeper`) on `hosts` for good: disabled, its data
 /// moved aside under a `.removed-<time>` name (never deleted).
 fn retire(opts: &Options, hosts: &[String], component: &str, say: Say<'_>) -> Result<(), String> {
@@ -815,6 +785,9 @@ fn retire(opts: &Options, hosts: &[String], component: &str, say: Say<'_>) -> Re
         ),
         _ => ("zookeeper", "zookeeper_service", "zookeeper_data_dir"),
     };
+    // One run for all of them; each host's own unit and directory.
+    let mut scripts = BTreeMap::new();
+    let mut said = Vec::new();
     for h in hosts {
         let unit = super::backup::role_var(&inv, &roles, h, role, unit_var)?;
         let dir = super::backup::role_var(&inv, &roles, h, role, dir_var)?;
@@ -822,13 +795,17 @@ fn retire(opts: &Options, hosts: &[String], component: &str, say: Say<'_>) -> Re
         let script = format!(
             // Stop, then disable: `disable --now` stops nothing for a SysV-generated unit
             // (Debian's zookeeper).
-            "set -e\nsystemctl stop {u}\nsystemctl disable {u} >/dev/null 2>&1\nif systemctl is-active --quiet {u}; then echo \"{u} still runs\"; exit 1; fi\nif [ -e {d} ]; then mv {d} {d}.removed-$(date -u +%Y%m%dT%H%M%SZ); fi",
+            "set -e\nsystemctl stop {u}\nsystemctl disable {u} >/dev/null 2>&1\nif systemctl is-active --quiet {u}; then echo \"{u} still runs\"; exit 1; fi\nif [ -e {d} ]; then mv {d} {d}.removed-$(date -u +%Y%m%dT%H%M%SZ); fi\necho done",
             u = crate::shell::quote(&unit),
         );
-        on_hosts(opts, std::slice::from_ref(h), &script)?;
-        say(&format!(
+        scripts.insert(h.clone(), script);
+        said.push(format!(
             "  {h}: {unit} stopped and disabled, {dir} moved aside"
         ));
+    }
+    status::run_to_done(&opts.inventory, opts.stack_dir.clone(), "node", &scripts)?;
+    for line in &said {
+        say(line);
     }
     Ok(())
 }
@@ -842,6 +819,23 @@ fn leader_among(
     say: Say<'_>,
 ) -> Result<(), String> {
     use cluster_core::membership::{leader_move, LeaderMove};
+    let inv =
+        crate::resolve::inventory::load_sources(&opts.inventory).map_err(|d| d.to_string())?;
+    let roles = super::backup::roles_dir(opts.stack_dir.as_deref()).map_err(|e| e.to_string())?;
+    // `systemctl VERB` of each host's own ZooKeeper unit, in one run.
+    let each = |hosts: &[String], verb: &str| -> Result<(), String> {
+        let scripts = hosts
+            .iter()
+            .map(|h| {
+                let u = super::backup::role_var(&inv, &roles, h, "zookeeper", "zookeeper_service")?;
+                Ok((
+                    h.clone(),
+                    format!("systemctl {verb} {} && echo done", crate::shell::quote(&u)),
+                ))
+            })
+            .collect::<Result<BTreeMap<String, String>, String>>()?;
+        status::run_to_done(&opts.inventory, opts.stack_dir.clone(), "node", &scripts)
+    };
     let probe = || {
         status::probe(&opts.inventory, opts.stack_dir.clone(), Some(quorum))
             .map_err(|e| e.to_string())
@@ -866,8 +860,7 @@ fn leader_among(
                 say(&format!(
                     "  ZooKeeper's leader {h} is leaving: stopping its ZooKeeper"
                 ));
-                if let Err(e) = on_hosts(opts, std::slice::from_ref(&h), "systemctl stop zookeeper")
-                {
+                if let Err(e) = each(std::slice::from_ref(&h), "stop") {
                     break Err(e);
                 }
                 stopped.push(h);
@@ -876,7 +869,7 @@ fn leader_among(
     };
     if let Err(why) = moved {
         if !stopped.is_empty() {
-            let again = on_hosts(opts, &stopped, "systemctl start zookeeper");
+            let again = each(&stopped, "start");
             say(&format!(
                 "  started ZooKeeper again on {}: {}",
                 stopped.join(", "),
@@ -889,7 +882,7 @@ fn leader_among(
         say("  ZooKeeper's leader is already a staying member");
         return Ok(());
     }
-    on_hosts(opts, &stopped, "systemctl start zookeeper")?;
+    each(&stopped, "start")?;
     say(&format!(
         "  started ZooKeeper again on {}",
         stopped.join(", ")

@@ -28,7 +28,6 @@ pub use super::node::Ended;
 use super::operation::Operation;
 use super::status;
 use crate::error::Error;
-use crate::exec::Mode;
 use crate::shell::quote;
 
 /// What the operator asked for.
@@ -426,38 +425,21 @@ fn zk_quorum(view: &ClusterView, need: usize) -> Result<(), String> {
     }
 }
 
-/// Run `script(arg)` on each `(host, arg)` through the run API (recorded in the history);
-/// every host must answer `done`.
+/// Run `script(arg)` on each `(host, arg)` ([`status::run_to_done`]): every host must answer
+/// `done`.
 fn on_hosts(
     opts: &Options,
     step: &str,
     hosts: &[(String, String)],
     script: impl Fn(&str) -> String,
 ) -> Result<(), String> {
-    if hosts.is_empty() {
-        return Ok(());
-    }
     let scripts = hosts.iter().map(|(h, a)| (h.clone(), script(a))).collect();
-    let got = status::run_scripts(
+    status::run_to_done(
         &opts.inventory,
         opts.stack_dir.clone(),
         &format!("restore: {step}"),
         &scripts,
-        Mode::Apply,
-        None,
-        true,
     )
-    .map_err(|e| e.to_string())?;
-    let bad: Vec<&str> = hosts
-        .iter()
-        .filter(|(h, _)| got.get(h).map(|o| o.trim()) != Some("done"))
-        .map(|(h, _)| h.as_str())
-        .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("it did not finish on {}", bad.join(", ")))
-    }
 }
 
 #[cfg(test)]

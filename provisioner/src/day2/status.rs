@@ -182,6 +182,48 @@ pub fn run_scripts(
     Ok(got)
 }
 
+/// Run each host's script of `scripts` once (changing the hosts: recorded in the history as
+/// `command`); every host must answer `done` as its last line. `Err` names those that did not,
+/// with what they said.
+pub fn run_to_done(
+    inventory: &[PathBuf],
+    stack_dir: Option<PathBuf>,
+    command: &str,
+    scripts: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    if scripts.is_empty() {
+        return Ok(());
+    }
+    let got = run_scripts(
+        inventory,
+        stack_dir,
+        command,
+        scripts,
+        Mode::Apply,
+        None,
+        true,
+    )
+    .map_err(|e| e.to_string())?;
+    let bad: Vec<String> = scripts
+        .keys()
+        .filter_map(|h| {
+            let out = got.get(h).map(|o| o.trim()).unwrap_or_default();
+            (out.lines().last() != Some("done")).then(|| {
+                if out.is_empty() {
+                    h.clone()
+                } else {
+                    format!("{h} (it said: {out})")
+                }
+            })
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("it did not finish on {}", bad.join(", ")))
+    }
+}
+
 /// One call to a master's HTTP API, made on that master's host (cluster-core's
 /// `master_call_script`, one round trip): `(HTTP status, body)`; status `000` when nothing
 /// answered.

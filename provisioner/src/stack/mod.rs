@@ -334,19 +334,11 @@ pub fn prepare_inventory(
             .get(MEMBERSHIP_CHANGE_VAR)
             .and_then(cluster_core::boolean)
             .unwrap_or(false);
-        let current = |g: &str| -> Vec<String> {
-            get(g)
-                .into_iter()
-                .filter(|h| !leaving.contains(h))
-                .collect()
-        };
-        let zookeeper = current("zookeeper");
-        let mut quorum = zookeeper.clone();
-        quorum.extend(
-            current("masters")
-                .into_iter()
-                .filter(|h| !zookeeper.contains(h)),
-        );
+        let zookeeper: Vec<String> = get("zookeeper")
+            .into_iter()
+            .filter(|h| !leaving.contains(h))
+            .collect();
+        let quorum = cluster_core::membership::quorum_hosts(&zookeeper, &get("masters"), &leaving);
         match cluster_core::allocations::allocate(previous, &zookeeper, &agents, &supernet) {
             Ok(mut a) => {
                 let recorded = previous.map(|p| p.members.clone()).unwrap_or_default();
