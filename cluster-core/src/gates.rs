@@ -17,7 +17,7 @@
 //! | `zk-serves PORT SIZE [HOST]` | the member at HOST (127.0.0.1) serves as a member of an ensemble of SIZE does ([`serving_modes`]) |
 //! | `zk-leader PORT` | the local member is the leader |
 //! | `zk-quorum PORT HOST...` | at least [`crate::health::majority`] of the listed members serve |
-//! | `mesos-master-ready SCHEME://ADDR:PORT CAFILE\|-` | `/metrics/snapshot` has `registrar/log/recovered` = 1 and `/master/redirect` answers 307 (the master knows the leader) |
+//! | `mesos-master-ready SCHEME://ADDR:PORT CAFILE\|-` | `/metrics/snapshot` has `registrar/log/recovered` = 1, `/master/redirect` answers 307 (the master knows a leader), and that leader answers `/master/roles` itself (200: it is elected, not a stopped master's contender) |
 //! | `majority N` | prints the majority of N members |
 
 use crate::health::ZkMode;
@@ -32,6 +32,21 @@ pub const RECOVERED_METRIC: &str = "registrar/log/recovered";
 /// What `/master/redirect` answers on a master that knows the leader (the leader included);
 /// 503 while there is none.
 pub const REDIRECT_STATUS: u16 = 307;
+
+/// An endpoint a master answers itself (200) only while it is elected; any other master
+/// redirects it to the leader it knows (307), or answers 503 when it knows none.
+///
+/// Mesos does not close its ZooKeeper session when it stops: the contender of a stopped master
+/// stays in the election group until its session expires (`zk_session_timeout`), and until then
+/// the others follow it as their leader, and `/master/redirect` names it. A master restarted at
+/// the same address therefore looks like the leader to `/master/redirect`; this endpoint tells
+/// the two apart. A rolling restart that moved on while the leader was such a ghost would stop
+/// the next master too and chain the ghosts: measured on the lab, 23 s without an elected master
+/// for three restarts.
+pub const ELECTED_ENDPOINT: &str = "/master/roles";
+
+/// What [`ELECTED_ENDPOINT`] answers on the elected master.
+pub const ELECTED_STATUS: u16 = 200;
 
 /// The modes a serving member of an ensemble of `size` reports ([`ZkMode::serving`]): a
 /// one-member ensemble runs standalone; in a larger one a standalone member serves no quorum
@@ -74,8 +89,10 @@ const PROGRAM: &str = r#"#!/bin/sh
 #   zk-serves PORT SIZE [HOST]       HOST's member (127.0.0.1) serves as one of SIZE members does
 #   zk-leader PORT                   the local member is the leader
 #   zk-quorum PORT HOST...           a majority of the listed members serve
-#   mesos-master-ready URL CAFILE|-  URL/metrics/snapshot: %%RECOVERED%% = 1, and
-#                                    URL/master/redirect answers %%REDIRECT%% (CAFILE: - for none)
+#   mesos-master-ready URL CAFILE|-  URL/metrics/snapshot: %%RECOVERED%% = 1,
+#                                    URL/master/redirect answers %%REDIRECT%% to a LEADER, and
+#                                    LEADER%%ELECTED%% answers %%ELECTED_STATUS%% (it is elected, not
+#                                    a stopped master's contender) (CAFILE: - for none)
 #   majority N                       prints floor(N/2)+1
 set -u
 T=%%TIMEOUT%%
@@ -186,12 +203,29 @@ mesos_master_ready() {
     echo "$url: %%RECOVERED%% is ${v:-missing}, not 1: this master's replica of the registry's log has not recovered"
     exit 1
   fi
-  code=$(get "$2" -o /dev/null -w '%{http_code}' "$url/master/redirect" 2>/dev/null)
-  [ "$code" = %%REDIRECT%% ] && exit 0
+  # curl resolves the Location (//host:port) against the URL asked.
+  out=$(get "$2" -o /dev/null -w '%{http_code} %{redirect_url}' "$url/master/redirect" 2>/dev/null)
+  code=${out% *}
+  leader=${out#* }
+  leader=${leader%/}
   case "$code" in
-    '' | 000) echo "$url/master/redirect: no answer" ;;
-    *) echo "$url/master/redirect answered $code, not %%REDIRECT%%: this master knows no leader" ;;
+    %%REDIRECT%%) ;;
+    '' | 000)
+      echo "$url/master/redirect: no answer"
+      exit 1
+      ;;
+    *)
+      echo "$url/master/redirect answered $code, not %%REDIRECT%%: this master knows no leader"
+      exit 1
+      ;;
   esac
+  if [ -z "$leader" ]; then
+    echo "$url/master/redirect answered %%REDIRECT%% without a Location"
+    exit 1
+  fi
+  lcode=$(get "$2" -o /dev/null -w '%{http_code}' "$leader%%ELECTED%%" 2>/dev/null)
+  [ "$lcode" = %%ELECTED_STATUS%% ] && exit 0
+  echo "$url follows $leader, which is not elected ($leader%%ELECTED%% answered ${lcode:-nothing}): a stopped master's contender, until its ZooKeeper session expires"
   exit 1
 }
 
@@ -222,6 +256,8 @@ pub fn gate_program() -> String {
         .replace("%%RECOVERED_ERE%%", &json_key_ere(RECOVERED_METRIC))
         .replace("%%RECOVERED%%", RECOVERED_METRIC)
         .replace("%%REDIRECT%%", &REDIRECT_STATUS.to_string())
+        .replace("%%ELECTED_STATUS%%", &ELECTED_STATUS.to_string())
+        .replace("%%ELECTED%%", ELECTED_ENDPOINT)
 }
 
 #[cfg(test)]
@@ -361,6 +397,22 @@ mod tests {
         }
     }
 
+    /// A master at the address a redirect names: elected (it answers the elected endpoint
+    /// itself), or a restarted master at a ghost's address (it redirects that endpoint).
+    fn leader(elected: bool) -> FakeHttp {
+        let answer = if elected {
+            Response::text(ELECTED_STATUS, "{}")
+        } else {
+            Response::redirect("//127.0.0.1:1")
+        };
+        FakeHttp::start(vec![(ELECTED_ENDPOINT.into(), answer)]).unwrap()
+    }
+
+    /// `/master/redirect`'s answer naming `l` (Mesos writes `//host:port`).
+    fn to(l: &FakeHttp) -> Response {
+        Response::redirect(l.url().trim_start_matches("http:"))
+    }
+
     fn master(snap: Response, redirect: Response) -> FakeHttp {
         FakeHttp::start(vec![
             ("/metrics/snapshot".into(), snap),
@@ -371,6 +423,7 @@ mod tests {
 
     #[test]
     fn the_mesos_gate_agrees_with_health_on_recovered() {
+        let elected = leader(true);
         // Mesos writes `\/` in its keys; serde_json (and so health) reads both forms.
         for (body, recovered) in [
             (
@@ -385,7 +438,7 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
             let view = health::MasterView::from_metrics("m1", Some(&json), None);
             assert_eq!(view.recovered, recovered, "{body}");
-            let m = master(snapshot(body), Response::redirect("//m2:5050"));
+            let m = master(snapshot(body), to(&elected));
             assert_eq!(
                 green(&["mesos-master-ready", &m.url(), "-"]),
                 recovered,
@@ -397,7 +450,8 @@ mod tests {
     #[test]
     fn the_mesos_gate_needs_a_known_leader() {
         let ok = r#"{"registrar\/log\/recovered":1.0}"#;
-        let m = master(snapshot(ok), Response::redirect("//m2:5050"));
+        let elected = leader(true);
+        let m = master(snapshot(ok), to(&elected));
         assert!(green(&[
             "mesos-master-ready",
             &format!("{}/", m.url()),
@@ -410,7 +464,7 @@ mod tests {
         );
         let m = master(
             snapshot(r#"{"registrar\/log\/recovered":0.0}"#),
-            Response::redirect("//m2:5050"),
+            to(&elected),
         );
         assert_red(
             &["mesos-master-ready", &m.url(), "-"],
@@ -430,5 +484,34 @@ mod tests {
             ],
             "/metrics/snapshot: curl:",
         );
+    }
+
+    #[test]
+    fn a_stopped_masters_contender_is_not_a_leader() {
+        // Regression: the masters' rolling restart moved on while every master followed the
+        // contender of a stopped master (Mesos keeps it in ZooKeeper until its session
+        // expires), and the ghosts chained: 23 s without an elected master on the lab.
+        let ok = r#"{"registrar\/log\/recovered":1.0}"#;
+        let ghost = leader(false);
+        let m = master(snapshot(ok), to(&ghost));
+        assert_red(
+            &["mesos-master-ready", &m.url(), "-"],
+            &format!(
+                "follows {0}, which is not elected ({0}{ELECTED_ENDPOINT} answered 307)",
+                ghost.url()
+            ),
+        );
+        // A leader that does not answer at all (its host is down).
+        let gone = format!("//127.0.0.1:{}", closed_port());
+        let m = master(snapshot(ok), Response::redirect(&gone));
+        assert_red(&["mesos-master-ready", &m.url(), "-"], "answered 000");
+        // A 307 without a Location names no leader.
+        let bare = Response {
+            status: REDIRECT_STATUS,
+            headers: vec![],
+            body: vec![],
+        };
+        let m = master(snapshot(ok), bare);
+        assert_red(&["mesos-master-ready", &m.url(), "-"], "without a Location");
     }
 }

@@ -65,11 +65,30 @@ fn windows(samples: &[Sample], leaderless: impl Fn(&Sample) -> bool) -> Vec<f64>
     out
 }
 
+/// The masters' ZooKeeper session timeout, in seconds (the role's `zk_session_timeout` flag).
+fn master_session_timeout() -> f64 {
+    let defaults = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles/mesos_master/defaults/main.yml"),
+    )
+    .unwrap();
+    let line = defaults
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("zk_session_timeout:"))
+        .expect("zk_session_timeout in the mesos_master role's defaults");
+    line.trim()
+        .strip_suffix("secs")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("zk_session_timeout {line:?}: want N secs"))
+}
+
 /// What the sampler must never see during a membership change: two ZooKeeper leaders or two
 /// elected masters in one sample, more than one of the `voters` (the members that voted
-/// before the change, by position in the sample) down at once, or a window without a
-/// ZooKeeper leader or without an elected master longer than an election takes (10 s). Each
-/// restart of a leader costs one such window; the record is printed.
+/// before the change, by position in the sample) down at once, a window without a ZooKeeper
+/// leader longer than an election takes (10 s), or a window without an elected master longer
+/// than one failover: a stopped leader's contender stays in ZooKeeper until its session
+/// expires (Mesos does not close it), so that is the session timeout plus an election and a
+/// ZooKeeper tick (5 s). Two restarts whose lingering contenders chained took 23 s. The
+/// record is printed.
 fn assert_no_quorum_loss(what: &str, samples: &[Sample], voters: &[usize]) {
     assert!(samples.len() > 20, "{what}: {} samples", samples.len());
     let (median, max) = sample_periods(samples);
@@ -110,10 +129,14 @@ fn assert_no_quorum_loss(what: &str, samples: &[Sample], voters: &[usize]) {
         "{what}: {} samples (period median {median} ms, max {max} ms); windows without a ZooKeeper leader {zk:.1?} s, without an elected master {masters:.1?} s",
         samples.len()
     );
-    for (who, w) in [("ZooKeeper", &zk), ("the masters", &masters)] {
+    let failover = master_session_timeout() + 5.0;
+    for (who, w, bound) in [
+        ("ZooKeeper", &zk, 10.0),
+        ("the masters", &masters, failover),
+    ] {
         assert!(
-            w.iter().all(|&d| d <= 10.0),
-            "{what}: {who} went longer than an election without a leader: {w:.1?} s"
+            w.iter().all(|&d| d <= bound),
+            "{what}: {who} went longer than one failover ({bound} s) without a leader: {w:.1?} s"
         );
     }
 }

@@ -1848,6 +1848,13 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
         ])
         .unwrap()
     };
+    // The master the others follow: elected (it answers the elected endpoint itself).
+    let elected = FakeHttp::start(vec![(
+        cluster_core::gates::ELECTED_ENDPOINT.into(),
+        Response::text(cluster_core::gates::ELECTED_STATUS, "{}"),
+    )])
+    .unwrap();
+    let follows = |l: &FakeHttp| Response::redirect(l.url().trim_start_matches("http:"));
     let run = |http: &FakeHttp, mode: Mode| {
         let port = http.url().rsplit(':').next().unwrap().to_string();
         let f = StackFixture::new(&format!(
@@ -1873,7 +1880,7 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
 
     // Green: every gate passes; the leader keeps its marker.
     zk.set_mode(Some("leader"));
-    let http = master(Response::redirect("//m2:5050"));
+    let http = master(follows(&elected));
     let (f, recap, failed, events) = run(&http, Mode::Apply);
     assert!(failed.is_empty(), "{failed:?} {events:#?}");
     assert!(!recap.any_failed());
@@ -1882,7 +1889,7 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
         "m1 zookeeper : zookeeper | is this member the leader?",
         "m3 zookeeper : zookeeper | this member serves (leader or follower)",
         "m3 zookeeper : zookeeper | the ensemble has a quorum",
-        "m2 mesos_master : wait until this master has recovered its log and knows the leader",
+        "m2 mesos_master : wait until this master has recovered its log and follows an elected leader",
     ] {
         assert!(ran.iter().any(|r| r == gate), "{gate}: {ran:#?}");
     }
@@ -1917,7 +1924,20 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
     let (_f, _, failed, _) = run(&http, Mode::Apply);
     assert_eq!(
         failed,
-        ["m1 mesos_master : wait until this master has recovered its log and knows the leader"]
+        ["m1 mesos_master : wait until this master has recovered its log and follows an elected leader"]
+    );
+    // A master that follows a stopped master's contender (no master answers as elected):
+    // the play stops there too, before the next master restarts.
+    let ghost = FakeHttp::start(vec![(
+        cluster_core::gates::ELECTED_ENDPOINT.into(),
+        Response::redirect("//127.0.0.1:1"),
+    )])
+    .unwrap();
+    let http = master(follows(&ghost));
+    let (_f, _, failed, _) = run(&http, Mode::Apply);
+    assert_eq!(
+        failed,
+        ["m1 mesos_master : wait until this master has recovered its log and follows an elected leader"]
     );
 
     // The handler of a changed config: a serving member is not restarted, it gets a marker.

@@ -383,18 +383,22 @@ pub fn sample_periods(samples: &[Sample]) -> (u128, u128) {
 /// Samples the cluster every 200 ms from the control machine until `stop` is set.
 pub fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
-        let masters: Vec<(String, String)> = group(&inv, "masters")
+        let masters: Vec<String> = group(&inv, "masters")
             .iter()
-            .map(|m| (m.clone(), address(&inv, m)))
+            .map(|m| address(&inv, m))
             .collect();
         let zk: Vec<String> = group(&inv, "zookeeper")
             .iter()
             .map(|m| address(&inv, m))
             .collect();
         let p = port("mesos_master", "http");
-        // In-process HTTPS (no curl per request), and `/master/redirect` rather than
-        // `/metrics/snapshot` (which a busy master takes ~150 ms to compute): each master answers
-        // 307 to the leader it knows (the leader to itself) and 503 while there is none.
+        // In-process HTTPS (no curl per request). A master counts as elected when it answers the
+        // gates' elected endpoint itself (`cluster_core::gates::ELECTED_ENDPOINT`), which Mesos
+        // redirects (307, or 503 with no leader) unless the master is elected. `/master/redirect`
+        // cannot tell: a master restarted at the address of a stopped leader whose contender
+        // lingers in ZooKeeper (until its session expires; a restore brings back the backed-up
+        // leader's) redirects to itself too. `/metrics/snapshot` would tell, but a busy master
+        // takes ~150 ms to compute it.
         let tls = Arc::new(testkit::tls::client_config(&cluster_ca(&inv), None).unwrap());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -414,34 +418,26 @@ pub fn sampler(inv: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
                 })
                 .collect();
             let ms: Vec<(bool, bool)> = rt.block_on(async {
-                let asks = masters.iter().map(|(name, a)| {
+                let asks = masters.iter().map(|a| {
                     let ep = testkit::http::Endpoint {
                         host: a.clone(),
                         port: p,
                         tls: Some(tls.clone()),
                     };
-                    let (name, a) = (name.clone(), a.clone());
                     async move {
                         match testkit::http::request_to(
                             &ep,
                             "GET",
-                            "/master/redirect",
+                            cluster_core::gates::ELECTED_ENDPOINT,
                             &[],
                             None,
                             Duration::from_secs(2),
                         )
                         .await
                         {
-                            Ok((307, headers, _)) => {
-                                let leader = testkit::http::header(&headers, "Location")
-                                    .and_then(|l| {
-                                        testkit::http::resolve_location(l, (&a, p), true).ok()
-                                    })
-                                    .map(|(h, _, _)| h)
-                                    .unwrap_or_default();
-                                (true, leader == name || leader == a)
+                            Ok((status, _, _)) => {
+                                (true, status == cluster_core::gates::ELECTED_STATUS)
                             }
-                            Ok(_) => (true, false),
                             Err(_) => (false, false),
                         }
                     }
