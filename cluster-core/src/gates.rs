@@ -18,6 +18,7 @@
 //! | `zk-leader PORT` | the local member is the leader |
 //! | `zk-quorum PORT HOST...` | at least [`crate::health::majority`] of the listed members serve |
 //! | `mesos-master-ready SCHEME://ADDR:PORT CAFILE\|-` | `/metrics/snapshot` has `registrar/log/recovered` = 1, `/master/redirect` answers 307 (the master knows a leader), and that leader answers `/master/roles` itself (200: it is elected, not a stopped master's contender) |
+//! | `mesos-master-elected SCHEME://ADDR:PORT CAFILE\|-` | that master is the elected one: it answers `/master/roles` itself (200) |
 //! | `majority N` | prints the majority of N members |
 
 use crate::health::ZkMode;
@@ -93,12 +94,13 @@ const PROGRAM: &str = r#"#!/bin/sh
 #                                    URL/master/redirect answers %%REDIRECT%% to a LEADER, and
 #                                    LEADER%%ELECTED%% answers %%ELECTED_STATUS%% (it is elected, not
 #                                    a stopped master's contender) (CAFILE: - for none)
+#   mesos-master-elected URL CAFILE|-  URL%%ELECTED%% answers %%ELECTED_STATUS%%: URL is the elected master
 #   majority N                       prints floor(N/2)+1
 set -u
 T=%%TIMEOUT%%
 
 usage() {
-  echo "usage: gate zk-serves PORT SIZE [HOST] | zk-leader PORT | zk-quorum PORT HOST... | mesos-master-ready URL CAFILE|- | majority N" >&2
+  echo "usage: gate zk-serves PORT SIZE [HOST] | zk-leader PORT | zk-quorum PORT HOST... | mesos-master-ready URL CAFILE|- | mesos-master-elected URL CAFILE|- | majority N" >&2
   exit 2
 }
 
@@ -229,6 +231,18 @@ mesos_master_ready() {
   exit 1
 }
 
+mesos_master_elected() {
+  [ $# -eq 2 ] || usage
+  url=${1%/}
+  code=$(get "$2" -o /dev/null -w '%{http_code}' "$url%%ELECTED%%" 2>/dev/null)
+  [ "$code" = %%ELECTED_STATUS%% ] && exit 0
+  case "$code" in
+    '' | 000) echo "$url%%ELECTED%%: no answer, not the elected master" ;;
+    *) echo "$url%%ELECTED%% answered $code, not %%ELECTED_STATUS%%: not the elected master" ;;
+  esac
+  exit 1
+}
+
 [ $# -ge 1 ] || usage
 cmd=$1
 shift
@@ -237,6 +251,7 @@ case "$cmd" in
   zk-leader) zk_leader "$@" ;;
   zk-quorum) zk_quorum "$@" ;;
   mesos-master-ready) mesos_master_ready "$@" ;;
+  mesos-master-elected) mesos_master_elected "$@" ;;
   majority)
     [ $# -eq 1 ] || usage
     number "$1"
@@ -484,6 +499,23 @@ mod tests {
             ],
             "/metrics/snapshot: curl:",
         );
+    }
+
+    #[test]
+    fn the_elected_gate_asks_the_master_itself() {
+        let elected = leader(true);
+        assert!(green(&["mesos-master-elected", &elected.url(), "-"]));
+        let follower = leader(false);
+        assert_red(
+            &["mesos-master-elected", &follower.url(), "-"],
+            "answered 307, not 200: not the elected master",
+        );
+        let url = format!("http://127.0.0.1:{}", closed_port());
+        assert_red(
+            &["mesos-master-elected", &url, "-"],
+            "no answer, not the elected master",
+        );
+        assert_eq!(gate(&["mesos-master-elected", &url]).0, 2);
     }
 
     #[test]

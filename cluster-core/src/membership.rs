@@ -25,7 +25,7 @@ pub enum Step {
     },
     /// Converge `hosts` (the site, limited to them, with `leaving` out of the masters and the
     /// ZooKeeper ensemble): changed ZooKeeper and master configs restart one member at a time
-    /// behind the roles' gates (ZooKeeper followers first, its leader last).
+    /// behind the roles' gates (followers first, ZooKeeper's and the masters' leaders last).
     Roll {
         hosts: Vec<String>,
         leaving: Vec<String>,
@@ -62,7 +62,7 @@ impl Step {
                 hosts.join(", ")
             ),
             Step::Roll { hosts, leaving } => format!(
-                "converge {} (the site, limited to them{}): each ZooKeeper member and master whose config changed restarts one at a time behind its gate, ZooKeeper's leader last",
+                "converge {} (the site, limited to them{}): each ZooKeeper member and master whose config changed restarts one at a time behind its gate, followers first and each leader last",
                 hosts.join(", "),
                 if leaving.is_empty() {
                     String::new()

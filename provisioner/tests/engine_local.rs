@@ -1835,16 +1835,22 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
         stack.path().join("site.yml"),
         "- hosts: all\n  gather_facts: false\n  roles: [cluster_facts, gate]\n\
          - hosts: zookeeper\n  gather_facts: false\n  serial: 1\n  any_errors_fatal: true\n  roles:\n    - cluster_facts\n    - role: zookeeper\n      zookeeper_phase: rolling_restart\n      zookeeper_restart_leader: false\n\
-         - hosts: masters\n  gather_facts: false\n  serial: 1\n  any_errors_fatal: true\n  roles:\n    - cluster_facts\n    - role: mesos_master\n      mesos_master_phase: rolling_restart\n",
+         - hosts: masters\n  gather_facts: false\n  serial: 1\n  any_errors_fatal: true\n  roles:\n    - cluster_facts\n    - role: mesos_master\n      mesos_master_phase: rolling_restart\n      mesos_master_restart_leader: false\n",
     )
     .unwrap();
 
     let zk = FakeZk::start(Some("follower")).unwrap();
     let ready = r#"{"master\/elected":0.0,"registrar\/log\/recovered":1.0}"#;
+    // Every master of the fixture is this one server: it answers the elected endpoint itself
+    // (so the followers' play leaves each marker alone) and follows `redirect`.
     let master = |redirect: Response| {
         FakeHttp::start(vec![
             ("/metrics/snapshot".into(), Response::text(200, ready)),
             ("/master/redirect".into(), redirect),
+            (
+                cluster_core::gates::ELECTED_ENDPOINT.into(),
+                Response::text(cluster_core::gates::ELECTED_STATUS, "{}"),
+            ),
         ])
         .unwrap()
     };
@@ -1866,10 +1872,12 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
              mesos_master_service=provisioner-test-no-such-unit\nmesos_master_health_retries=2\nmesos_master_health_delay=0\n",
             zk.port()
         ));
-        // Applying, m1 has a pending ZooKeeper restart, and it is the leader: the followers'
-        // play leaves it (zk-leader), so nothing restarts.
+        // Applying, m1 has a pending ZooKeeper restart and a pending master restart, and it
+        // leads both: the followers' plays leave them (zk-leader, mesos-master-elected), so
+        // nothing restarts (a restart of the fixture's unit would fail).
         if mode == Mode::Apply {
             std::fs::write(f.dir.path().join("hosts/m1/zookeeper"), "pending\n").unwrap();
+            std::fs::write(f.dir.path().join("hosts/m1/mesos-master"), "pending\n").unwrap();
         }
         let mut spec = f.request(stack.path());
         spec.mode = mode;
@@ -1904,6 +1912,12 @@ fn the_rolling_restarts_gate_on_the_gate_program() {
         assert_eq!(mode & 0o777, 0o755);
     }
     assert!(f.host_file("m1", "zookeeper").is_some());
+    assert!(f.host_file("m1", "mesos-master").is_some());
+    assert!(
+        ran.iter()
+            .any(|r| r == "m1 mesos_master : is this master the elected one?"),
+        "{ran:#?}"
+    );
 
     // Members that serve no quorum: m1 (pending, no leader now) waits for a quorum before it
     // restarts, in vain; the play stops there.
