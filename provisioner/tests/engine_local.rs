@@ -2153,6 +2153,63 @@ fn a_read_only_command_does_not_make_every_later_task_probe_on_its_own() {
     assert_eq!(f.read("h1", "two"), "2");
 }
 
+const STACK_TWO_PLAYS: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: one
+      copy: dest={{ root }}/{{ inventory_hostname }}/one content=1
+    - name: a read-only check (the stack's convention)
+      command: cat {{ root }}/{{ inventory_hostname }}/one
+      changed_when: false
+    - name: a command that changes the host when the marker is missing
+      shell: echo x > {{ root }}/{{ inventory_hostname }}/marker
+      args:
+        creates: "{{ root }}/{{ inventory_hostname }}/marker"
+    - name: two
+      copy: dest={{ root }}/{{ inventory_hostname }}/two content=2
+- hosts: masters
+  gather_facts: false
+  tasks:
+    - name: three
+      copy: dest={{ root }}/{{ inventory_hostname }}/three content=3
+    - name: four
+      file: path={{ root }}/{{ inventory_hostname }}/four state=directory
+"#;
+
+#[test]
+fn a_stack_run_reads_each_host_once_for_all_its_plays() {
+    let stack = tempfile::tempdir().unwrap();
+    std::fs::write(stack.path().join("site.yml"), STACK_TWO_PLAYS).unwrap();
+    let f = StackFixture::new("[masters]\nm1\n[agents]\na1\n");
+    let run = || run_spec(&f.request(stack.path()), LocalConnector::default());
+    let (_, recap, _) = run();
+    assert!(!recap.any_failed());
+    // Unchanged: one round trip per host for both plays; the read-only command keeps the
+    // answers (a playbook run gathers again after it).
+    let (events, recap, log) = run();
+    assert_eq!(recap.total_changed(), 0, "{:#?}", statuses(&events, "m1"));
+    assert_eq!(probe_round_trips(&log, "m1"), 1, "{log:#?}");
+    assert_eq!(probe_round_trips(&log, "a1"), 1, "{log:#?}");
+    // A command that changes the host drops every answer: the rest of its play probes live
+    // (task two), and the next play gathers again in one round trip, not one per task.
+    std::fs::remove_file(f.dir.path().join("hosts/m1/marker")).unwrap();
+    let (events, recap, log) = run();
+    assert_eq!(
+        recap.hosts["m1"].changed,
+        1,
+        "{:#?}",
+        statuses(&events, "m1")
+    );
+    assert_eq!(probe_round_trips(&log, "m1"), 3, "{log:#?}");
+    // What the later play reads is after the change: it sees a file removed meanwhile.
+    std::fs::remove_file(f.dir.path().join("hosts/m1/three")).unwrap();
+    std::fs::remove_file(f.dir.path().join("hosts/m1/marker")).unwrap();
+    let (_, recap, _) = run();
+    assert_eq!(recap.hosts["m1"].changed, 2);
+    assert!(f.dir.path().join("hosts/m1/three").exists());
+}
+
 const TWO_PLAYS_SAME_FILES: &str = r#"
 - hosts: web
   gather_facts: false

@@ -381,6 +381,7 @@ pub async fn run(
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
         stack_vars,
+        read_only_commands: req.stack.is_some(),
         defaults: crate::config::RunDefaults {
             connect: crate::config::connect::with_state_dir(&req.defaults.connect, &req.inventory),
             ..req.defaults.clone()

@@ -63,7 +63,8 @@ def uname(u):
 def gname(g):
     try: return grp.getgrgid(g).gr_name
     except KeyError: return "UNKNOWN"
-P = [l.split(" ") for l in sys.argv[1].split("\n")] if sys.argv[1] else []
+A = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read()
+P = [l.split(" ") for l in A.split("\n")] if A else []
 S = {}
 for i, f in enumerate(P):
     if f[0] in ("dpkg", "unit", "command") and len(f) > 1: S[i] = "exec " + d(f[1])
@@ -171,6 +172,17 @@ pub fn probe_script(probes: &[Probe]) -> String {
     ));
     s.push_str(&shell_body(probes));
     s
+}
+
+/// A play's prefetch: (command, stdin). The probes travel on stdin, so their number is not
+/// bounded by the kernel's 128 KiB limit on one argument (a whole run's probes on one host
+/// exceed it), and sudo logs a short command line. python3 only: a host without it answers
+/// 127, and its tasks probe on their own ([`probe_script`], sh for a few).
+pub fn prefetch_script(probes: &[Probe]) -> (String, Vec<u8>) {
+    (
+        format!("LC_ALL=C; export LC_ALL\nexec python3 -c {}\n", quote(PY)),
+        py_probes(probes).into_bytes(),
+    )
 }
 
 /// Probe sets up to this size are answered by sh alone (both answerers print the same bytes).
@@ -653,6 +665,51 @@ mod tests {
         });
         let facts = parse_probe_output(&probes, &run(&probe_script(&probes))).unwrap();
         assert!(matches!(&facts.answers[12].1, ProbeResult::Command(c) if c.rc == 143));
+    }
+
+    #[test]
+    fn a_prefetch_larger_than_one_argument_travels_on_stdin() {
+        // Regression: a run's probes on one host made a 141 KB script, and the kernel refused
+        // it as one argument ("Argument list too long"): every task probed on its own.
+        let d = tempfile::tempdir().unwrap();
+        let probes: Vec<Probe> = (0..3000)
+            .map(|i| Probe::Stat {
+                path: d
+                    .path()
+                    .join(format!("a-longer-file-name-as-the-stack-has-{i:04}"))
+                    .display()
+                    .to_string(),
+                follow: i % 2 == 0,
+            })
+            .chain([Probe::Command {
+                script: "cat; echo after".into(),
+            }])
+            .collect();
+        assert!(py_probes(&probes).len() > 128 << 10);
+        let (cmd, stdin) = prefetch_script(&probes);
+        assert!(cmd.len() < 32 << 10, "{}", cmd.len());
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&stdin).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let facts = parse_probe_output(&probes, &out.stdout).unwrap();
+        assert_eq!(facts.answers.len(), probes.len());
+        assert!(matches!(&facts.answers[0].1, ProbeResult::Stat(st) if !st.exists));
+        // A probe's command reads no probe data: stdin is spent before it runs.
+        assert!(
+            matches!(&facts.answers[3000].1, ProbeResult::Command(c) if c.rc == 0 && c.stdout == "after\n"),
+            "{:?}",
+            facts.answers[3000].1
+        );
     }
 
     #[test]

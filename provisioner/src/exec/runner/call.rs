@@ -309,7 +309,12 @@ impl Runner {
         let run_actions = !check || m.read_only(&args);
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
-                let touched = touched_paths(m, &args, actions);
+                // A read-only command (the stack's convention) touches nothing.
+                let touched = if self.declared_read_only(task, module) {
+                    Some(Vec::new())
+                } else {
+                    touched_paths(m, &args, actions)
+                };
                 match self
                     .perform(
                         &target,
@@ -380,6 +385,14 @@ impl Runner {
         }
     }
 
+    /// A `command` or `shell` task declared read-only by a literal `changed_when: false`, in a
+    /// run that trusts that declaration ([`super::RunConfig::read_only_commands`]).
+    pub(super) fn declared_read_only(&self, task: &Task, module: &str) -> bool {
+        self.cfg.read_only_commands
+            && matches!(module, "command" | "shell")
+            && matches!(task.changed_when.as_slice(), [Value::Bool(false)])
+    }
+
     /// The inventory host a task is delegated to, if any.
     pub(super) fn delegate_target(
         &self,
@@ -410,20 +423,45 @@ impl Runner {
         if !self.with_state(host, |s| s.prefetched.insert(play_idx)) && !again {
             return;
         }
-        let play = &self.plays[play_idx];
+        // This play from `from`; with nothing answered yet (the run's first prefetch, or after
+        // an action dropped every answer), every later play this host is in too: one round
+        // trip for the rest of the run. Each later play still tops up when it starts (asking
+        // only what is not answered): a task whose arguments read what an earlier task sets
+        // renders differently (or not at all) before that task ran.
+        let cold = self.with_state(host, |s| s.probe_cache.is_empty());
+        let later: Vec<usize> = if cold {
+            (play_idx + 1..self.plays.len())
+                .filter(|p| self.play_hosts[*p].iter().any(|h| h == host))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut by_become: std::collections::BTreeMap<Option<String>, Vec<facts::Probe>> =
             Default::default();
-        let mut stack: Vec<&Task> = play.tasks.iter().skip(from).rev().collect();
-        while let Some(task) = stack.pop() {
+        let mut stack: Vec<(usize, &Task)> = later
+            .iter()
+            .rev()
+            .flat_map(|&p| self.plays[p].tasks.iter().rev().map(move |t| (p, t)))
+            .chain(
+                self.plays[play_idx]
+                    .tasks
+                    .iter()
+                    .skip(from)
+                    .rev()
+                    .map(|t| (play_idx, t)),
+            )
+            .collect();
+        while let Some((play_idx, task)) = stack.pop() {
+            let play = &self.plays[play_idx];
             let (module, raw_args) = match &task.kind {
                 TaskKind::Block {
                     block,
                     rescue,
                     always,
                 } => {
-                    stack.extend(always.iter().rev());
-                    stack.extend(rescue.iter().rev());
-                    stack.extend(block.iter().rev());
+                    stack.extend(always.iter().rev().map(|t| (play_idx, t)));
+                    stack.extend(rescue.iter().rev().map(|t| (play_idx, t)));
+                    stack.extend(block.iter().rev().map(|t| (play_idx, t)));
                     continue;
                 }
                 TaskKind::Module { module, args } => (module, args),
@@ -471,25 +509,17 @@ impl Runner {
             }
         }
         for (user, mut probes) in by_become {
-            // Files and packages change only through actions, which drop their answers: what
-            // an earlier play (or the part of this one before a read-only command) read is
-            // still true. Units and commands are read again: they change with time.
+            // What the host answered stays true until an action drops it (`perform`): as for
+            // facts, the run reads the host once (pyinfra's model), not once per play.
             self.with_state(host, |s| {
-                probes.retain(|p| {
-                    !matches!(
-                        p,
-                        facts::Probe::Stat { .. }
-                            | facts::Probe::Read { .. }
-                            | facts::Probe::Dpkg { .. }
-                    ) || !s.probe_cache.contains_key(&(user.clone(), p.clone()))
-                })
+                probes.retain(|p| !s.probe_cache.contains_key(&(user.clone(), p.clone())))
             });
             if probes.is_empty() {
                 continue;
             }
-            let script = facts::probe::probe_script(&probes);
+            let (script, stdin) = facts::probe::prefetch_script(&probes);
             let become_ = user.clone().map(|user| Become { user });
-            let Ok(out) = self.exec(host, script, None, become_, false).await else {
+            let Ok(out) = self.exec(host, script, Some(stdin), become_, false).await else {
                 return;
             };
             if out.exit_status != 0 {
@@ -515,7 +545,9 @@ impl Runner {
         become_: Option<Become>,
         no_log: bool,
     ) -> Result<Vec<ActionOutput>, TransportError> {
-        if !actions.is_empty() {
+        // Nothing touched (a read-only command): every answer stays true.
+        let reads_only = touched.is_some_and(|t| t.is_empty());
+        if !actions.is_empty() && !reads_only {
             // The host changes: answers gathered before that this change may affect are stale.
             self.with_state(host, |s| {
                 s.probes_dropped = true;

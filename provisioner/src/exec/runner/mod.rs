@@ -65,6 +65,11 @@ pub struct RunConfig {
     pub stack_vars: Vars,
     /// ansible.cfg's connection and become defaults (see `crate::config`).
     pub defaults: crate::config::RunDefaults,
+    /// The bundled stack's convention (docs/stack.md): a `command` or `shell` task whose
+    /// `changed_when` is the literal `false` only reads the host, so it keeps the probe answers
+    /// gathered before it. Off for playbooks, where `changed_when: false` often hides a change
+    /// (`apt-get update`).
+    pub read_only_commands: bool,
 }
 
 /// Per-host state that lives across steps.
@@ -82,14 +87,16 @@ struct HostState {
     include_vars: Arc<Vars>,
     /// Handler names (or `listen` topics) notified and not yet run, per play.
     notified: HashMap<usize, Vec<String>>,
-    /// Probe answers gathered up front for a play's tasks, by become user. Valid until the
-    /// first action changes the host; then every task probes live again.
+    /// Probe answers gathered up front for the rest of the run, by become user. Valid until an
+    /// action drops them; then the play's next tasks probe live, and a later play gathers
+    /// what it misses in one round trip.
     probe_cache: HashMap<(Option<String>, facts::Probe), facts::ProbeResult>,
     /// `facts` were gathered in this run and no task has changed the host since: a later
     /// play reuses them instead of gathering again (Ansible's `gathering = smart` reuses them
     /// even then).
     facts_current: bool,
-    /// Plays whose probes were gathered up front on this host.
+    /// Plays whose probes were gathered up front on this host (the run's first prefetch also
+    /// gathers the later plays' probes; each play then asks only for what is missing).
     prefetched: BTreeSet<usize>,
     /// An action of the running task dropped probe answers (`perform`).
     probes_dropped: bool,
