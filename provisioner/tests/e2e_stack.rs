@@ -846,6 +846,30 @@ fn a_second_apply_changes_nothing() {
     apply(&inv, &[]);
     let out = apply(&inv, &[]);
     assert_eq!(changed_tasks(&out), Vec::<String>::new());
+    // Nothing moved, so no rolling gate waits: each quorum member's gate tasks are skipped
+    // (the gates run once anything about the member moved: e2e_members and the upgrade).
+    let gates: Vec<(String, String, String)> = events(&out)
+        .iter()
+        .filter(|e| e["event"] == "task_finished")
+        .filter(|e| {
+            let t = e["task"].as_str().unwrap_or_default();
+            t.contains("this member serves")
+                || t.contains("the ensemble has a quorum")
+                || t.contains("follows an elected leader")
+        })
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap_or_default().to_string(),
+                e["task"].as_str().unwrap_or_default().to_string(),
+                e["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(!gates.is_empty(), "no gate task reported");
+    assert!(
+        gates.iter().all(|(_, _, status)| status == "skipped"),
+        "a gate ran on an unchanged cluster: {gates:#?}"
+    );
     let i = inv.display().to_string();
     let plan = provisioner(&["plan", "-i", &i, "--exit-code"]);
     assert_eq!(

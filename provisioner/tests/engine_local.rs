@@ -2210,6 +2210,28 @@ fn a_stack_run_reads_each_host_once_for_all_its_plays() {
     assert!(f.dir.path().join("hosts/m1/three").exists());
 }
 
+const WAIT_BETWEEN_FILES: &str = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: one
+      copy: dest={{ root }}/{{ inventory_hostname }}/one content=1
+    - name: wait for it (a read-only module that runs and changes nothing)
+      wait_for: path={{ root }}/{{ inventory_hostname }}/one timeout=5
+    - name: two
+      copy: dest={{ root }}/{{ inventory_hostname }}/two content=2
+"#;
+
+#[test]
+fn a_read_only_module_keeps_the_answers_gathered_before_it() {
+    let f = Fixture::new(WAIT_BETWEEN_FILES);
+    let (_, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed());
+    let (events, recap, log) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 0, "{:#?}", statuses(&events, "h1"));
+    assert_eq!(probe_round_trips(&log, "h1"), 1, "{log:#?}");
+}
+
 const TWO_PLAYS_SAME_FILES: &str = r#"
 - hosts: web
   gather_facts: false

@@ -309,8 +309,9 @@ impl Runner {
         let run_actions = !check || m.read_only(&args);
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
-                // A read-only command (the stack's convention) touches nothing.
-                let touched = if self.declared_read_only(task, module) {
+                // A read-only module (wait_for, uri GET) or command (the stack's convention)
+                // touches nothing.
+                let touched = if m.read_only(&args) || self.declared_read_only(task, module) {
                     Some(Vec::new())
                 } else {
                     touched_paths(m, &args, actions)
