@@ -424,12 +424,17 @@ impl Runner {
         if !self.with_state(host, |s| s.prefetched.insert(play_idx)) && !again {
             return;
         }
+        // Covered by an earlier pass that rendered every task of this play, and nothing was
+        // dropped since: nothing to top up.
+        if !again && self.with_state(host, |s| s.covered.get(&play_idx) == Some(&s.drops)) {
+            return;
+        }
         // This play from `from`; with nothing answered yet (the run's first prefetch, or after
         // an action dropped every answer), every later play this host is in too: one round
         // trip for the rest of the run. Each later play still tops up when it starts (asking
         // only what is not answered): a task whose arguments read what an earlier task sets
         // renders differently (or not at all) before that task ran.
-        let cold = self.with_state(host, |s| s.probe_cache.is_empty());
+        let (cold, drops) = self.with_state(host, |s| (s.probe_cache.is_empty(), s.drops));
         let later: Vec<usize> = if cold {
             (play_idx + 1..self.plays.len())
                 .filter(|p| self.play_hosts[*p].iter().any(|h| h == host))
@@ -452,6 +457,8 @@ impl Runner {
                     .map(|t| (play_idx, t)),
             )
             .collect();
+        // Later plays with a task whose arguments did not render now: they top up at start.
+        let mut partial: BTreeSet<usize> = BTreeSet::new();
         while let Some((play_idx, task)) = stack.pop() {
             let play = &self.plays[play_idx];
             let (module, raw_args) = match &task.kind {
@@ -475,7 +482,10 @@ impl Runner {
                 None => vec![None],
                 Some(l) => match self.templar.render_value(l, &vars) {
                     Ok(Value::Array(a)) if !task.loop_flatten => a.into_iter().map(Some).collect(),
-                    _ => continue,
+                    _ => {
+                        partial.insert(play_idx);
+                        continue;
+                    }
                 },
             };
             let become_ = self
@@ -489,6 +499,7 @@ impl Runner {
                     .templar
                     .render_value(&Value::Object(raw_args.clone()), &vars)
                 else {
+                    partial.insert(play_idx);
                     continue;
                 };
                 template::strip_omitted(&mut args);
@@ -497,6 +508,7 @@ impl Runner {
                     .await
                     .is_err()
                 {
+                    partial.insert(play_idx);
                     continue;
                 }
                 if let Ok(probes) = m.probes(&args) {
@@ -509,6 +521,7 @@ impl Runner {
                 }
             }
         }
+        let mut answered = true;
         for (user, mut probes) in by_become {
             // What the host answered stays true until an action drops it (`perform`): as for
             // facts, the run reads the host once (pyinfra's model), not once per play.
@@ -523,17 +536,22 @@ impl Runner {
             let Ok(out) = self.exec(host, script, Some(stdin), become_, false).await else {
                 return;
             };
-            if out.exit_status != 0 {
-                continue;
-            }
-            if let Ok(f) = facts::probe::parse_probe_output(&probes, &out.stdout) {
-                self.with_state(host, |s| {
+            match facts::probe::parse_probe_output(&probes, &out.stdout) {
+                Ok(f) if out.exit_status == 0 => self.with_state(host, |s| {
                     s.via_link.extend(f.via_link);
                     for (p, r) in f.answers {
                         s.probe_cache.insert((user.clone(), p), r);
                     }
-                });
+                }),
+                _ => answered = false,
             }
+        }
+        if answered {
+            self.with_state(host, |s| {
+                for p in later.iter().filter(|p| !partial.contains(p)) {
+                    s.covered.insert(*p, drops);
+                }
+            });
         }
     }
 
@@ -552,6 +570,7 @@ impl Runner {
             // The host changes: answers gathered before that this change may affect are stale.
             self.with_state(host, |s| {
                 s.probes_dropped = true;
+                s.drops += 1;
                 match touched {
                     // A change through a symlink may land anywhere.
                     Some(paths) if !paths.iter().any(|t| s.via_link.contains(t)) => {

@@ -118,6 +118,13 @@ impl Runner {
         if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(hit.to_string());
         }
+        // One miss at a time: every host's first task asks for the same file at once (the
+        // Mesos tarball, 30 MB), and each would read and hash it. The next finds it cached.
+        static MISS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = MISS.lock().await;
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit.to_string());
+        }
         let (cache, owned) = (cache.clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || {
             let bytes = std::fs::read(&owned)

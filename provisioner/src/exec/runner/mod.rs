@@ -100,6 +100,11 @@ struct HostState {
     prefetched: BTreeSet<usize>,
     /// An action of the running task dropped probe answers (`perform`).
     probes_dropped: bool,
+    /// How many actions dropped answers so far in the run.
+    drops: u64,
+    /// Later plays whose every task a prefetch rendered, with `drops` at that time: while
+    /// nothing was dropped since, the play asks for nothing more when it starts.
+    covered: HashMap<usize, u64>,
     /// A task dropped answers but changed nothing (a read-only command such as a preflight
     /// check): the next task that misses the cache gathers the rest of the play's probes
     /// again, in one round trip, instead of each task probing on its own.
