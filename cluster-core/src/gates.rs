@@ -193,6 +193,11 @@ get() {
   fi
 }
 
+# The status URL's master answers %%ELECTED%% with (%%ELECTED_STATUS%%: it is elected).
+elected_code() {
+  get "$2" -o /dev/null -w '%{http_code}' "${1%/}%%ELECTED%%" 2>/dev/null
+}
+
 mesos_master_ready() {
   [ $# -eq 2 ] || usage
   url=${1%/}
@@ -225,7 +230,7 @@ mesos_master_ready() {
     echo "$url/master/redirect answered %%REDIRECT%% without a Location"
     exit 1
   fi
-  lcode=$(get "$2" -o /dev/null -w '%{http_code}' "$leader%%ELECTED%%" 2>/dev/null)
+  lcode=$(elected_code "$leader" "$2")
   [ "$lcode" = %%ELECTED_STATUS%% ] && exit 0
   echo "$url follows $leader, which is not elected ($leader%%ELECTED%% answered ${lcode:-nothing}): a stopped master's contender, until its ZooKeeper session expires"
   exit 1
@@ -234,7 +239,7 @@ mesos_master_ready() {
 mesos_master_elected() {
   [ $# -eq 2 ] || usage
   url=${1%/}
-  code=$(get "$2" -o /dev/null -w '%{http_code}' "$url%%ELECTED%%" 2>/dev/null)
+  code=$(elected_code "$url" "$2")
   [ "$code" = %%ELECTED_STATUS%% ] && exit 0
   case "$code" in
     '' | 000) echo "$url%%ELECTED%%: no answer, not the elected master" ;;

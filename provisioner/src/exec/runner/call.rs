@@ -25,12 +25,17 @@ pub(super) fn diff_side(text: &str) -> String {
 /// What the actions of one module call can change, to keep the probe answers gathered before
 /// it that they cannot affect: `Some(paths)` when they only write at, under or above these
 /// absolute paths (file writes, and commands of a module [`modules::Module::confined_to`] its
-/// paths), `None` when anything may change (commands, packages, services, ...).
+/// paths; none for a read-only module), `None` when anything may change (commands, packages,
+/// services, ...).
 pub(super) fn touched_paths(
     m: &dyn modules::Module,
     args: &modules::Args,
     actions: &[Action],
 ) -> Option<Vec<String>> {
+    // A read-only module (wait_for, uri GET) runs actions that change nothing.
+    if m.read_only(args) {
+        return Some(Vec::new());
+    }
     let mut paths: Vec<String> = actions
         .iter()
         .filter_map(|a| match a {
@@ -309,9 +314,8 @@ impl Runner {
         let run_actions = !check || m.read_only(&args);
         let outputs = match (&planned, run_actions) {
             (Planned::Change { actions, .. }, true) => {
-                // A read-only module (wait_for, uri GET) or command (the stack's convention)
-                // touches nothing.
-                let touched = if m.read_only(&args) || self.declared_read_only(task, module) {
+                // A read-only command (the stack's convention) touches nothing.
+                let touched = if self.declared_read_only(task, module) {
                     Some(Vec::new())
                 } else {
                     touched_paths(m, &args, actions)

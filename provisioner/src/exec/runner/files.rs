@@ -115,15 +115,21 @@ impl Runner {
         let cant = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
         let meta = std::fs::metadata(path).map_err(cant)?;
         let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(hit.to_string());
+        let hit = || {
+            cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&key).map(|v| v.to_string()))
+        };
+        if let Some(v) = hit() {
+            return Ok(v);
         }
         // One miss at a time: every host's first task asks for the same file at once (the
         // Mesos tarball, 30 MB), and each would read and hash it. The next finds it cached.
         static MISS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one = MISS.lock().await;
-        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(hit.to_string());
+        if let Some(v) = hit() {
+            return Ok(v);
         }
         let (cache, owned) = (cache.clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || {
