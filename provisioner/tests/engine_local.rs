@@ -27,10 +27,12 @@ struct Local {
 impl Connection for Local {
     fn exec(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
+            // What the host was asked: the script, then what it reads on stdin (the probes).
+            let stdin = String::from_utf8_lossy(req.stdin.as_deref().unwrap_or_default());
             self.log
                 .lock()
                 .unwrap()
-                .push((self.host.clone(), req.script.clone()));
+                .push((self.host.clone(), format!("{}\n{stdin}", req.script)));
             let mut child = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(&req.script)
@@ -2267,4 +2269,77 @@ fn a_later_play_reuses_the_file_answers_of_an_earlier_one() {
         "play 1 writes 1, play 2 writes 2 again"
     );
     assert_eq!(f.read("h1", "a"), "2");
+}
+
+const WHEN_TURNS_TRUE: &str = r#"
+- hosts: web
+  gather_facts: false
+  vars:
+    wanted: false
+  tasks:
+    - name: one
+      copy: dest={{ root }}/{{ inventory_hostname }}/one content=1
+    - name: skipped
+      copy: dest={{ root }}/{{ inventory_hostname }}/skipped content=1
+      when: wanted | bool
+    - name: wanted from here on, on h1
+      set_fact:
+        wanted: true
+      when: inventory_hostname == 'h1'
+    - name: later
+      copy: dest={{ root }}/{{ inventory_hostname }}/later content=1
+      when: wanted | bool
+"#;
+
+/// The prefetch's probe lines for `host`: each path is base64 there.
+fn asked_about(log: &[(String, String)], host: &str, path: &std::path::Path) -> bool {
+    use base64::Engine as _;
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(path.display().to_string().as_bytes());
+    log.iter()
+        .any(|(h, s)| h == host && s.contains("import binascii") && s.contains(&encoded))
+}
+
+#[test]
+fn a_task_its_when_skips_is_not_probed_ahead_and_asks_for_itself_once_true() {
+    let f = Fixture::new(WHEN_TURNS_TRUE);
+    let (events, recap, log) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert!(
+        asked_about(&log, "h1", &f.host_file("h1", "one")),
+        "{log:#?}"
+    );
+    for name in ["skipped", "later"] {
+        assert!(
+            !asked_about(&log, "h2", &f.host_file("h2", name)),
+            "{log:#?}"
+        );
+        assert!(!f.host_file("h2", name).exists());
+    }
+    assert!(!f.host_file("h1", "skipped").exists());
+    // h1's `when` became true after the prefetch: the task read the host itself.
+    assert_eq!(f.read("h1", "later"), "1");
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert_eq!(recap.total_changed(), 0, "{:#?}", statuses(&events, "h1"));
+}
+
+const LOOP_THEN_TASK: &str = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: a loop
+      copy: dest={{ root }}/{{ inventory_hostname }}/{{ item }} content={{ item }}
+      loop: [a, b]
+    - name: after the loop
+      copy: dest={{ root }}/{{ inventory_hostname }}/after content="{{ item | default('none') }}"
+"#;
+
+#[test]
+fn a_loop_item_does_not_leak_into_the_next_task_that_shares_its_variables() {
+    let f = Fixture::new(LOOP_THEN_TASK);
+    let (events, recap, _) = f.run(Mode::Apply, LocalConnector::default());
+    assert!(!recap.any_failed(), "{events:#?}");
+    assert_eq!(f.read("h1", "b"), "b");
+    assert_eq!(f.read("h1", "after"), "none");
+    assert_eq!(f.read("h2", "after"), "none");
 }

@@ -72,6 +72,23 @@ where
     }
 }
 
+/// Variables a render reads: a shared map is used as it is, a plain one is copied once.
+pub trait SharedVars {
+    fn shared(&self) -> Arc<Vars>;
+}
+
+impl SharedVars for Vars {
+    fn shared(&self) -> Arc<Vars> {
+        Arc::new(self.clone())
+    }
+}
+
+impl SharedVars for Arc<Vars> {
+    fn shared(&self) -> Arc<Vars> {
+        self.clone()
+    }
+}
+
 /// A rendered value, and whether rendering read an unsafe variable (then the value is
 /// unsafe too: Ansible's unsafe-ness spreads through templating).
 #[derive(Clone, Debug, PartialEq)]
@@ -394,8 +411,12 @@ impl Templar {
 
     /// Template every string in `value` (recursively through lists and maps; keys are kept)
     /// with Ansible's rules, reading `vars` lazily.
-    pub fn render_value(&self, value: &Json, vars: &Vars) -> Result<Json, TemplateError> {
-        self.render_value_shared(value, Arc::new(vars.clone()))
+    pub fn render_value(
+        &self,
+        value: &Json,
+        vars: &(impl SharedVars + ?Sized),
+    ) -> Result<Json, TemplateError> {
+        self.render_value_shared(value, vars.shared())
     }
 
     /// [`Templar::render_value`] without copying the variables.
@@ -425,13 +446,21 @@ impl Templar {
     }
 
     /// Template one string (see [`Templar::render_value`]).
-    pub fn render_str(&self, s: &str, vars: &Vars) -> Result<Json, TemplateError> {
+    pub fn render_str(
+        &self,
+        s: &str,
+        vars: &(impl SharedVars + ?Sized),
+    ) -> Result<Json, TemplateError> {
         self.render_value(&Json::String(s.to_string()), vars)
     }
 
     /// Template one string and return its text: a non-string result is shown as Ansible's
     /// `debug` would print it inside a string.
-    pub fn render_string(&self, s: &str, vars: &Vars) -> Result<String, TemplateError> {
+    pub fn render_string(
+        &self,
+        s: &str,
+        vars: &(impl SharedVars + ?Sized),
+    ) -> Result<String, TemplateError> {
         match self.render_str(s, vars)? {
             Json::String(s) => Ok(s),
             other => Ok(pyfmt::to_text(&json_to_value(&other))),
@@ -441,8 +470,12 @@ impl Templar {
     /// Evaluate `when:` (also `changed_when`, `failed_when`, `until`): every condition must
     /// hold. Each is a bare Jinja expression; a bare variable name tests its truthiness (a
     /// non-empty string is true, whatever it says: use `| bool`).
-    pub fn eval_when(&self, conditions: &[String], vars: &Vars) -> Result<bool, TemplateError> {
-        let vars = Arc::new(vars.clone());
+    pub fn eval_when(
+        &self,
+        conditions: &[String],
+        vars: &(impl SharedVars + ?Sized),
+    ) -> Result<bool, TemplateError> {
+        let vars = vars.shared();
         for c in conditions {
             if !self.eval_condition(c, vars.clone())? {
                 return Ok(false);

@@ -90,7 +90,7 @@ impl Runner {
         task: &Task,
         module: &str,
         raw_args: &Map<String, Value>,
-        vars: &Vars,
+        vars: &Arc<Vars>,
         become_: Option<Become>,
         check: bool,
     ) -> CallResult {
@@ -402,7 +402,7 @@ impl Runner {
     pub(super) fn delegate_target(
         &self,
         task: &Task,
-        vars: &Vars,
+        vars: &Arc<Vars>,
     ) -> Result<Option<String>, String> {
         let Some(d) = &task.delegate_to else {
             return Ok(None);
@@ -497,7 +497,12 @@ impl Runner {
                 .map(|b| b.user);
             for item in items {
                 if let Some(i) = item {
-                    vars::set_loop_item(&mut vars, &task.loop_var, i);
+                    vars::set_loop_item(Arc::make_mut(&mut vars), &task.loop_var, i);
+                }
+                // A task its `when` skips now asks nothing: a condition that becomes true
+                // later (a fact set in between) makes the task ask for itself when it runs.
+                if matches!(self.eval_conditions(&task.when, &vars), Ok(false)) {
+                    continue;
                 }
                 let Ok(Value::Object(mut args)) = self
                     .templar
@@ -625,8 +630,8 @@ impl Runner {
 
     /// `set_fact`: each value templated once; a value that read host data stays unsafe, the
     /// others are templated again on read, as Ansible does.
-    fn set_fact(&self, host: &str, raw_args: &Map<String, Value>, vars: &Vars) -> CallResult {
-        let shared = Arc::new(vars.clone());
+    fn set_fact(&self, host: &str, raw_args: &Map<String, Value>, vars: &Arc<Vars>) -> CallResult {
+        let shared = vars.clone();
         let mut facts = Map::new();
         let mut tainted = BTreeSet::new();
         for (k, raw) in raw_args {
@@ -662,7 +667,7 @@ impl Runner {
         }
     }
 
-    pub(super) fn debug(&self, args: &Map<String, Value>, vars: &Vars) -> CallResult {
+    pub(super) fn debug(&self, args: &Map<String, Value>, vars: &Arc<Vars>) -> CallResult {
         let mut result = Map::new();
         if let Some(var) = args.get("var").and_then(Value::as_str) {
             let v = self
@@ -690,7 +695,7 @@ impl Runner {
         &self,
         args: &Map<String, Value>,
         raw_args: &Map<String, Value>,
-        vars: &Vars,
+        vars: &Arc<Vars>,
     ) -> CallResult {
         // `that` holds expressions: evaluate them as written, not templated first.
         let that: Vec<Value> = match raw_args.get("that") {

@@ -201,7 +201,8 @@ impl Runner {
                 ..at
             };
             if let Some((i, item)) = &pass {
-                vars::set_loop_item(&mut vars, &task.loop_var, item.clone());
+                let vars = Arc::make_mut(&mut vars);
+                vars::set_loop_item(vars, &task.loop_var, item.clone());
                 vars.insert("ansible_loop_var".into(), json!(task.loop_var));
                 if let Some(iv) = &task.index_var {
                     vars.insert(iv.clone(), json!(i));
@@ -362,7 +363,7 @@ impl Runner {
         &self,
         task: &Task,
         l: &Value,
-        vars: &Vars,
+        vars: &Arc<Vars>,
     ) -> Result<Value, template::TemplateError> {
         let terms = self.templar.render_value(l, vars)?;
         let Some(lookup) = &task.loop_with else {
@@ -372,7 +373,7 @@ impl Runner {
             Value::Array(a) => Value::Array(a),
             other => Value::Array(vec![other]),
         };
-        let mut vars = vars.clone();
+        let mut vars: Vars = (**vars).clone();
         vars.insert(WITH_TERMS.into(), terms);
         template::mark_unsafe(&mut vars, [WITH_TERMS]);
         let module = task.module().unwrap_or_default();
@@ -385,20 +386,25 @@ impl Runner {
             Value::String(format!("{subdir}s")),
         );
         let expr = format!("{{{{ query('{lookup}', {WITH_TERMS}) }}}}");
-        self.templar.render_str(&expr, &vars)
+        self.templar.render_str(&expr, &Arc::new(vars))
     }
 
     pub(super) fn result_conditions(
         &self,
         task: &Task,
         call: &mut CallResult,
-        vars: &Vars,
-    ) -> Vars {
+        vars: &Arc<Vars>,
+    ) -> Arc<Vars> {
+        // The conditions read the registered result; literal booleans (`changed_when: false`)
+        // read nothing, and then the variables are not copied to hold it.
+        let conditions = [&task.changed_when, &task.failed_when, &task.until];
+        let reads = conditions.iter().any(|c| c.iter().any(|x| !x.is_boolean()));
         let with_result = |call: &CallResult| {
             let mut v = vars.clone();
-            if let Some(r) = &task.register {
-                v.insert(r.clone(), Value::Object(call.result.clone()));
-                template::mark_unsafe(&mut v, [r.clone()]);
+            if let (Some(r), true) = (&task.register, reads) {
+                let m = Arc::make_mut(&mut v);
+                m.insert(r.clone(), Value::Object(call.result.clone()));
+                template::mark_unsafe(m, [r.clone()]);
             }
             v
         };
@@ -450,7 +456,11 @@ impl Runner {
         }
     }
 
-    pub(super) fn eval_conditions(&self, conds: &[Value], vars: &Vars) -> Result<bool, String> {
+    pub(super) fn eval_conditions(
+        &self,
+        conds: &[Value],
+        vars: &Arc<Vars>,
+    ) -> Result<bool, String> {
         if conds.is_empty() {
             return Ok(true);
         }
@@ -471,7 +481,7 @@ impl Runner {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) fn ignore_errors(&self, task: &Task, vars: &Vars) -> bool {
+    pub(super) fn ignore_errors(&self, task: &Task, vars: &Arc<Vars>) -> bool {
         match &task.ignore_errors {
             None => false,
             Some(Value::Bool(b)) => *b,
@@ -492,7 +502,7 @@ impl Runner {
         task: &Task,
         module: &str,
         args: &Map<String, Value>,
-        vars: &Vars,
+        vars: &Arc<Vars>,
         become_: Option<Become>,
         check: bool,
     ) -> CallResult {

@@ -12,7 +12,7 @@ impl Runner {
         module: &str,
         task: &Task,
         args: &mut Map<String, Value>,
-        vars: &Vars,
+        vars: &Arc<Vars>,
         probes_only: bool,
     ) -> Result<(), String> {
         let remote = args

@@ -147,6 +147,35 @@ struct HostLevels {
     unsafe_facts: BTreeSet<String>,
 }
 
+impl HostLevels {
+    /// The same levels: the same shared maps. A host's maps change only through
+    /// `Arc::make_mut` or a new `Arc`, and a `HostLevels` holds its maps, so a change always
+    /// makes a new pointer (never a reused one).
+    fn same_as(&self, other: &HostLevels) -> bool {
+        Arc::ptr_eq(&self.facts, &other.facts)
+            && Arc::ptr_eq(&self.include_vars, &other.include_vars)
+            && Arc::ptr_eq(&self.set_facts, &other.set_facts)
+            && self.unsafe_facts == other.unsafe_facts
+    }
+}
+
+/// What a task's variables depend on besides the host's own levels and the stopped hosts:
+/// the play, the task's own vars (by address: 0 when it has none) and its role.
+#[derive(PartialEq, Eq, Hash)]
+struct VarsKey {
+    host: String,
+    play: usize,
+    task_vars: usize,
+    role: Option<(String, String)>,
+}
+
+/// A resolved variable map and what it was resolved from.
+struct CachedVars {
+    own: HostLevels,
+    stopped: BTreeSet<String>,
+    vars: Arc<Vars>,
+}
+
 /// What every task of a play sees the same on every host: its roles' defaults merged (under
 /// the stack's `bundle` vars) and its roles' vars merged. Built once per run.
 struct PlayStatic {
@@ -219,6 +248,8 @@ pub struct Runner {
     play_static: Vec<PlayStatic>,
     /// Per host: its inventory levels (the inventory does not change during a run).
     inventory_stacks: Arc<Mutex<HashMap<String, Arc<VarStack>>>>,
+    /// Resolved task variables, shared by the tasks that see the same (`task_vars`).
+    vars_cache: Mutex<HashMap<VarsKey, CachedVars>>,
 }
 
 impl Runner {
@@ -306,6 +337,7 @@ impl Runner {
             meta_shown: Mutex::new(HashSet::new()),
             play_static,
             inventory_stacks,
+            vars_cache: Mutex::new(HashMap::new()),
         }
     }
 

@@ -118,11 +118,57 @@ pub(super) fn set_loop_item(vars: &mut Vars, loop_var: &str, item: Value) {
 
 impl Runner {
     /// The variables a task sees on `host`, lowest precedence first.
-    pub(super) fn task_vars(&self, host: &str, play_idx: usize, task: Option<&Task>) -> Vars {
+    ///
+    /// Shared: every task of a play and role without vars of its own sees the same map until
+    /// the host's own levels change (a fact, `include_vars`, `set_fact` or registered result)
+    /// or a host stops, so it is resolved once for all of them; a caller that changes it (a
+    /// loop item) clones it first (`Arc::make_mut`).
+    pub(super) fn task_vars(&self, host: &str, play_idx: usize, task: Option<&Task>) -> Arc<Vars> {
+        let own = host_levels(&self.hosts, host).unwrap_or_else(|| HostState::default().levels());
+        let stopped = self.stopped_hosts();
+        let key = VarsKey {
+            host: host.to_string(),
+            play: play_idx,
+            task_vars: task
+                .filter(|t| !t.vars.is_empty())
+                .map_or(0, |t| &t.vars as *const Vars as usize),
+            role: task
+                .and_then(|t| t.role.as_ref())
+                .map(|r| (r.name.clone(), r.dir.clone())),
+        };
+        let cached = self.vars_cache.lock().ok().and_then(|c| {
+            c.get(&key)
+                .filter(|e| e.own.same_as(&own) && e.stopped == stopped)
+                .map(|e| e.vars.clone())
+        });
+        if let Some(v) = cached {
+            return v;
+        }
+        let vars = Arc::new(self.resolve_task_vars(host, play_idx, task, &own, &stopped));
+        if let Ok(mut c) = self.vars_cache.lock() {
+            c.insert(
+                key,
+                CachedVars {
+                    own,
+                    stopped,
+                    vars: vars.clone(),
+                },
+            );
+        }
+        vars
+    }
+
+    fn resolve_task_vars(
+        &self,
+        host: &str,
+        play_idx: usize,
+        task: Option<&Task>,
+        own: &HostLevels,
+        stopped: &BTreeSet<String>,
+    ) -> Vars {
         let play = &self.plays[play_idx];
         let statics = &self.play_static[play_idx];
         let inventory = inventory_stack(&self.inventory, &self.inventory_stacks, host);
-        let own = host_levels(&self.hosts, host).unwrap_or_else(|| HostState::default().levels());
         let mut between = vec![
             (VarLevel::PlayVars, &play.vars),
             (VarLevel::RoleVars, &statics.role_vars),
@@ -133,7 +179,7 @@ impl Runner {
         let levels = host_var_levels(
             Some(&statics.defaults),
             &inventory,
-            Some(&own),
+            Some(own),
             &between,
             Some(&self.cfg.extra_vars),
         );
@@ -148,7 +194,6 @@ impl Runner {
             .get(play_idx)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let stopped = self.stopped_hosts();
         let live = |hs: &[String]| {
             hs.iter()
                 .filter(|h| !stopped.contains(*h))
@@ -182,7 +227,7 @@ impl Runner {
         host: &str,
         play: &Play,
         task: Option<&Task>,
-        vars: &Vars,
+        vars: &Arc<Vars>,
     ) -> Option<Become> {
         let inv_become = vars
             .get("ansible_become")
