@@ -594,3 +594,69 @@ fn a_clock_ten_minutes_ahead_is_named_with_its_offset_by_preflight() {
     );
     ssh_ok(&inv, &v, "rm -f /usr/local/bin/date");
 }
+
+#[test]
+fn a_port_a_foreign_process_listens_on_is_named_by_preflight() {
+    let inv = lab_inventory();
+    let victim = ScratchHost::add(&inv, "fault-port");
+    let v = victim.name.clone();
+    // Preflight reads every listener in one `ss` listing and names each foreign one on a port
+    // the host will serve: dnsmasq's, moved here to a free port a stranger then takes.
+    let port = "5354";
+    ssh_ok(
+        &inv,
+        &v,
+        &format!(
+            "setsid python3 -m http.server {port} --bind 0.0.0.0 >/dev/null 2>&1 < /dev/null & \
+             for i in $(seq 50); do ss -Hltn 'sport = :{port}' | grep -q . && exit 0; sleep 0.1; done; exit 1"
+        ),
+    );
+    let out = provisioner(&[
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        &v,
+        "--tags",
+        "preflight",
+        "-e",
+        &format!("dnsmasq_port={port}"),
+        "-e",
+        &format!(
+            "mesos_dns_local_artifact={}",
+            env!("CARGO_BIN_EXE_provisioner")
+        ),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a taken port fails preflight: {text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("port {port} (dnsmasq) is taken")))
+        .unwrap_or_else(|| panic!("the taken port is named: {text}"));
+    assert!(line.contains("python3"), "with who holds it: {line}");
+    // Our own listeners are not conflicts: sshd's port is not one the host serves, and
+    // dnsmasq's own port (53, where it listens) passes.
+    ssh_ok(&inv, &v, &format!("pkill -f '[h]ttp.server {port}'"));
+    let out = provisioner(&[
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        &v,
+        "--tags",
+        "preflight",
+        "-e",
+        &format!("dnsmasq_port={port}"),
+        "-e",
+        &format!(
+            "mesos_dns_local_artifact={}",
+            env!("CARGO_BIN_EXE_provisioner")
+        ),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("is taken"), "{text}");
+}
