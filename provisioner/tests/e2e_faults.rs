@@ -603,6 +603,24 @@ fn a_port_a_foreign_process_listens_on_is_named_by_preflight() {
     // Preflight reads every listener in one `ss` listing and names each foreign one on a port
     // the host will serve: dnsmasq's, moved here to a free port a stranger then takes.
     let port = "5354";
+    let preflight = || {
+        provisioner(&[
+            "plan",
+            "-i",
+            inv.to_str().unwrap(),
+            "--limit",
+            &v,
+            "--tags",
+            "preflight",
+            "-e",
+            &format!("dnsmasq_port={port}"),
+            "-e",
+            &format!(
+                "mesos_dns_local_artifact={}",
+                env!("CARGO_BIN_EXE_provisioner")
+            ),
+        ])
+    };
     ssh_ok(
         &inv,
         &v,
@@ -611,22 +629,7 @@ fn a_port_a_foreign_process_listens_on_is_named_by_preflight() {
              for i in $(seq 50); do ss -Hltn 'sport = :{port}' | grep -q . && exit 0; sleep 0.1; done; exit 1"
         ),
     );
-    let out = provisioner(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        &v,
-        "--tags",
-        "preflight",
-        "-e",
-        &format!("dnsmasq_port={port}"),
-        "-e",
-        &format!(
-            "mesos_dns_local_artifact={}",
-            env!("CARGO_BIN_EXE_provisioner")
-        ),
-    ]);
+    let out = preflight();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_ne!(
         out.status.code(),
@@ -641,22 +644,7 @@ fn a_port_a_foreign_process_listens_on_is_named_by_preflight() {
     // Our own listeners are not conflicts: sshd's port is not one the host serves, and
     // dnsmasq's own port (53, where it listens) passes.
     ssh_ok(&inv, &v, &format!("pkill -f '[h]ttp.server {port}'"));
-    let out = provisioner(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        &v,
-        "--tags",
-        "preflight",
-        "-e",
-        &format!("dnsmasq_port={port}"),
-        "-e",
-        &format!(
-            "mesos_dns_local_artifact={}",
-            env!("CARGO_BIN_EXE_provisioner")
-        ),
-    ]);
+    let out = preflight();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!text.contains("is taken"), "{text}");
 }
