@@ -255,12 +255,20 @@ fn state_probe(a: &AptArgs) -> Probe {
         }
         s.push('\n');
     }
-    s.push_str(&format!("printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\"\n"));
-    s.push_str("printf '@@NOW %s\\n' \"$(date +%s)\"");
     if a.packages.is_empty() && a.autoremove {
-        s.push_str("\nprintf '@@AUTOREMOVE\\n'; LC_ALL=C apt-get -s autoremove 2>/dev/null");
+        s.push_str("printf '@@AUTOREMOVE\\n'; LC_ALL=C apt-get -s autoremove 2>/dev/null");
     }
     Probe::Command { script: s }
+}
+
+/// The cache's timestamp and the host's clock: the same probe for every apt task, so a run
+/// asks it once per host (the prefetch merges equal probes), not once per task.
+fn stamp_probe() -> Probe {
+    Probe::Command {
+        script: format!(
+            "printf '@@STAMP %s\\n' \"$({STAMP_SCRIPT})\"\nprintf '@@NOW %s\\n' \"$(date +%s)\""
+        ),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -367,8 +375,11 @@ fn words(parts: &[&str]) -> String {
 }
 
 fn apt_state(facts: &Facts, a: &AptArgs) -> Result<AptState, OpError> {
-    match facts.get(&state_probe(a)) {
-        Some(ProbeResult::Command(o)) => Ok(parse_state(&o.stdout)),
+    match (facts.get(&stamp_probe()), facts.get(&state_probe(a))) {
+        // The stamp first: the state's answer may end with apt-get's autoremove simulation.
+        (Some(ProbeResult::Command(stamp)), Some(ProbeResult::Command(o))) => {
+            Ok(parse_state(&format!("{}{}", stamp.stdout, o.stdout)))
+        }
         _ => Err(OpError::new("internal: apt state probe was not answered")),
     }
 }
@@ -772,7 +783,7 @@ impl Module for Apt {
         APT_PARAMS
     }
     fn probes(&self, args: &Args) -> Result<Vec<Probe>, OpError> {
-        Ok(vec![state_probe(&parse(args)?)])
+        Ok(vec![state_probe(&parse(args)?), stamp_probe()])
     }
     fn plan(&self, args: &Args, facts: &Facts, mode: Mode) -> Result<Planned, OpError> {
         plan_apt(args, facts, mode)
@@ -904,15 +915,18 @@ mod tests {
 
     fn local_state(args: serde_json::Value) -> AptState {
         let a = parse(args.as_object().unwrap()).unwrap();
-        let Probe::Command { script } = state_probe(&a) else {
-            panic!()
+        let run = |p: Probe| {
+            let Probe::Command { script } = p else {
+                panic!()
+            };
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
         };
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        parse_state(&String::from_utf8(out.stdout).unwrap())
+        parse_state(&format!("{}{}", run(stamp_probe()), run(state_probe(&a))))
     }
 
     #[test]
