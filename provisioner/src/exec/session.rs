@@ -437,8 +437,5 @@ pub async fn run(
         duration_ms: started.elapsed().as_millis() as u64,
         cancelled: summary.cancelled,
     });
-    // What the run built (every host's answers and resolved variables) is freed off the
-    // caller's path: a CLI run exits meanwhile, the operator's loop goes on.
-    std::thread::spawn(move || drop(runner));
     Ok(RunResult { summary, pending })
 }

@@ -410,22 +410,13 @@ impl Templar {
     }
 
     /// Template every string in `value` (recursively through lists and maps; keys are kept)
-    /// with Ansible's rules, reading `vars` lazily.
+    /// with Ansible's rules, reading `vars` lazily (a shared map without copying it).
     pub fn render_value(
         &self,
         value: &Json,
         vars: &(impl SharedVars + ?Sized),
     ) -> Result<Json, TemplateError> {
-        self.render_value_shared(value, vars.shared())
-    }
-
-    /// [`Templar::render_value`] without copying the variables.
-    pub fn render_value_shared(
-        &self,
-        value: &Json,
-        vars: Arc<Vars>,
-    ) -> Result<Json, TemplateError> {
-        self.render_marked(value, vars).map(|r| r.value)
+        self.render_marked(value, vars.shared()).map(|r| r.value)
     }
 
     /// [`Templar::render_value`], saying whether the result is unsafe (it read an unsafe
